@@ -1,0 +1,108 @@
+// Package feed publishes committed changes to any number of readers without
+// ever making the publisher wait for them.
+//
+// The feed is a bounded ring of commits shared by all readers. Publishing is
+// O(1) and never blocks. Each reader keeps its own cursor and reads at its own
+// pace; a reader whose cursor falls out of the ring has missed changes and is
+// told so with ErrTooSlow, so that its subscription can be closed instead of
+// silently losing updates.
+package feed
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+)
+
+// ErrTooSlow reports that a reader fell so far behind that changes it had not
+// read were dropped from the ring.
+var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
+
+// Feed is a ring of the most recent commits.
+type Feed struct {
+	mu      sync.Mutex
+	ring    []store.Commit // ring[seq%len] holds commit seq; guarded by mu
+	last    uint64         // Seq of the newest commit published; guarded by mu
+	changes int            // changes held in the ring; guarded by mu
+	wake    chan struct{}  // closed and replaced on every publish; guarded by mu
+
+	maxChanges int
+}
+
+// New returns a feed that holds at most slots commits and at most maxChanges
+// changes in all; older commits are dropped first.
+func New(slots, maxChanges int) *Feed {
+	return &Feed{ring: make([]store.Commit, slots), wake: make(chan struct{}), maxChanges: maxChanges}
+}
+
+// Publish appends c. Commits must be published in Seq order without gaps;
+// Publish is meant to be the store's OnCommit hook.
+func (f *Feed) Publish(c store.Commit) {
+	f.mu.Lock()
+	slot := &f.ring[c.Seq%uint64(len(f.ring))]
+	f.changes -= len(slot.Changes)
+	*slot = c
+	f.changes += len(c.Changes)
+	f.last = c.Seq
+	// Drop the oldest commits while over the change budget, but never the
+	// newest one.
+	for seq := c.Seq - uint64(len(f.ring)) + 1; f.changes > f.maxChanges && seq < c.Seq; seq++ {
+		old := &f.ring[seq%uint64(len(f.ring))]
+		if old.Seq == seq && seq != 0 {
+			f.changes -= len(old.Changes)
+			*old = store.Commit{}
+		}
+	}
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Last returns the Seq of the newest published commit.
+func (f *Feed) Last() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+// Cursor reads the feed from a position onwards.
+type Cursor struct {
+	f    *Feed
+	next uint64
+}
+
+// From returns a cursor whose first commit is the one after seq.
+func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
+
+// Next appends every commit after the cursor's position to buf and returns
+// it. It waits until there is at least one, ctx ends, or wait (if not nil)
+// fires; then it may return an empty slice. It returns ErrTooSlow if commits
+// the cursor had not read were dropped.
+func (c *Cursor) Next(ctx context.Context, wait <-chan struct{}, buf []store.Commit) ([]store.Commit, error) {
+	for {
+		c.f.mu.Lock()
+		if c.next <= c.f.last {
+			for ; c.next <= c.f.last; c.next++ {
+				cm := c.f.ring[c.next%uint64(len(c.f.ring))]
+				if cm.Seq != c.next {
+					c.f.mu.Unlock()
+					return buf, ErrTooSlow
+				}
+				buf = append(buf, cm)
+			}
+			c.f.mu.Unlock()
+			return buf, nil
+		}
+		wake := c.f.wake
+		c.f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-wait:
+			return buf, nil
+		case <-ctx.Done():
+			return buf, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Package pathkey encodes gNMI data paths as byte strings that sort so that
+// every subtree of the data tree is one contiguous key range.
+//
+// A path is encoded element by element. Each element is its name, then each
+// of its keys in ascending key-name order as 0x01 name 0x02 value, then a
+// terminating 0x00. Bytes 0x00 to 0x03 inside names and values are escaped
+// with 0x03, so the separators are unambiguous. Because every element ends in
+// 0x00, the encoding of a path is a prefix of the encoding of every path below
+// it and of no other path: the subtree at P is the key range that starts with
+// Encode(P).
+package pathkey
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+)
+
+const (
+	elemEnd  = 0x00
+	keyStart = 0x01
+	keyValue = 0x02
+	escape   = 0x03
+)
+
+// Encode returns the key for a concrete path (one without wildcards).
+func Encode(elems []*gpb.PathElem) []byte {
+	return AppendElems(nil, elems)
+}
+
+// AppendElems appends the encoding of elems to b.
+func AppendElems(b []byte, elems []*gpb.PathElem) []byte {
+	for _, e := range elems {
+		b = AppendElem(b, e.GetName(), e.GetKey())
+	}
+	return b
+}
+
+// AppendElem appends one element with its keys to b.
+func AppendElem(b []byte, name string, keys map[string]string) []byte {
+	b = appendEscaped(b, name)
+	if len(keys) == 1 {
+		for k, v := range keys {
+			b = append(b, keyStart)
+			b = appendEscaped(b, k)
+			b = append(b, keyValue)
+			b = appendEscaped(b, v)
+		}
+	} else if len(keys) > 1 {
+		names := make([]string, 0, len(keys))
+		for k := range keys {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			b = append(b, keyStart)
+			b = appendEscaped(b, k)
+			b = append(b, keyValue)
+			b = appendEscaped(b, keys[k])
+		}
+	}
+	return append(b, elemEnd)
+}
+
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= escape {
+			b = append(b, escape)
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+// ErrMalformed is returned by Decode for bytes that are not an encoded path.
+var ErrMalformed = errors.New("pathkey: malformed key")
+
+// Decode returns the path elements encoded in key.
+func Decode(key []byte) ([]*gpb.PathElem, error) {
+	var elems []*gpb.PathElem
+	for len(key) > 0 {
+		e, rest, err := decodeElem(key)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, e)
+		key = rest
+	}
+	return elems, nil
+}
+
+// Count returns the number of elements in an encoded path.
+func Count(key []byte) int {
+	n := 0
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case escape:
+			i++
+		case elemEnd:
+			n++
+		}
+	}
+	return n
+}
+
+// Split returns the encodings of the first n elements of key and of the rest.
+// It returns ok false if key has fewer than n elements.
+func Split(key []byte, n int) (head, tail []byte, ok bool) {
+	if n == 0 {
+		return nil, key, true
+	}
+	seen := 0
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case escape:
+			i++
+		case elemEnd:
+			seen++
+			if seen == n {
+				return key[:i+1], key[i+1:], true
+			}
+		}
+	}
+	return nil, nil, false
+}
+
+func decodeElem(b []byte) (*gpb.PathElem, []byte, error) {
+	name, b, term, err := readToken(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := &gpb.PathElem{Name: name}
+	for term == keyStart {
+		var k, v string
+		k, b, term, err = readToken(b)
+		if err != nil || term != keyValue {
+			return nil, nil, ErrMalformed
+		}
+		v, b, term, err = readToken(b)
+		if err != nil || term == keyValue {
+			return nil, nil, ErrMalformed
+		}
+		if e.Key == nil {
+			e.Key = map[string]string{}
+		}
+		e.Key[k] = v
+	}
+	if term != elemEnd {
+		return nil, nil, ErrMalformed
+	}
+	return e, b, nil
+}
+
+// readToken reads escaped bytes up to the next separator, which it returns
+// with the remaining input after it.
+func readToken(b []byte) (string, []byte, byte, error) {
+	var sb strings.Builder
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == escape:
+			if i+1 >= len(b) {
+				return "", nil, 0, ErrMalformed
+			}
+			i++
+			sb.WriteByte(b[i])
+		case c < escape:
+			return sb.String(), b[i+1:], c, nil
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	return "", nil, 0, ErrMalformed
+}
+
+// PrefixEnd returns the smallest key greater than every key that starts with
+// prefix, for use as an exclusive upper bound of a range scan. It returns nil
+// when there is no such key.
+func PrefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// String renders elems as a gNMI path string, /a/b[k=v]/c, with keys in
+// ascending order and ], \ and = in key values escaped as gNMI requires.
+func String(elems []*gpb.PathElem) string {
+	if len(elems) == 0 {
+		return "/"
+	}
+	var sb strings.Builder
+	for _, e := range elems {
+		sb.WriteByte('/')
+		sb.WriteString(e.GetName())
+		keys := make([]string, 0, len(e.GetKey()))
+		for k := range e.GetKey() {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&sb, "[%s=%s]", k, escapeKeyValue(e.GetKey()[k]))
+		}
+	}
+	return sb.String()
+}
+
+func escapeKeyValue(v string) string {
+	if !strings.ContainsAny(v, `]\`) {
+		return v
+	}
+	r := strings.NewReplacer(`\`, `\\`, `]`, `\]`)
+	return r.Replace(v)
+}

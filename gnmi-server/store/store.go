@@ -1,0 +1,400 @@
+// Package store keeps the data tree durably in Pebble and serializes every
+// change to it through one writer that commits many transactions per fsync.
+//
+// Readers see only committed data. A transaction is a function that runs on
+// the writer goroutine against a view holding everything committed plus the
+// transactions accepted earlier in the same group, so transactions are
+// serializable: two that conflict can never both apply. A transaction's
+// caller is answered only after its group's batch is synced to disk.
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Change is one key written or deleted by a committed transaction. A nil
+// Value means the key was deleted.
+type Change struct {
+	Key   []byte
+	Value []byte
+}
+
+// Commit describes one committed group of transactions as seen by OnCommit.
+type Commit struct {
+	// Seq numbers commits from 1 in the order they became visible.
+	Seq uint64
+	// Time is the commit's wall-clock time in nanoseconds since the epoch.
+	Time int64
+	// Changes lists each key changed by the group, in transaction order.
+	Changes []Change
+}
+
+// Reader reads keys and key ranges.
+type Reader interface {
+	// Get returns the value of key and whether it exists.
+	Get(key []byte) ([]byte, bool, error)
+	// Scan calls fn for every key that starts with prefix, in key order,
+	// until fn returns an error, which Scan returns. The slices passed to fn
+	// are valid only during the call.
+	Scan(prefix []byte, fn func(key, value []byte) error) error
+}
+
+// Tx is what a transaction function reads and writes.
+type Tx interface {
+	Reader
+	// Set writes value at key.
+	Set(key, value []byte)
+	// Delete removes key.
+	Delete(key []byte)
+	// Time returns the transaction's commit timestamp (ns since the epoch),
+	// the same for every transaction in a group.
+	Time() int64
+}
+
+// Options configures Open.
+type Options struct {
+	// OnCommit, if set, is called on the writer goroutine after each group is
+	// durable and visible, with readers excluded (see Store.View). It must not
+	// block.
+	OnCommit func(Commit)
+	// MaxGroup caps the transactions committed per fsync; 0 means 256.
+	MaxGroup int
+	// NoSync turns off fsync; only benchmarks comparing fsync costs use it.
+	NoSync bool
+}
+
+// Store is a Pebble database with a single serializing writer.
+type Store struct {
+	db   *pebble.DB
+	opts Options
+	reqs chan *request
+	wg   sync.WaitGroup
+
+	// mu orders commits against View: a commit holds it exclusively while it
+	// makes a group visible and calls OnCommit.
+	mu  sync.RWMutex
+	seq uint64 // the last commit's Seq, guarded by mu
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+type request struct {
+	ctx  context.Context
+	fn   func(Tx) error
+	resp chan error
+}
+
+// ErrClosed is returned for transactions submitted after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Open opens or creates the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.MaxGroup == 0 {
+		opts.MaxGroup = 256
+	}
+	po := &pebble.Options{
+		Logger:       quietLogger{},
+		MemTableSize: 32 << 20,
+		Cache:        pebble.NewCache(64 << 20),
+	}
+	defer po.Cache.Unref()
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{})}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// Close stops the writer after the transactions already submitted and closes
+// the database.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.wg.Wait()
+		err = s.db.Close()
+	})
+	return err
+}
+
+// Update runs fn as one transaction and returns once it is durable. If fn
+// returns an error, none of its writes apply and Update returns that error.
+func (s *Store) Update(ctx context.Context, fn func(Tx) error) error {
+	r := &request{ctx: ctx, fn: fn, resp: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once submitted the outcome must be waited for: the transaction may
+	// already be in a batch being synced.
+	return <-r.resp
+}
+
+func (s *Store) writer() {
+	defer s.wg.Done()
+	for {
+		var first *request
+		select {
+		case first = <-s.reqs:
+		case <-s.done:
+			s.drain()
+			return
+		}
+		group := []*request{first}
+	more:
+		for len(group) < s.opts.MaxGroup {
+			select {
+			case r := <-s.reqs:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+// drain answers the requests still queued at Close.
+func (s *Store) drain() {
+	for {
+		select {
+		case r := <-s.reqs:
+			r.resp <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*request) {
+	batch := s.db.NewIndexedBatch()
+	defer batch.Close()
+	now := time.Now().UnixNano()
+	var changes []Change
+	errs := make([]error, len(group))
+	applied := 0
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		tx := &tx{base: batch, writes: map[string][]byte{}, now: now}
+		if err := r.fn(tx); err != nil {
+			errs[i] = err
+			continue
+		}
+		for _, k := range tx.order {
+			v := tx.writes[k]
+			var err error
+			if v == nil {
+				err = batch.Delete([]byte(k), nil)
+			} else {
+				err = batch.Set([]byte(k), v, nil)
+			}
+			if err != nil {
+				errs[i] = err
+				break
+			}
+			changes = append(changes, Change{Key: []byte(k), Value: v})
+		}
+		applied++
+	}
+	if applied > 0 && !batch.Empty() {
+		wo := pebble.Sync
+		if s.opts.NoSync {
+			wo = pebble.NoSync
+		}
+		s.mu.Lock()
+		err := batch.Commit(wo)
+		if err == nil {
+			s.seq++
+			if s.opts.OnCommit != nil {
+				s.opts.OnCommit(Commit{Seq: s.seq, Time: now, Changes: changes})
+			}
+		}
+		s.mu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("store: commit: %w", err)
+			for i := range errs {
+				if errs[i] == nil {
+					errs[i] = err
+				}
+			}
+		}
+	}
+	for i, r := range group {
+		r.resp <- errs[i]
+	}
+}
+
+// View calls fn with a consistent snapshot of the committed data and the Seq
+// of the last commit it contains. No commit becomes visible between the
+// snapshot and the Seq, so a caller that then follows commits after Seq
+// misses none and sees none twice.
+func (s *Store) View(fn func(seq uint64, r Reader) error) error {
+	s.mu.RLock()
+	snap := s.db.NewSnapshot()
+	seq := s.seq
+	s.mu.RUnlock()
+	defer snap.Close()
+	return fn(seq, pebbleReader{snap})
+}
+
+// Get reads one committed key.
+func (s *Store) Get(key []byte) ([]byte, bool, error) {
+	return pebbleReader{s.db}.Get(key)
+}
+
+// Scan reads committed keys under prefix.
+func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return pebbleReader{s.db}.Scan(prefix, fn)
+}
+
+// Metrics returns Pebble's metrics.
+func (s *Store) Metrics() *pebble.Metrics { return s.db.Metrics() }
+
+type pebbleSource interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+type pebbleReader struct{ src pebbleSource }
+
+func (r pebbleReader) Get(key []byte) ([]byte, bool, error) {
+	v, c, err := r.src.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	c.Close()
+	return out, true, nil
+}
+
+func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// tx overlays one transaction's writes on the group's batch.
+type tx struct {
+	base   *pebble.Batch
+	writes map[string][]byte // nil value: deleted
+	order  []string          // keys of writes in first-write order
+	now    int64
+}
+
+var _ Tx = (*tx)(nil)
+
+func (t *tx) Time() int64 { return t.now }
+
+func (t *tx) Set(key, value []byte) {
+	if value == nil {
+		value = []byte{}
+	}
+	t.put(string(key), value)
+}
+
+func (t *tx) Delete(key []byte) { t.put(string(key), nil) }
+
+func (t *tx) put(k string, v []byte) {
+	if _, ok := t.writes[k]; !ok {
+		t.order = append(t.order, k)
+	}
+	t.writes[k] = v
+}
+
+func (t *tx) Get(key []byte) ([]byte, bool, error) {
+	if v, ok := t.writes[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	return pebbleReader{t.base}.Get(key)
+}
+
+func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	// Merge the batch's range with this transaction's writes under prefix.
+	var mine []string
+	for k := range t.writes {
+		if bytes.HasPrefix([]byte(k), prefix) {
+			mine = append(mine, k)
+		}
+	}
+	sort.Strings(mine)
+	i := 0
+	emitMine := func(upto []byte) error {
+		for i < len(mine) && (upto == nil || mine[i] < string(upto)) {
+			if v := t.writes[mine[i]]; v != nil {
+				if err := fn([]byte(mine[i]), v); err != nil {
+					return err
+				}
+			}
+			i++
+		}
+		return nil
+	}
+	err := pebbleReader{t.base}.Scan(prefix, func(k, v []byte) error {
+		if err := emitMine(k); err != nil {
+			return err
+		}
+		if i < len(mine) && mine[i] == string(k) {
+			// This transaction overwrote or deleted k.
+			w := t.writes[mine[i]]
+			i++
+			if w == nil {
+				return nil
+			}
+			return fn(k, w)
+		}
+		return fn(k, v)
+	})
+	if err != nil {
+		return err
+	}
+	return emitMine(nil)
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
