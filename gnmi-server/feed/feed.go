@@ -13,8 +13,25 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
 )
+
+// Change is one leaf written or deleted, decoded once for every reader.
+type Change struct {
+	// Key is the stored key of the leaf.
+	Key []byte
+	// Elems is the leaf's path.
+	Elems []*gpb.PathElem
+	// Value is the new value, or nil if the leaf was deleted.
+	Value *gpb.TypedValue
+}
+
+// Commit is the set of changes that became visible together.
+type Commit struct {
+	Seq     uint64
+	Time    int64 // ns since the epoch
+	Changes []Change
+}
 
 // ErrTooSlow reports that a reader fell so far behind that changes it had not
 // read were dropped from the ring.
@@ -23,7 +40,7 @@ var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
 // Feed is a ring of the most recent commits.
 type Feed struct {
 	mu      sync.Mutex
-	ring    []store.Commit // ring[seq%len] holds commit seq; guarded by mu
+	ring    []Commit // ring[seq%len] holds commit seq; guarded by mu
 	last    uint64         // Seq of the newest commit published; guarded by mu
 	changes int            // changes held in the ring; guarded by mu
 	wake    chan struct{}  // closed and replaced on every publish; guarded by mu
@@ -34,12 +51,12 @@ type Feed struct {
 // New returns a feed that holds at most slots commits and at most maxChanges
 // changes in all; older commits are dropped first.
 func New(slots, maxChanges int) *Feed {
-	return &Feed{ring: make([]store.Commit, slots), wake: make(chan struct{}), maxChanges: maxChanges}
+	return &Feed{ring: make([]Commit, slots), wake: make(chan struct{}), maxChanges: maxChanges}
 }
 
 // Publish appends c. Commits must be published in Seq order without gaps;
 // Publish is meant to be the store's OnCommit hook.
-func (f *Feed) Publish(c store.Commit) {
+func (f *Feed) Publish(c Commit) {
 	f.mu.Lock()
 	slot := &f.ring[c.Seq%uint64(len(f.ring))]
 	f.changes -= len(slot.Changes)
@@ -52,7 +69,7 @@ func (f *Feed) Publish(c store.Commit) {
 		old := &f.ring[seq%uint64(len(f.ring))]
 		if old.Seq == seq && seq != 0 {
 			f.changes -= len(old.Changes)
-			*old = store.Commit{}
+			*old = Commit{}
 		}
 	}
 	close(f.wake)
@@ -80,7 +97,7 @@ func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
 // it. It waits until there is at least one, ctx ends, or wait (if not nil)
 // fires; then it may return an empty slice. It returns ErrTooSlow if commits
 // the cursor had not read were dropped.
-func (c *Cursor) Next(ctx context.Context, wait <-chan struct{}, buf []store.Commit) ([]store.Commit, error) {
+func (c *Cursor) Next(ctx context.Context, wait <-chan struct{}, buf []Commit) ([]Commit, error) {
 	for {
 		c.f.mu.Lock()
 		if c.next <= c.f.last {

@@ -220,3 +220,9 @@ func escapeKeyValue(v string) string {
 	r := strings.NewReplacer(`\`, `\\`, `]`, `\]`)
 	return r.Replace(v)
 }
+
+// AppendListPrefix appends the prefix shared by the encodings of every entry
+// of the list element name, whatever its keys.
+func AppendListPrefix(b []byte, name string) []byte {
+	return append(appendEscaped(b, name), keyStart)
+}

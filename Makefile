@@ -1,0 +1,49 @@
+# Patronus. `make` alone lists the targets; each target's `## ` comment is its
+# line in that list.
+
+.DEFAULT_GOAL := help
+
+# Flags for patronusd under `make run`, e.g. make run ARGS=--insecure
+ARGS ?=
+# How long each Fuzz target runs under `make fuzz`.
+FUZZTIME ?= 10s
+# How long each benchmark runs under `make bench`.
+BENCHTIME ?= 2s
+# Extra `go test` flags for `make test`, e.g. GOTEST_FLAGS='-run TestSet -v'.
+GOTEST_FLAGS ?=
+export FUZZTIME GOTEST_FLAGS
+
+.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check
+
+help: ## list the targets
+	@echo 'Usage: make <target> [VAR=value]'
+	@echo
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(firstword $(MAKEFILE_LIST))
+	@echo
+	@echo 'Variables: ARGS (run), GOTEST_FLAGS (test), FUZZTIME=$(FUZZTIME) (fuzz), BENCHTIME=$(BENCHTIME) (bench)'
+
+run: ## run patronusd on its defaults (TLS, gNMI on 127.0.0.1:9339, data in ./patronus-data); flags via ARGS=
+	go run ./cmd/patronusd $(ARGS)
+
+build: ## build bin/patronusd
+	go build -o bin/patronusd ./cmd/patronusd
+
+test: ## run the tests: Debian packages (installed when root), yanglint, go test ./...
+	scripts/test.sh
+
+# The recipes for gen and verify-gen are in Makefile.gen.mk.
+include Makefile.gen.mk
+gen: ## regenerate gen/model from the YANG modules in yang/
+verify-gen: ## fail if gen/model differs from what `make gen` would write
+
+lint: ## gofmt, go vet and staticcheck (gen/ is skipped)
+	scripts/lint.sh
+
+bench: ## run the gnmi-server benchmarks for BENCHTIME each
+	go test -run '^$$' -bench . -benchtime $(BENCHTIME) ./gnmi-server/...
+
+fuzz: ## run every Fuzz target for FUZZTIME each
+	scripts/fuzz.sh
+
+tidy-check: ## fail if `go mod tidy` would change go.mod or go.sum
+	go mod tidy -diff

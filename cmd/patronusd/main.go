@@ -1,0 +1,188 @@
+// Command patronusd runs a Patronus node: the gNMI server over the node's
+// durable store. See ../../../shared/spec/cli.md for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/node"
+)
+
+type options struct {
+	listen, http, raftListen, dataDir, nodeName, join, site string
+	tlsCert, tlsKey, tlsCA, adminPasswordFile, logLevel     string
+	nonvoter, insecure                                      bool
+	minSample                                               time.Duration
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "patronusd:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*options, error) {
+	host, _ := os.Hostname()
+	o := &options{}
+	fs := flag.NewFlagSet("patronusd", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9339", "gNMI (gRPC) address")
+	fs.StringVar(&o.http, "http", "127.0.0.1:9341", "HTTP address for /healthz and /readyz")
+	fs.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:9340", "address the cluster's Raft traffic uses (replication is not in this build)")
+	fs.StringVar(&o.dataDir, "data-dir", "./patronus-data", "store and generated TLS material")
+	fs.StringVar(&o.nodeName, "node-name", host, "this node's name")
+	fs.StringVar(&o.join, "join", "", "gNMI address of a member of an existing cluster (not in this build)")
+	fs.BoolVar(&o.nonvoter, "nonvoter", false, "join as a non-voting member (not in this build)")
+	fs.StringVar(&o.site, "site", "", "the site this node serves (the dataplane is not in this build)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA that client certificates must chain to (not in this build)")
+	fs.StringVar(&o.adminPasswordFile, "admin-password-file", "", "first admin's password (not in this build)")
+	fs.BoolVar(&o.insecure, "insecure", false, "plaintext gRPC, for loopback development and tests only")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.minSample, "min-sample-interval", 100*time.Millisecond, "smallest SAMPLE interval a subscription may ask for")
+	// Every flag also reads PATRONUS_<FLAG>; a flag on the command line wins.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "PATRONUS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case o.join != "" || o.nonvoter:
+		return nil, errors.New("--join/--nonvoter: clustering is not available in this build; run without them for a single node")
+	case o.site != "":
+		return nil, errors.New("--site: the dataplane is not available in this build")
+	case o.tlsCA != "":
+		return nil, errors.New("--tls-ca: client certificate authentication is not available in this build")
+	case o.adminPasswordFile != "":
+		return nil, errors.New("--admin-password-file: users are not available in this build")
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	case o.nodeName == "":
+		return nil, errors.New("--node-name is empty and the host name is unknown")
+	}
+	return o, nil
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
+	}
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %v", o.listen, err)
+	}
+	var hlis net.Listener
+	if o.http != "" {
+		if hlis, err = net.Listen("tcp", o.http); err != nil {
+			lis.Close()
+			return fmt.Errorf("--http %s: %v", o.http, err)
+		}
+	}
+
+	var gopts []grpc.ServerOption
+	if !o.insecure {
+		cert, fingerprint, err := loadOrCreateCert(o.dataDir, o.tlsCert, o.tlsKey, lis.Addr())
+		if err != nil {
+			return err
+		}
+		log.Info("TLS enabled", "sha256-fingerprint", fingerprint)
+		gopts = append(gopts, grpc.Creds(credentials.NewServerTLSFromCert(cert)))
+	} else {
+		log.Warn("plaintext gRPC (--insecure): for loopback development and tests only")
+	}
+	gopts = append(gopts, grpc.MaxRecvMsgSize(64<<20))
+
+	n, err := node.Open(node.Config{DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log})
+	if err != nil {
+		return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
+	}
+	gs := grpc.NewServer(gopts...)
+	gpb.RegisterGNMIServer(gs, n.Server)
+	reflection.Register(gs)
+
+	var hs *http.Server
+	if hlis != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hlis)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	log.Info("patronusd serving", "gnmi", lis.Addr().String(), "http", o.http, "data-dir", o.dataDir, "node", o.nodeName)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case err := <-serveErr:
+		n.Close()
+		return fmt.Errorf("gNMI server: %v", err)
+	}
+	// In-flight Sets finish; streams are closed.
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	if hs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		hs.Shutdown(ctx)
+		cancel()
+	}
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("closing the store: %v", err)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// leaf is one stored leaf read for a response.
+type leaf struct {
+	key   []byte
+	elems []*gpb.PathElem
+	node  *schema.Node
+	value *gpb.TypedValue
+}
+
+// query is one requested path, resolved.
+type query struct {
+	elems   []*gpb.PathElem
+	nodes   []*schema.Node
+	matcher *txn.Matcher
+	// alias is the path the client asked for when it named a list key leaf,
+	// which is read from the leaf it stands for.
+	alias []*gpb.PathElem
+	wild  bool // holds "..."
+}
+
+func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
+	nodes, err := s.resolve(elems)
+	if err != nil {
+		return nil, err
+	}
+	q := &query{elems: elems, nodes: nodes, wild: len(nodes) < len(elems)}
+	if !q.wild && len(nodes) > 0 {
+		if last := nodes[len(nodes)-1]; last.Alias != nil {
+			q.alias = elems
+			q.elems = append(append([]*gpb.PathElem{}, elems[:len(elems)-1]...), aliasElems(last.Alias)...)
+			if q.nodes, err = s.resolve(q.elems); err != nil {
+				return nil, err
+			}
+		}
+	}
+	q.matcher = txn.NewMatcher(q.elems, q.nodes)
+	return q, nil
+}
+
+func aliasElems(names []string) []*gpb.PathElem {
+	out := make([]*gpb.PathElem, len(names))
+	for i, n := range names {
+		out[i] = &gpb.PathElem{Name: n}
+	}
+	return out
+}
+
+// scan reads the leaves that match q and pass keep.
+func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) bool, fn func(leaf) error) error {
+	return r.Scan(q.matcher.Prefix(), func(k, v []byte) error {
+		if txn.IsInternal(k) {
+			return nil
+		}
+		elems, err := pathkey.Decode(k)
+		if err != nil {
+			return err
+		}
+		if !q.matcher.Match(elems) {
+			return nil
+		}
+		n := s.cfg.Schema.Lookup(elems)
+		if n == nil || n.WriteOnly || !keep(n, len(elems)) {
+			return nil
+		}
+		tv, err := txn.DecodeValue(v)
+		if err != nil {
+			return err
+		}
+		return fn(leaf{key: append([]byte(nil), k...), elems: elems, node: n, value: tv})
+	})
+}
+
+func typeFilter(t gpb.GetRequest_DataType) func(*schema.Node) bool {
+	switch t {
+	case gpb.GetRequest_CONFIG:
+		return func(n *schema.Node) bool { return n.Config }
+	case gpb.GetRequest_STATE:
+		return func(n *schema.Node) bool { return !n.Config }
+	case gpb.GetRequest_OPERATIONAL:
+		return func(n *schema.Node) bool { return !n.Config && !n.Mirrored }
+	}
+	return func(*schema.Node) bool { return true }
+}
+
+// Get returns one notification per requested path, read from one snapshot.
+func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
+	if err := checkEncoding(req.GetEncoding()); err != nil {
+		return nil, err
+	}
+	if _, ok := gpb.GetRequest_DataType_name[int32(req.GetType())]; !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown data type %d", req.GetType())
+	}
+	depth, err := depthOf(req.GetExtension(), "Get")
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetPath()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "GetRequest has no path")
+	}
+	queries := make([]*query, 0, len(req.GetPath()))
+	paths := make([]*gpb.Path, 0, len(req.GetPath()))
+	for _, p := range req.GetPath() {
+		elems, err := fullPath(req.GetPrefix(), p)
+		if err != nil {
+			return nil, err
+		}
+		q, err := s.newQuery(elems)
+		if err != nil {
+			return nil, err
+		}
+		queries = append(queries, q)
+		paths = append(paths, &gpb.Path{Elem: elems})
+	}
+	if err := s.authorize(ctx, "Get", paths); err != nil {
+		return nil, err
+	}
+	resp := &gpb.GetResponse{}
+	typeOK := typeFilter(req.GetType())
+	err = s.cfg.Store.View(func(_ uint64, r store.Reader) error {
+		ts := time.Now().UnixNano()
+		for _, q := range queries {
+			n, err := s.notification(r, q, req.GetEncoding(), typeOK, depth)
+			if err != nil {
+				return err
+			}
+			n.Timestamp = ts
+			if t := req.GetPrefix().GetTarget(); t != "" {
+				n.Prefix = &gpb.Path{Target: t}
+			}
+			resp.Notification = append(resp.Notification, n)
+		}
+		return nil
+	})
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, internal(err)
+	}
+	return resp, nil
+}
+
+// notification reads one query into a notification: one update per leaf for
+// PROTO and for "..." paths, otherwise one JSON tree per matched node.
+func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK func(*schema.Node) bool, depth uint32) (*gpb.Notification, error) {
+	base := len(q.elems)
+	keep := func(n *schema.Node, l int) bool {
+		return typeOK(n) && (depth == 0 || l-base < int(depth)+1)
+	}
+	notif := &gpb.Notification{}
+	perLeaf := enc == gpb.Encoding_PROTO || q.wild
+	type group struct {
+		elems []*gpb.PathElem
+		b     *schema.Builder
+		leaf  *leaf
+	}
+	var groups []*group
+	index := map[string]*group{}
+	err := s.scan(r, q, keep, func(l leaf) error {
+		if perLeaf {
+			v, err := leafValue(l.node, l.value, enc)
+			if err != nil {
+				return err
+			}
+			p := l.elems
+			if q.alias != nil {
+				p = q.alias
+			}
+			notif.Update = append(notif.Update, &gpb.Update{Path: &gpb.Path{Elem: p}, Val: v})
+			return nil
+		}
+		head, _, _ := pathkey.Split(l.key, base)
+		g := index[string(head)]
+		if g == nil {
+			g = &group{elems: l.elems[:base]}
+			index[string(head)] = g
+			groups = append(groups, g)
+		}
+		if len(l.elems) == base {
+			lc := l
+			g.leaf = &lc
+			return nil
+		}
+		if g.b == nil {
+			baseNode := s.cfg.Schema.Root
+			if base > 0 {
+				baseNode = s.cfg.Schema.Lookup(g.elems)
+			}
+			g.b = s.cfg.Schema.NewBuilder(baseNode, enc == gpb.Encoding_JSON_IETF)
+			if baseNode.Kind == schema.List {
+				g.b.AddEntryKeys(g.elems[base-1].GetKey())
+			}
+		}
+		rel := l.elems[base:]
+		nodes := make([]*schema.Node, len(rel))
+		cur := s.cfg.Schema.Lookup(g.elems)
+		if base == 0 {
+			cur = s.cfg.Schema.Root
+		}
+		for i, e := range rel {
+			cur = cur.Children[e.GetName()]
+			nodes[i] = cur
+		}
+		g.b.Add(rel, nodes, schema.ToJSON(l.node, l.value, enc == gpb.Encoding_JSON_IETF))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !perLeaf {
+		for _, g := range groups {
+			p := g.elems
+			if q.alias != nil {
+				p = q.alias
+			}
+			var v *gpb.TypedValue
+			if g.leaf != nil {
+				var err error
+				if v, err = leafValue(g.leaf.node, g.leaf.value, enc); err != nil {
+					return nil, err
+				}
+			} else {
+				b, err := schema.MarshalJSON(g.b.Value())
+				if err != nil {
+					return nil, err
+				}
+				if enc == gpb.Encoding_JSON_IETF {
+					v = &gpb.TypedValue{Value: &gpb.TypedValue_JsonIetfVal{JsonIetfVal: b}}
+				} else {
+					v = &gpb.TypedValue{Value: &gpb.TypedValue_JsonVal{JsonVal: b}}
+				}
+			}
+			notif.Update = append(notif.Update, &gpb.Update{Path: &gpb.Path{Elem: p}, Val: v})
+		}
+	}
+	if len(notif.Update) == 0 {
+		p := q.elems
+		if q.alias != nil {
+			p = q.alias
+		}
+		return nil, status.Errorf(codes.NotFound, "%s: no data at this path", pathkey.String(p))
+	}
+	return notif, nil
+}

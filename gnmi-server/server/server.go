@@ -1,0 +1,232 @@
+// Package server implements the gNMI service (Capabilities, Get, Set and
+// Subscribe) over the Patronus data tree.
+//
+// It is the RPC edge: requests are checked against the schema, Sets are
+// applied as transactions by the txn engine through the store's serializing
+// writer, and subscriptions read the change feed. Errors become gRPC status
+// codes here and only here.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/gnmi/proto/gnmi_ext"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// Origin is the origin name of the Patronus models; an empty origin means
+// the same.
+const Origin = "patronus"
+
+// Authorizer decides whether the caller in ctx may perform rpc on paths. It
+// returns a gRPC status error to refuse. A nil Authorizer allows everything.
+type Authorizer func(ctx context.Context, rpc string, paths []*gpb.Path) error
+
+// Config configures a Server.
+type Config struct {
+	Schema *schema.Schema
+	Store  *store.Store
+	Feed   *feed.Feed
+	Engine *txn.Engine
+	// NodeName is this node's name, recorded in events.
+	NodeName string
+	// MinSampleInterval is the smallest SAMPLE interval accepted.
+	MinSampleInterval time.Duration
+	// TargetDefinedInterval is the sample interval TARGET_DEFINED uses for
+	// counters.
+	TargetDefinedInterval time.Duration
+	// Authorize, if set, is consulted on every RPC.
+	Authorize Authorizer
+	// User returns the authenticated user of a request, for audit records.
+	User   func(ctx context.Context) string
+	Logger *slog.Logger
+}
+
+// Server is the gNMI service.
+type Server struct {
+	gpb.UnimplementedGNMIServer
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a server for cfg.
+func New(cfg Config) *Server {
+	if cfg.MinSampleInterval == 0 {
+		cfg.MinSampleInterval = 100 * time.Millisecond
+	}
+	if cfg.TargetDefinedInterval == 0 {
+		cfg.TargetDefinedInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger}
+}
+
+var _ gpb.GNMIServer = (*Server)(nil)
+
+// Publish turns a store commit into a feed commit: it decodes each data key
+// once for every subscriber and leaves out bookkeeping and write-only
+// leaves. It is meant to be the store's OnCommit hook.
+func Publish(s *schema.Schema, f *feed.Feed) func(store.Commit) {
+	return func(c store.Commit) {
+		out := feed.Commit{Seq: c.Seq, Time: c.Time, Changes: make([]feed.Change, 0, len(c.Changes))}
+		for _, ch := range c.Changes {
+			if txn.IsInternal(ch.Key) {
+				continue
+			}
+			elems, err := pathkey.Decode(ch.Key)
+			if err != nil {
+				continue
+			}
+			if n := s.Lookup(elems); n == nil || n.WriteOnly {
+				continue
+			}
+			fc := feed.Change{Key: ch.Key, Elems: elems}
+			if ch.Value != nil {
+				if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
+					continue
+				}
+			}
+			out.Changes = append(out.Changes, fc)
+		}
+		f.Publish(out)
+	}
+}
+
+// Capabilities reports the models, encodings and gNMI version served.
+func (s *Server) Capabilities(ctx context.Context, req *gpb.CapabilityRequest) (*gpb.CapabilityResponse, error) {
+	if err := s.authorize(ctx, "Capabilities", nil); err != nil {
+		return nil, err
+	}
+	if len(req.GetExtension()) > 0 {
+		return nil, status.Error(codes.InvalidArgument, "Capabilities takes no extensions")
+	}
+	version, _ := proto.GetExtension(gpb.File_github_com_openconfig_gnmi_proto_gnmi_gnmi_proto.Options(), gpb.E_GnmiService).(string)
+	return &gpb.CapabilityResponse{
+		SupportedModels:    s.cfg.Schema.Modules,
+		SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON, gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO},
+		GNMIVersion:        version,
+		// Extensions this server understands, each as an empty instance.
+		Extension: []*gnmi_ext.Extension{
+			{Ext: &gnmi_ext.Extension_Depth{Depth: &gnmi_ext.Depth{}}},
+		},
+	}, nil
+}
+
+func (s *Server) authorize(ctx context.Context, rpc string, paths []*gpb.Path) error {
+	if s.cfg.Authorize == nil {
+		return nil
+	}
+	return s.cfg.Authorize(ctx, rpc, paths)
+}
+
+// fullPath joins prefix and path into absolute elements after checking the
+// origin and rejecting the deprecated string elements.
+func fullPath(prefix, p *gpb.Path) ([]*gpb.PathElem, error) {
+	for _, x := range []*gpb.Path{prefix, p} {
+		if x == nil {
+			continue
+		}
+		if len(x.GetElement()) > 0 { //nolint:staticcheck // rejecting the deprecated field
+			return nil, status.Errorf(codes.InvalidArgument, "path %v uses the deprecated 'element' field; use 'elem'", x.GetElement()) //nolint:staticcheck // naming it
+		}
+		if o := x.GetOrigin(); o != "" && o != Origin {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: unknown origin %q; use %q or none", pathkey.String(x.GetElem()), o, Origin)
+		}
+	}
+	if p.GetOrigin() != "" && prefix.GetOrigin() != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: origin set in both the prefix and the path", pathkey.String(p.GetElem()))
+	}
+	elems := make([]*gpb.PathElem, 0, len(prefix.GetElem())+len(p.GetElem()))
+	for _, e := range append(append([]*gpb.PathElem{}, prefix.GetElem()...), p.GetElem()...) {
+		if e.GetName() == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: empty element name", pathkey.String(append(prefix.GetElem(), p.GetElem()...)))
+		}
+		elems = append(elems, &gpb.PathElem{Name: e.GetName(), Key: e.GetKey()})
+	}
+	return elems, nil
+}
+
+// resolve checks a request path against the schema.
+func (s *Server) resolve(elems []*gpb.PathElem) ([]*schema.Node, error) {
+	nodes, err := s.cfg.Schema.Resolve(elems, true)
+	if err != nil {
+		var pe *schema.PathError
+		if errors.As(err, &pe) {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: %s", pe.Path, pe.Msg)
+		}
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nodes, nil
+}
+
+func checkEncoding(e gpb.Encoding) error {
+	switch e {
+	case gpb.Encoding_JSON, gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO:
+		return nil
+	}
+	return status.Errorf(codes.Unimplemented, "encoding %s is not supported; use JSON, JSON_IETF or PROTO", e)
+}
+
+// depthOf returns the Depth extension's level (0: unlimited) and rejects
+// extensions that do not apply.
+func depthOf(exts []*gnmi_ext.Extension, rpc string) (uint32, error) {
+	var depth uint32
+	for _, x := range exts {
+		switch e := x.GetExt().(type) {
+		case *gnmi_ext.Extension_Depth:
+			depth = e.Depth.GetLevel()
+		case *gnmi_ext.Extension_History:
+			return 0, status.Errorf(codes.Unimplemented, "%s: the History extension is not supported yet", rpc)
+		case *gnmi_ext.Extension_RegisteredExt:
+			return 0, status.Errorf(codes.Unimplemented, "%s: registered extension %d is not supported", rpc, e.RegisteredExt.GetId())
+		default:
+			return 0, status.Errorf(codes.InvalidArgument, "%s: extension %T does not apply to %s", rpc, x.GetExt(), rpc)
+		}
+	}
+	return depth, nil
+}
+
+func peerOf(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// leafValue renders a stored value in the requested encoding as a scalar
+// TypedValue.
+func leafValue(n *schema.Node, tv *gpb.TypedValue, enc gpb.Encoding) (*gpb.TypedValue, error) {
+	switch enc {
+	case gpb.Encoding_JSON, gpb.Encoding_JSON_IETF:
+		ietf := enc == gpb.Encoding_JSON_IETF
+		b, err := schema.MarshalJSON(schema.ToJSON(n, tv, ietf))
+		if err != nil {
+			return nil, err
+		}
+		if ietf {
+			return &gpb.TypedValue{Value: &gpb.TypedValue_JsonIetfVal{JsonIetfVal: b}}, nil
+		}
+		return &gpb.TypedValue{Value: &gpb.TypedValue_JsonVal{JsonVal: b}}, nil
+	}
+	return tv, nil
+}
+
+func internal(err error) error {
+	return status.Error(codes.Internal, fmt.Sprintf("internal error: %v", err))
+}

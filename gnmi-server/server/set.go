@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/gnmi/proto/gnmi_ext"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// Set applies the request as one transaction and answers once it is durable.
+func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse, error) {
+	for _, x := range req.GetExtension() {
+		switch x.GetExt().(type) {
+		case *gnmi_ext.Extension_Commit:
+			return nil, status.Error(codes.Unimplemented, "Set: the commit-confirmed extension is not supported yet")
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "Set: extension %T does not apply to Set", x.GetExt())
+		}
+	}
+	ops, paths, err := setOps(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(ops) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "SetRequest has no delete, replace or update")
+	}
+	if err := s.authorize(ctx, "Set", paths); err != nil {
+		return nil, err
+	}
+	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName}
+	if s.cfg.User != nil {
+		meta.User = s.cfg.User(ctx)
+	}
+	var res *txn.Result
+	err = s.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		r, err := s.cfg.Engine.Apply(tx, ops, meta)
+		res = r
+		return err
+	})
+	if err != nil {
+		return nil, setError(err, ops)
+	}
+	resp := &gpb.SetResponse{Prefix: req.GetPrefix(), Timestamp: res.Time}
+	for _, op := range ops {
+		resp.Response = append(resp.Response, &gpb.UpdateResult{Path: op.Path, Op: op.Kind})
+	}
+	return resp, nil
+}
+
+// setOps lists the operations in the order they apply: deletes, replaces
+// (union_replace counts as replace: there is one origin), then updates.
+func setOps(req *gpb.SetRequest) ([]txn.Op, []*gpb.Path, error) {
+	var ops []txn.Op
+	var paths []*gpb.Path
+	add := func(kind gpb.UpdateResult_Operation, p *gpb.Path, v *gpb.TypedValue) error {
+		elems, err := fullPath(req.GetPrefix(), p)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, txn.Op{Kind: kind, Elems: elems, Value: v, Path: p})
+		paths = append(paths, &gpb.Path{Elem: elems})
+		return nil
+	}
+	for _, p := range req.GetDelete() {
+		if err := add(gpb.UpdateResult_DELETE, p, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, u := range append(append([]*gpb.Update{}, req.GetUnionReplace()...), req.GetReplace()...) {
+		if err := add(gpb.UpdateResult_REPLACE, u.GetPath(), u.GetVal()); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, u := range req.GetUpdate() {
+		if err := add(gpb.UpdateResult_UPDATE, u.GetPath(), u.GetVal()); err != nil {
+			return nil, nil, err
+		}
+	}
+	return ops, paths, nil
+}
+
+// setError maps a failed transaction to the status the client gets.
+func setError(err error, ops []txn.Op) error {
+	var te *txn.Error
+	if errors.As(err, &te) {
+		where := "the resulting configuration"
+		if te.Op >= 0 && te.Op < len(ops) {
+			op := ops[te.Op]
+			where = fmt.Sprintf("operation %d (%s %s)", te.Op+1, op.Kind, pathkey.String(op.Elems))
+		}
+		return status.Errorf(te.Code, "%s: %s; nothing was changed", where, te.Error())
+	}
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.Is(err, syscall.ENOSPC):
+		return status.Errorf(codes.ResourceExhausted, "the store is out of disk space; nothing was changed: %v", err)
+	case errors.Is(err, store.ErrClosed):
+		return status.Error(codes.Unavailable, "the server is shutting down; nothing was changed")
+	}
+	return status.Errorf(codes.Unavailable, "the change could not be made durable: %v", err)
+}

@@ -1,0 +1,522 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// maxUpdatesPerNotification bounds one SubscribeResponse.
+const maxUpdatesPerNotification = 1000
+
+// sub is one Subscription of a SubscriptionList, resolved.
+type sub struct {
+	q *query
+	// mode is ON_CHANGE or SAMPLE; TARGET_DEFINED is split into one of each.
+	mode gpb.SubscriptionMode
+	// only, if set, restricts the leaves this sub covers (TARGET_DEFINED).
+	only      func(*schema.Node) bool
+	interval  time.Duration
+	heartbeat time.Duration
+	suppress  bool
+
+	next     time.Time         // next sample, or next heartbeat of ON_CHANGE
+	beatAt   time.Time         // next heartbeat of a SAMPLE sub
+	lastSent map[string][]byte // suppress_redundant: value last sent per key
+}
+
+func (x *sub) covers(n *schema.Node) bool { return x.only == nil || x.only(n) }
+
+// session is one Subscribe RPC.
+type session struct {
+	s      *Server
+	stream gpb.GNMI_SubscribeServer
+	list   *gpb.SubscriptionList
+	enc    gpb.Encoding
+	depth  uint32
+	subs   []*sub
+	target string
+}
+
+// Subscribe serves ONCE, POLL and STREAM subscriptions.
+func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
+	req, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	list := req.GetSubscribe()
+	if list == nil {
+		return status.Error(codes.InvalidArgument, "the first SubscribeRequest must hold a SubscriptionList")
+	}
+	ss := &session{s: s, stream: stream, list: list, enc: list.GetEncoding(), target: list.GetPrefix().GetTarget()}
+	if err := ss.init(req); err != nil {
+		return err
+	}
+	switch list.GetMode() {
+	case gpb.SubscriptionList_ONCE:
+		return ss.once()
+	case gpb.SubscriptionList_POLL:
+		return ss.poll()
+	case gpb.SubscriptionList_STREAM:
+		return ss.streamLoop()
+	}
+	return status.Errorf(codes.InvalidArgument, "unknown subscription list mode %d", list.GetMode())
+}
+
+func (ss *session) init(req *gpb.SubscribeRequest) error {
+	s := ss.s
+	if err := checkEncoding(ss.enc); err != nil {
+		return err
+	}
+	depth, err := depthOf(req.GetExtension(), "Subscribe")
+	if err != nil {
+		return err
+	}
+	ss.depth = depth
+	if len(ss.list.GetSubscription()) == 0 {
+		return status.Error(codes.InvalidArgument, "the SubscriptionList has no subscription")
+	}
+	var paths []*gpb.Path
+	stream := ss.list.GetMode() == gpb.SubscriptionList_STREAM
+	for _, x := range ss.list.GetSubscription() {
+		elems, err := fullPath(ss.list.GetPrefix(), x.GetPath())
+		if err != nil {
+			return err
+		}
+		q, err := s.newQuery(elems)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, &gpb.Path{Elem: elems})
+		base := &sub{q: q, heartbeat: time.Duration(x.GetHeartbeatInterval()), suppress: x.GetSuppressRedundant()}
+		if !stream {
+			ss.subs = append(ss.subs, base)
+			continue
+		}
+		if base.heartbeat != 0 && base.heartbeat < s.cfg.MinSampleInterval {
+			return status.Errorf(codes.InvalidArgument, "%s: heartbeat_interval %v is below the minimum %v", pathString(elems), base.heartbeat, s.cfg.MinSampleInterval)
+		}
+		switch x.GetMode() {
+		case gpb.SubscriptionMode_ON_CHANGE:
+			base.mode = gpb.SubscriptionMode_ON_CHANGE
+			ss.subs = append(ss.subs, base)
+		case gpb.SubscriptionMode_SAMPLE:
+			iv := time.Duration(x.GetSampleInterval())
+			if iv == 0 {
+				iv = s.cfg.MinSampleInterval
+			}
+			if iv < s.cfg.MinSampleInterval {
+				return status.Errorf(codes.InvalidArgument, "%s: sample_interval %v is below the minimum %v", pathString(elems), iv, s.cfg.MinSampleInterval)
+			}
+			base.mode, base.interval = gpb.SubscriptionMode_SAMPLE, iv
+			ss.subs = append(ss.subs, base)
+		case gpb.SubscriptionMode_TARGET_DEFINED:
+			if x.GetSampleInterval() != 0 {
+				return status.Errorf(codes.InvalidArgument, "%s: TARGET_DEFINED takes no sample_interval", pathString(elems))
+			}
+			onChange := *base
+			onChange.mode = gpb.SubscriptionMode_ON_CHANGE
+			onChange.only = func(n *schema.Node) bool { return !n.Counter }
+			sample := *base
+			sample.mode, sample.interval = gpb.SubscriptionMode_SAMPLE, s.cfg.TargetDefinedInterval
+			sample.only = func(n *schema.Node) bool { return n.Counter }
+			ss.subs = append(ss.subs, &onChange, &sample)
+		default:
+			return status.Errorf(codes.InvalidArgument, "%s: unknown subscription mode %d", pathString(elems), x.GetMode())
+		}
+	}
+	return s.authorize(ss.stream.Context(), "Subscribe", paths)
+}
+
+func pathString(elems []*gpb.PathElem) string { return (&query{elems: elems}).String() }
+
+func (q *query) String() string {
+	if q.alias != nil {
+		return pathkey.String(q.alias)
+	}
+	return pathkey.String(q.elems)
+}
+
+// batch accumulates updates and deletes into notifications.
+type batch struct {
+	ss    *session
+	notif *gpb.Notification
+}
+
+func (b *batch) add(ts int64, u *gpb.Update, del *gpb.Path) error {
+	if b.notif != nil && (b.notif.Timestamp != ts || len(b.notif.Update)+len(b.notif.Delete) >= maxUpdatesPerNotification) {
+		if err := b.flush(); err != nil {
+			return err
+		}
+	}
+	if b.notif == nil {
+		b.notif = &gpb.Notification{Timestamp: ts}
+		if b.ss.target != "" {
+			b.notif.Prefix = &gpb.Path{Target: b.ss.target}
+		}
+	}
+	if u != nil {
+		b.notif.Update = append(b.notif.Update, u)
+	}
+	if del != nil {
+		b.notif.Delete = append(b.notif.Delete, del)
+	}
+	return nil
+}
+
+func (b *batch) flush() error {
+	if b.notif == nil {
+		return nil
+	}
+	n := b.notif
+	b.notif = nil
+	return b.ss.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
+}
+
+func (ss *session) syncResponse() error {
+	return ss.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_SyncResponse{SyncResponse: true}})
+}
+
+func (ss *session) keep(x *sub) func(*schema.Node, int) bool {
+	base := len(x.q.elems)
+	return func(n *schema.Node, l int) bool {
+		return x.covers(n) && (ss.depth == 0 || l-base < int(ss.depth)+1)
+	}
+}
+
+// update renders one leaf for the stream.
+func (ss *session) update(x *sub, l leaf) (*gpb.Update, error) {
+	v, err := leafValue(l.node, l.value, ss.enc)
+	if err != nil {
+		return nil, err
+	}
+	p := l.elems
+	if x.q.alias != nil {
+		p = x.q.alias
+	}
+	return &gpb.Update{Path: &gpb.Path{Elem: p}, Val: v}, nil
+}
+
+// sendAll sends the current value of every leaf the given subs cover, each
+// leaf once, from one snapshot. It returns the snapshot's commit sequence.
+func (ss *session) sendAll(subs []*sub, ts int64) (uint64, error) {
+	var seq uint64
+	b := &batch{ss: ss}
+	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
+		seq = sq
+		seen := map[string]bool{}
+		for _, x := range subs {
+			err := ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
+				if seen[string(l.key)] {
+					return nil
+				}
+				seen[string(l.key)] = true
+				u, err := ss.update(x, l)
+				if err != nil {
+					return err
+				}
+				if x.lastSent != nil {
+					x.lastSent[string(l.key)] = txn.EncodeValue(l.value)
+				}
+				return b.add(ts, u, nil)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return seq, b.flush()
+}
+
+func (ss *session) once() error {
+	if !ss.list.GetUpdatesOnly() {
+		if _, err := ss.sendAll(ss.subs, time.Now().UnixNano()); err != nil {
+			return streamError(err)
+		}
+	}
+	return ss.syncResponse()
+}
+
+func (ss *session) poll() error {
+	if err := ss.once(); err != nil {
+		return err
+	}
+	for {
+		req, err := ss.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if req.GetPoll() == nil {
+			return status.Error(codes.InvalidArgument, "a POLL subscription takes only Poll requests after the SubscriptionList")
+		}
+		if _, err := ss.sendAll(ss.subs, time.Now().UnixNano()); err != nil {
+			return streamError(err)
+		}
+		if err := ss.syncResponse(); err != nil {
+			return err
+		}
+	}
+}
+
+// streamLoop serves a STREAM subscription until the client goes away.
+func (ss *session) streamLoop() error {
+	ctx, cancel := context.WithCancel(ss.stream.Context())
+	defer cancel()
+	clientErr := make(chan error, 1)
+	go func() {
+		// A STREAM subscription takes no further requests; reading detects
+		// the client closing its side.
+		for {
+			req, err := ss.stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return
+				}
+				clientErr <- err
+				cancel()
+				return
+			}
+			if req.GetPoll() != nil || req.GetSubscribe() != nil {
+				clientErr <- status.Error(codes.InvalidArgument, "a STREAM subscription takes no further requests")
+				cancel()
+				return
+			}
+		}
+	}()
+
+	var onChange, samples []*sub
+	for _, x := range ss.subs {
+		if x.mode == gpb.SubscriptionMode_ON_CHANGE {
+			onChange = append(onChange, x)
+		} else {
+			samples = append(samples, x)
+			if x.suppress {
+				x.lastSent = map[string][]byte{}
+			}
+		}
+	}
+	now := time.Now()
+	var seq uint64
+	var err error
+	if ss.list.GetUpdatesOnly() {
+		err = ss.s.cfg.Store.View(func(sq uint64, _ store.Reader) error { seq = sq; return nil })
+	} else {
+		seq, err = ss.sendAll(ss.subs, now.UnixNano())
+	}
+	if err != nil {
+		return streamError(err)
+	}
+	if err := ss.syncResponse(); err != nil {
+		return err
+	}
+	for _, x := range samples {
+		x.next = now.Add(x.interval)
+		x.beatAt = now.Add(x.heartbeat)
+	}
+	for _, x := range onChange {
+		if x.heartbeat > 0 {
+			x.next = now.Add(x.heartbeat)
+		}
+	}
+	cursor := ss.s.cfg.Feed.From(seq)
+	var buf []feed.Commit
+	for {
+		var timer *time.Timer
+		var wake <-chan time.Time
+		if next := ss.nextDue(); !next.IsZero() {
+			timer = time.NewTimer(time.Until(next))
+			wake = timer.C
+		}
+		done := make(chan struct{})
+		if wake != nil {
+			go func() {
+				select {
+				case <-wake:
+					close(done)
+				case <-ctx.Done():
+				}
+			}()
+		}
+		buf, err = cursor.Next(ctx, done, buf[:0])
+		if timer != nil {
+			timer.Stop()
+		}
+		if errors.Is(err, feed.ErrTooSlow) {
+			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind the change stream; resubscribe")
+		}
+		if err != nil {
+			select {
+			case cerr := <-clientErr:
+				return cerr
+			default:
+			}
+			if ss.stream.Context().Err() != nil {
+				return nil
+			}
+			return streamError(err)
+		}
+		if err := ss.sendChanges(onChange, buf); err != nil {
+			return streamError(err)
+		}
+		if err := ss.sendDue(onChange, samples); err != nil {
+			return streamError(err)
+		}
+	}
+}
+
+func (ss *session) nextDue() time.Time {
+	var next time.Time
+	for _, x := range ss.subs {
+		if !x.next.IsZero() && (next.IsZero() || x.next.Before(next)) {
+			next = x.next
+		}
+	}
+	return next
+}
+
+// sendChanges sends the committed changes that on-change subs cover,
+// coalescing repeated writes of a leaf to its last value.
+func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
+	if len(subs) == 0 || len(commits) == 0 {
+		return nil
+	}
+	type pending struct {
+		x  *sub
+		ch feed.Change
+		ts int64
+	}
+	var order []string
+	last := map[string]*pending{}
+	for _, c := range commits {
+		for _, ch := range c.Changes {
+			for _, x := range subs {
+				if !x.q.matcher.Match(ch.Elems) {
+					continue
+				}
+				n := ss.s.cfg.Schema.Lookup(ch.Elems)
+				if n == nil || !ss.keep(x)(n, len(ch.Elems)) {
+					continue
+				}
+				k := string(ch.Key)
+				if p, ok := last[k]; ok {
+					p.ch, p.ts = ch, c.Time
+				} else {
+					last[k] = &pending{x: x, ch: ch, ts: c.Time}
+					order = append(order, k)
+				}
+				break
+			}
+		}
+	}
+	b := &batch{ss: ss}
+	for _, k := range order {
+		p := last[k]
+		if p.ch.Value == nil {
+			path := p.ch.Elems
+			if p.x.q.alias != nil {
+				path = p.x.q.alias
+			}
+			if err := b.add(p.ts, nil, &gpb.Path{Elem: path}); err != nil {
+				return err
+			}
+			continue
+		}
+		u, err := ss.update(p.x, leaf{key: p.ch.Key, elems: p.ch.Elems, node: ss.s.cfg.Schema.Lookup(p.ch.Elems), value: p.ch.Value})
+		if err != nil {
+			return err
+		}
+		if err := b.add(p.ts, u, nil); err != nil {
+			return err
+		}
+	}
+	return b.flush()
+}
+
+// sendDue serves the samples and heartbeats whose time has come.
+func (ss *session) sendDue(onChange, samples []*sub) error {
+	now := time.Now()
+	var due []*sub
+	for _, x := range onChange {
+		if !x.next.IsZero() && !now.Before(x.next) {
+			due = append(due, x)
+			x.next = now.Add(x.heartbeat)
+		}
+	}
+	if len(due) > 0 {
+		if _, err := ss.sendAll(due, now.UnixNano()); err != nil {
+			return err
+		}
+	}
+	for _, x := range samples {
+		if now.Before(x.next) {
+			continue
+		}
+		heartbeat := x.heartbeat > 0 && !now.Before(x.beatAt)
+		if heartbeat {
+			x.beatAt = now.Add(x.heartbeat)
+		}
+		x.next = x.next.Add(x.interval)
+		if x.next.Before(now) {
+			x.next = now.Add(x.interval)
+		}
+		if err := ss.sample(x, now.UnixNano(), heartbeat); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sample sends the current values of a SAMPLE sub; with suppress_redundant
+// only the leaves that changed since they were last sent, unless a
+// heartbeat is due.
+func (ss *session) sample(x *sub, ts int64, heartbeat bool) error {
+	b := &batch{ss: ss}
+	err := ss.s.cfg.Store.View(func(_ uint64, r store.Reader) error {
+		return ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
+			if x.lastSent != nil {
+				raw := txn.EncodeValue(l.value)
+				if !heartbeat && string(x.lastSent[string(l.key)]) == string(raw) {
+					return nil
+				}
+				x.lastSent[string(l.key)] = raw
+			}
+			u, err := ss.update(x, l)
+			if err != nil {
+				return err
+			}
+			return b.add(ts, u, nil)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return b.flush()
+}
+
+func streamError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "subscription failed: %v", err)
+}

@@ -1,0 +1,109 @@
+package txn_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/ygot/ygot"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+type env struct {
+	t   testing.TB
+	st  *store.Store
+	eng *txn.Engine
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &env{t: t, st: st, eng: txn.New(sch)}
+}
+
+func mustPath(t testing.TB, s string) []*gpb.PathElem {
+	t.Helper()
+	p, err := ygot.StringToStructuredPath(s)
+	if err != nil {
+		t.Fatalf("path %s: %v", s, err)
+	}
+	return p.GetElem()
+}
+
+func (e *env) apply(ops ...txn.Op) error {
+	return e.st.Update(context.Background(), func(tx store.Tx) error {
+		_, err := e.eng.Apply(tx, ops, txn.Meta{User: "test", Node: "n1"})
+		return err
+	})
+}
+
+func (e *env) get(path string) (*gpb.TypedValue, bool) {
+	e.t.Helper()
+	b, ok, err := e.st.Get(pathkey.Encode(mustPath(e.t, path)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if !ok {
+		return nil, false
+	}
+	tv, err := txn.DecodeValue(b)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tv, true
+}
+
+func scenario1(t testing.TB) []byte {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "../../testdata/scenario1/config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func jsonUpdate(t testing.TB, path string, v []byte) txn.Op {
+	return txn.Op{Kind: gpb.UpdateResult_UPDATE, Elems: mustPath(t, path), Value: &gpb.TypedValue{Value: &gpb.TypedValue_JsonIetfVal{JsonIetfVal: v}}}
+}
+
+func TestSiteDeleteCascades(t *testing.T) {
+	e := newEnv(t)
+	if err := e.apply(jsonUpdate(t, "/", scenario1(t))); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.apply(txn.Op{Kind: gpb.UpdateResult_DELETE, Elems: mustPath(t, "/sites/site[name=branch-1]")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		"/sites/site[name=branch-1]/config/name",
+		"/sites/site[name=branch-1]/endpoints/endpoint[name=inet]/config/address",
+		"/paths/path[name=hq-inet--branch-1-inet]/config/name",
+		"/paths/path[name=branch-1-mpls--hq-mpls]/state/name",
+	} {
+		if _, ok := e.get(p); ok {
+			t.Errorf("%s survived the site delete", p)
+		}
+	}
+	tv, ok := e.get("/policies/policy[name=voice-sip]/action/config/paths")
+	if ok {
+		t.Errorf("voice-sip paths = %v, want the leaf gone (both its paths went to branch-1)", tv)
+	}
+	if _, ok := e.get("/paths/path[name=hq-inet--branch-2-inet]/config/name"); !ok {
+		t.Error("a path of branch-2 was deleted")
+	}
+}
