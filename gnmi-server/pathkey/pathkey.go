@@ -134,6 +134,7 @@ func decodeElem(b []byte) (*gpb.PathElem, []byte, error) {
 		return nil, nil, err
 	}
 	e := &gpb.PathElem{Name: name}
+	var prev string
 	for term == keyStart {
 		var k, v string
 		k, b, term, err = readToken(b)
@@ -146,7 +147,11 @@ func decodeElem(b []byte) (*gpb.PathElem, []byte, error) {
 		}
 		if e.Key == nil {
 			e.Key = map[string]string{}
+		} else if k <= prev {
+			// Keys are encoded once each, in ascending order.
+			return nil, nil, ErrMalformed
 		}
+		prev = k
 		e.Key[k] = v
 	}
 	if term != elemEnd {
@@ -163,7 +168,7 @@ func readToken(b []byte) (string, []byte, byte, error) {
 		c := b[i]
 		switch {
 		case c == escape:
-			if i+1 >= len(b) {
+			if i+1 >= len(b) || b[i+1] > escape {
 				return "", nil, 0, ErrMalformed
 			}
 			i++
@@ -225,4 +230,54 @@ func escapeKeyValue(v string) string {
 // of the list element name, whatever its keys.
 func AppendListPrefix(b []byte, name string) []byte {
 	return append(appendEscaped(b, name), keyStart)
+}
+
+// Decoder decodes keys that arrive in order, as from a range scan. It reuses
+// the elements of the previous key's common prefix, so a scan allocates only
+// for the elements that change from one key to the next. Elements returned
+// are shared between results and must not be modified.
+type Decoder struct {
+	last  []byte
+	ends  []int // ends[i] is the offset just past element i of last
+	elems []*gpb.PathElem
+}
+
+// Decode returns the elements of key.
+func (d *Decoder) Decode(key []byte) ([]*gpb.PathElem, error) {
+	// Find how many whole elements key shares with the previous key.
+	common := 0
+	n := len(key)
+	if len(d.last) < n {
+		n = len(d.last)
+	}
+	same := 0
+	for same < n && key[same] == d.last[same] {
+		same++
+	}
+	for common < len(d.ends) && d.ends[common] <= same {
+		common++
+	}
+	elems := make([]*gpb.PathElem, common, common+4)
+	copy(elems, d.elems[:common])
+	ends := d.ends[:common]
+	off := 0
+	if common > 0 {
+		off = ends[common-1]
+	}
+	rest := key[off:]
+	for len(rest) > 0 {
+		e, r, err := decodeElem(rest)
+		if err != nil {
+			d.last, d.ends, d.elems = nil, nil, nil
+			return nil, err
+		}
+		off += len(rest) - len(r)
+		rest = r
+		elems = append(elems, e)
+		ends = append(ends, off)
+	}
+	d.last = append(d.last[:0], key...)
+	d.ends = ends
+	d.elems = elems
+	return elems, nil
 }

@@ -31,6 +31,9 @@ type query struct {
 	// which is read from the leaf it stands for.
 	alias []*gpb.PathElem
 	wild  bool // holds "..."
+	// leaf marks a concrete path to one leaf, read with a point lookup of key.
+	leaf bool
+	key  []byte
 }
 
 func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
@@ -49,7 +52,31 @@ func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
 		}
 	}
 	q.matcher = txn.NewMatcher(q.elems, q.nodes)
+	if !q.wild && len(q.nodes) > 0 {
+		if last := q.nodes[len(q.nodes)-1]; (last.Kind == schema.Leaf || last.Kind == schema.LeafList) && concrete(q.elems, q.nodes) {
+			q.leaf, q.key = true, pathkey.Encode(q.elems)
+		}
+	}
 	return q, nil
+}
+
+// concrete reports whether every list element carries all its keys, none
+// of them a wildcard.
+func concrete(elems []*gpb.PathElem, nodes []*schema.Node) bool {
+	for i, n := range nodes {
+		if n.Kind != schema.List {
+			continue
+		}
+		if len(elems[i].GetKey()) != len(n.Keys) {
+			return false
+		}
+		for _, v := range elems[i].GetKey() {
+			if v == "*" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func aliasElems(names []string) []*gpb.PathElem {
@@ -62,11 +89,27 @@ func aliasElems(names []string) []*gpb.PathElem {
 
 // scan reads the leaves that match q and pass keep.
 func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) bool, fn func(leaf) error) error {
+	if q.leaf {
+		v, ok, err := r.Get(q.key)
+		if err != nil || !ok {
+			return err
+		}
+		n := q.nodes[len(q.nodes)-1]
+		if n.WriteOnly || !keep(n, len(q.elems)) {
+			return nil
+		}
+		tv, err := txn.DecodeValue(v)
+		if err != nil {
+			return err
+		}
+		return fn(leaf{key: q.key, elems: q.elems, node: n, value: tv})
+	}
+	var dec pathkey.Decoder
 	return r.Scan(q.matcher.Prefix(), func(k, v []byte) error {
 		if txn.IsInternal(k) {
 			return nil
 		}
-		elems, err := pathkey.Decode(k)
+		elems, err := dec.Decode(k)
 		if err != nil {
 			return err
 		}
@@ -131,7 +174,12 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 	}
 	resp := &gpb.GetResponse{}
 	typeOK := typeFilter(req.GetType())
-	err = s.cfg.Store.View(func(_ uint64, r store.Reader) error {
+	read := s.cfg.Store.View
+	if len(queries) == 1 {
+		// One path needs no snapshot: each read is consistent by itself.
+		read = func(fn func(uint64, store.Reader) error) error { return fn(0, s.cfg.Store) }
+	}
+	err = read(func(_ uint64, r store.Reader) error {
 		ts := time.Now().UnixNano()
 		for _, q := range queries {
 			n, err := s.notification(r, q, req.GetEncoding(), typeOK, depth)

@@ -9,16 +9,16 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/google/btree"
 )
 
 // Change is one key written or deleted by a committed transaction. A nil
@@ -194,7 +194,7 @@ func (s *Store) commitGroup(group []*request) {
 			errs[i] = err
 			continue
 		}
-		tx := &tx{base: batch, writes: map[string][]byte{}, now: now}
+		tx := &tx{base: batch, writes: map[string][]byte{}, sorted: btree.NewOrderedG[string](32), now: now}
 		if err := r.fn(tx); err != nil {
 			errs[i] = err
 			continue
@@ -319,6 +319,7 @@ type tx struct {
 	base   *pebble.Batch
 	writes map[string][]byte // nil value: deleted
 	order  []string          // keys of writes in first-write order
+	sorted *btree.BTreeG[string]
 	now    int64
 }
 
@@ -338,6 +339,7 @@ func (t *tx) Delete(key []byte) { t.put(string(key), nil) }
 func (t *tx) put(k string, v []byte) {
 	if _, ok := t.writes[k]; !ok {
 		t.order = append(t.order, k)
+		t.sorted.ReplaceOrInsert(k)
 	}
 	t.writes[k] = v
 }
@@ -352,12 +354,13 @@ func (t *tx) Get(key []byte) ([]byte, bool, error) {
 func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	// Merge the batch's range with this transaction's writes under prefix.
 	var mine []string
-	for k := range t.writes {
-		if bytes.HasPrefix([]byte(k), prefix) {
-			mine = append(mine, k)
+	t.sorted.AscendGreaterOrEqual(string(prefix), func(k string) bool {
+		if !strings.HasPrefix(k, string(prefix)) {
+			return false
 		}
-	}
-	sort.Strings(mine)
+		mine = append(mine, k)
+		return true
+	})
 	i := 0
 	emitMine := func(upto []byte) error {
 		for i < len(mine) && (upto == nil || mine[i] < string(upto)) {

@@ -21,7 +21,6 @@ import (
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
@@ -194,24 +193,6 @@ func collectLeaves(n *schema.Node, rel []string, fn func([]string, *schema.Node)
 			collectLeaves(c, r, fn)
 		}
 	}
-}
-
-// EncodeValue is the stored form of a value.
-func EncodeValue(tv *gpb.TypedValue) []byte {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(tv)
-	if err != nil {
-		panic(fmt.Sprintf("txn: marshal value: %v", err))
-	}
-	return b
-}
-
-// DecodeValue parses a stored value.
-func DecodeValue(b []byte) (*gpb.TypedValue, error) {
-	tv := &gpb.TypedValue{}
-	if err := proto.Unmarshal(b, tv); err != nil {
-		return nil, err
-	}
-	return tv, nil
 }
 
 // entry is a list entry touched by a transaction.

@@ -1,0 +1,183 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
+	"github.com/patronus-sdwan/patronus/tools/scalegen/scale"
+)
+
+// loadScale loads the scale set (scenario 2) into n.
+func loadScale(b *testing.B, n *nodetest.Node) {
+	b.Helper()
+	doc, err := scale.Generate(1).JSON()
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, err = n.Client.Set(context.Background(), &gpb.SetRequest{Update: []*gpb.Update{{Path: &gpb.Path{}, Val: nodetest.JSONIETF(doc)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func startNode(b *testing.B, withScale bool) *nodetest.Node {
+	n := nodetest.Start(b, nodetest.Options{})
+	if withScale {
+		loadScale(b, n)
+	} else {
+		// One site so the benchmarked leaf has an entry to live in.
+		_, err := n.Client.Set(context.Background(), &gpb.SetRequest{Update: []*gpb.Update{{
+			Path: nodetest.Path(b, "/sites/site[name=site-000]/config/location"),
+			Val:  &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: "x"}},
+		}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return n
+}
+
+// reportLatency adds p50 and p99 metrics from per-operation durations.
+func reportLatency(b *testing.B, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds()), "p99-µs")
+}
+
+// runClients runs total operations spread over clients goroutines and
+// reports throughput and latency.
+func runClients(b *testing.B, clients int, op func(i int) error) {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, b.N/clients+1)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					break
+				}
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					b.Error(err)
+					return
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	reportLatency(b, lat)
+}
+
+// BenchmarkGetLeaf: Get of one leaf with the scale set loaded, 16 clients.
+func BenchmarkGetLeaf(b *testing.B) {
+	n := startNode(b, true)
+	req := &gpb.GetRequest{Path: []*gpb.Path{nodetest.Path(b, "/sites/site[name=site-042]/endpoints/endpoint[name=e1]/config/address")}, Encoding: gpb.Encoding_JSON_IETF}
+	runClients(b, 16, func(int) error {
+		_, err := n.Client.Get(context.Background(), req)
+		return err
+	})
+}
+
+// BenchmarkGetPolicies: Get of all of /policies in JSON_IETF with the scale set.
+func BenchmarkGetPolicies(b *testing.B) {
+	n := startNode(b, true)
+	req := &gpb.GetRequest{Path: []*gpb.Path{nodetest.Path(b, "/policies")}, Encoding: gpb.Encoding_JSON_IETF}
+	runClients(b, 1, func(int) error {
+		_, err := n.Client.Get(context.Background(), req)
+		return err
+	})
+}
+
+func leafSet(b *testing.B, i int) *gpb.SetRequest {
+	return &gpb.SetRequest{Update: []*gpb.Update{{
+		Path: nodetest.Path(b, "/sites/site[name=site-000]/config/description"),
+		Val:  &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprintf("d%d", i)}},
+	}}}
+}
+
+// BenchmarkSetLeaf: one-leaf Sets from one client, on an empty tree and with
+// the scale set loaded; the ratio shows what validation costs at scale.
+func BenchmarkSetLeaf(b *testing.B) {
+	for _, withScale := range []bool{false, true} {
+		name := "empty"
+		if withScale {
+			name = "scale"
+		}
+		b.Run(name, func(b *testing.B) {
+			n := startNode(b, withScale)
+			runClients(b, 1, func(i int) error {
+				_, err := n.Client.Set(context.Background(), leafSet(b, i))
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkSetPolicyPriority: one-leaf Sets of a policy's priority (the
+// unique-checked leaf) with the scale set loaded.
+func BenchmarkSetPolicyPriority(b *testing.B) {
+	n := startNode(b, true)
+	p := nodetest.Path(b, "/policies/policy[name=policy-0001]/config/priority")
+	runClients(b, 1, func(i int) error {
+		_, err := n.Client.Set(context.Background(), &gpb.SetRequest{Update: []*gpb.Update{{Path: p, Val: &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: uint64(5000 + i%2)}}}}})
+		return err
+	})
+}
+
+// BenchmarkSetConcurrent: one-leaf Sets from 64 concurrent clients (group
+// commit: many Sets per fsync).
+func BenchmarkSetConcurrent(b *testing.B) {
+	n := startNode(b, true)
+	runClients(b, 64, func(i int) error {
+		req := &gpb.SetRequest{Update: []*gpb.Update{{
+			Path: nodetest.Path(b, fmt.Sprintf("/sites/site[name=%s]/config/description", scale.SiteName(i%100))),
+			Val:  &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprintf("d%d", i)}},
+		}}}
+		_, err := n.Client.Set(context.Background(), req)
+		return err
+	})
+}
+
+// BenchmarkSet100Updates: SetRequests of 100 one-leaf updates each; compare
+// its updates/s with BenchmarkSetLeaf's ops/s.
+func BenchmarkSet100Updates(b *testing.B) {
+	n := startNode(b, true)
+	var paths []*gpb.Path
+	for s := 0; s < 100; s++ {
+		paths = append(paths, nodetest.Path(b, fmt.Sprintf("/sites/site[name=%s]/config/description", scale.SiteName(s))))
+	}
+	runClients(b, 1, func(i int) error {
+		req := &gpb.SetRequest{}
+		for _, p := range paths {
+			req.Update = append(req.Update, &gpb.Update{Path: p, Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprintf("d%d", i)}}})
+		}
+		_, err := n.Client.Set(context.Background(), req)
+		return err
+	})
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "updates/s")
+}
