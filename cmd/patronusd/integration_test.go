@@ -202,13 +202,29 @@ func (d *daemon) wait(timeout time.Duration) (int, bool) {
 
 // ready dials addr with creds and polls Capabilities until it answers (10 s).
 func (d *daemon) ready(addr string, creds credentials.TransportCredentials) error {
+	// Wait for the port first: a gRPC client that found it closed would
+	// back off for a second before trying again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if d.exited() {
+			return fmt.Errorf("patronusd exited (%v) before serving: %s", d.state, d.stderr.String())
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s after 10s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return err
 	}
 	c := gpb.NewGNMIClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if d.exited() {
@@ -1119,6 +1135,38 @@ func TestSubscribeModes(t *testing.T) {
 		resp := get(t, c, &gpb.GetRequest{Path: []*gpb.Path{path(t, "/paths/path[name=*]/config/name")}, Encoding: gpb.Encoding_PROTO})
 		if n := len(updates(resp)); n != 4 {
 			t.Errorf("%d paths left after deleting branch-2, want 4", n)
+		}
+	})
+
+	t.Run("cascade-endpoint-into-policies", func(t *testing.T) {
+		c := setup(t)
+		s := subscribe(t, c, &gpb.SubscriptionList{Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_JSON_IETF, UpdatesOnly: true,
+			Subscription: []*gpb.Subscription{
+				sub(t, "/policies/policy[name=*]/action/config/paths", gpb.SubscriptionMode_ON_CHANGE, 0),
+				sub(t, "/paths/path[name=*]/config/name", gpb.SubscriptionMode_ON_CHANGE, 0),
+			}})
+		s.untilSync(t, 5*time.Second)
+		if _, err := c.Set(ctxT(t, 5*time.Second), &gpb.SetRequest{Delete: []*gpb.Path{path(t, "/sites/site[name=branch-1]/endpoints/endpoint[name=mpls]")}}); err != nil {
+			t.Fatal(err)
+		}
+		ups, dels, _ := s.collect(t, time.Second)
+		got := map[string]string{}
+		for _, u := range ups {
+			got[u.path] = string(u.val.GetJsonIetfVal())
+		}
+		const inetOnly = `["hq-inet--branch-1-inet"]`
+		want := map[string]string{
+			"/policies/policy[name=voice-sip]/action/config/paths": inetOnly,
+			"/policies/policy[name=voice-rtp]/action/config/paths": inetOnly,
+			"/policies/policy[name=video]/action/config/paths":     inetOnly,
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("policy action paths after deleting endpoint branch-1/mpls (-want +got):\n%s", diff)
+		}
+		sort.Strings(dels)
+		wantDels := []string{"/paths/path[name=branch-1-mpls--hq-mpls]/config/name", "/paths/path[name=hq-mpls--branch-1-mpls]/config/name"}
+		if !reflect.DeepEqual(dels, wantDels) {
+			t.Errorf("deletes %v, want %v", dels, wantDels)
 		}
 	})
 

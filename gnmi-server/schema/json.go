@@ -175,7 +175,17 @@ type Builder struct {
 }
 
 type object struct {
+	names  []string       // member names in insertion order
 	fields map[string]any // name -> JSON value, *object or *list
+}
+
+func newObject() *object { return &object{fields: map[string]any{}} }
+
+func (o *object) set(name string, v any) {
+	if _, ok := o.fields[name]; !ok {
+		o.names = append(o.names, name)
+	}
+	o.fields[name] = v
 }
 
 type list struct {
@@ -185,7 +195,7 @@ type list struct {
 
 // NewBuilder returns a builder for the value of node base.
 func (s *Schema) NewBuilder(base *Node, ietf bool) *Builder {
-	return &Builder{s: s, base: base, ietf: ietf, root: &object{fields: map[string]any{}}}
+	return &Builder{s: s, base: base, ietf: ietf, root: newObject()}
 }
 
 // Add places a leaf, given by its path elements below the base node (rel),
@@ -201,21 +211,21 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 		}
 		parentModule = n.Module
 		if i == len(rel)-1 {
-			cur.fields[name] = value
+			cur.set(name, value)
 			return
 		}
 		if n.Kind == List {
 			l, _ := cur.fields[name].(*list)
 			if l == nil {
 				l = &list{index: map[string]*object{}}
-				cur.fields[name] = l
+				cur.set(name, l)
 			}
 			id := entryID(e.GetKey())
 			entry := l.index[id]
 			if entry == nil {
-				entry = &object{fields: map[string]any{}}
+				entry = newObject()
 				for _, k := range n.Keys {
-					entry.fields[k] = b.keyJSON(n.Children[k], e.GetKey()[k])
+					entry.set(k, b.keyJSON(n.Children[k], e.GetKey()[k]))
 				}
 				l.index[id] = entry
 				l.items = append(l.items, entry)
@@ -225,8 +235,8 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 		}
 		next, _ := cur.fields[name].(*object)
 		if next == nil {
-			next = &object{fields: map[string]any{}}
-			cur.fields[name] = next
+			next = newObject()
+			cur.set(name, next)
 		}
 		cur = next
 	}
@@ -238,7 +248,7 @@ func (b *Builder) AddEntryKeys(keys map[string]string) {
 		return
 	}
 	for _, k := range b.base.Keys {
-		b.root.fields[k] = b.keyJSON(b.base.Children[k], keys[k])
+		b.root.set(k, b.keyJSON(b.base.Children[k], keys[k]))
 	}
 }
 
@@ -273,6 +283,80 @@ func entryID(keys map[string]string) string {
 
 // Value returns the assembled JSON value.
 func (b *Builder) Value() any { return render(b.root) }
+
+// JSON returns the assembled value as JSON text, members in the order they
+// were added (the store's key order).
+func (b *Builder) JSON() []byte { return appendJSON(make([]byte, 0, 1024), b.root) }
+
+func appendJSON(buf []byte, v any) []byte {
+	switch x := v.(type) {
+	case *object:
+		buf = append(buf, '{')
+		for i, name := range x.names {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, name)
+			buf = append(buf, ':')
+			buf = appendJSON(buf, x.fields[name])
+		}
+		return append(buf, '}')
+	case *list:
+		buf = append(buf, '[')
+		for i, it := range x.items {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSON(buf, it)
+		}
+		return append(buf, ']')
+	case []any:
+		buf = append(buf, '[')
+		for i, it := range x {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSON(buf, it)
+		}
+		return append(buf, ']')
+	case string:
+		return appendJSONString(buf, x)
+	case json.Number:
+		return append(buf, x...)
+	case bool:
+		if x {
+			return append(buf, "true"...)
+		}
+		return append(buf, "false"...)
+	case nil:
+		return append(buf, "null"...)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return append(buf, "null"...)
+	}
+	return append(buf, b...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string; s is valid UTF-8 (values
+// are checked when written).
+func appendJSONString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			buf = append(buf, '\\', c)
+		case c < 0x20:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return append(buf, '"')
+}
 
 func render(v any) any {
 	switch x := v.(type) {

@@ -283,10 +283,7 @@ func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK
 					return nil, err
 				}
 			} else {
-				b, err := schema.MarshalJSON(g.b.Value())
-				if err != nil {
-					return nil, err
-				}
+				b := g.b.JSON()
 				if enc == gpb.Encoding_JSON_IETF {
 					v = &gpb.TypedValue{Value: &gpb.TypedValue_JsonIetfVal{JsonIetfVal: b}}
 				} else {
