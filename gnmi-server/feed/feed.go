@@ -40,10 +40,10 @@ var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
 // Feed is a ring of the most recent commits.
 type Feed struct {
 	mu      sync.Mutex
-	ring    []Commit // ring[seq%len] holds commit seq; guarded by mu
-	last    uint64         // Seq of the newest commit published; guarded by mu
-	changes int            // changes held in the ring; guarded by mu
-	wake    chan struct{}  // closed and replaced on every publish; guarded by mu
+	ring    []Commit      // ring[seq%len] holds commit seq; guarded by mu
+	last    uint64        // Seq of the newest commit published; guarded by mu
+	changes int           // changes held in the ring; guarded by mu
+	wake    chan struct{} // closed and replaced on every publish; guarded by mu
 
 	maxChanges int
 }

@@ -39,6 +39,7 @@ type Node struct {
 	Engine *txn.Engine
 	Server *server.Server
 
+	pub    *server.Publisher
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -59,18 +60,21 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	f := feed.New(cfg.FeedSlots, cfg.FeedChanges)
-	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: server.Publish(sch, f)})
+	pub := server.NewPublisher(sch, f)
+	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: pub.OnCommit})
 	if err != nil {
+		pub.Close()
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, done: make(chan struct{})}
+	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, done: make(chan struct{})}
 	n.Server = server.New(server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
 	})
 	if err := n.boot(cfg); err != nil {
 		st.Close()
+		pub.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -83,15 +87,21 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.cancel()
 	<-n.done
-	return n.Store.Close()
+	err := n.Store.Close()
+	n.pub.Close()
+	return err
 }
 
 func sysState(name string) []*gpb.PathElem {
 	return []*gpb.PathElem{{Name: "system"}, {Name: "state"}, {Name: name}}
 }
 
-func str(s string) *gpb.TypedValue { return &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}} }
-func u64(u uint64) *gpb.TypedValue { return &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: u}} }
+func str(s string) *gpb.TypedValue {
+	return &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}}
+}
+func u64(u uint64) *gpb.TypedValue {
+	return &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: u}}
+}
 
 // boot records /system/state and fills the defaults of /system/stats-history.
 func (n *Node) boot(cfg Config) error {

@@ -9,8 +9,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/openconfig/goyang/pkg/yang"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/goyang/pkg/yang"
 
 	"github.com/patronus-sdwan/patronus/gen/model"
 )

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/openconfig/goyang/pkg/yang"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/goyang/pkg/yang"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
@@ -113,9 +113,13 @@ func node(t testing.TB, p string) *schema.Node {
 	return n
 }
 
-func str(s string) *gpb.TypedValue { return &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}} }
-func u64(u uint64) *gpb.TypedValue { return &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: u}} }
-func i64(i int64) *gpb.TypedValue  { return &gpb.TypedValue{Value: &gpb.TypedValue_IntVal{IntVal: i}} }
+func str(s string) *gpb.TypedValue {
+	return &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}}
+}
+func u64(u uint64) *gpb.TypedValue {
+	return &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: u}}
+}
+func i64(i int64) *gpb.TypedValue { return &gpb.TypedValue{Value: &gpb.TypedValue_IntVal{IntVal: i}} }
 func dbl(f float64) *gpb.TypedValue {
 	return &gpb.TypedValue{Value: &gpb.TypedValue_DoubleVal{DoubleVal: f}}
 }

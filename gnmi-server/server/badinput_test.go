@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -535,9 +537,31 @@ func unchanged(t *testing.T, c gpb.GNMIClient, before map[string]string) map[str
 	t.Helper()
 	after := treeLeaves(t, c)
 	if checksum(after) != checksum(before) {
-		t.Errorf("the tree changed (-before +after):\n%s", cmp.Diff(before, after))
+		t.Errorf("the tree changed:\n%s", treeDiff(before, after))
 	}
 	return after
+}
+
+// treeDiff summarizes how two trees differ, at most 20 lines.
+func treeDiff(before, after map[string]string) string {
+	var lines []string
+	for p, v := range before {
+		if w, ok := after[p]; !ok {
+			lines = append(lines, "- "+p+" = "+v)
+		} else if w != v {
+			lines = append(lines, "~ "+p+" = "+v+" -> "+w)
+		}
+	}
+	for p, w := range after {
+		if _, ok := before[p]; !ok {
+			lines = append(lines, "+ "+p+" = "+w)
+		}
+	}
+	sort.Slice(lines, func(i, j int) bool { return lines[i][2:] < lines[j][2:] })
+	if len(lines) > 20 {
+		lines = append(lines[:20], fmt.Sprintf("... and %d more", len(lines)-20))
+	}
+	return strings.Join(lines, "\n")
 }
 
 func TestSetBadInputs(t *testing.T) {
@@ -831,10 +855,6 @@ func TestSetPositiveControls(t *testing.T) {
 		}
 	})
 
-	t.Run("replace with the same value", func(t *testing.T) {
-		set(t, &gpb.SetRequest{Replace: []*gpb.Update{{Path: p("/sites/site[name=hq]/config/name"), Val: jsonIETF(`"hq"`)}}})
-	})
-
 	t.Run("uint64 as JSON number and as string", func(t *testing.T) {
 		const bw = "/sites/site[name=hq]/endpoints/endpoint[name=inet]/config/bandwidth"
 		set(t, &gpb.SetRequest{Update: []*gpb.Update{{Path: p(bw), Val: jsonIETF(`2000000`)}}})
@@ -851,4 +871,105 @@ func TestSetPositiveControls(t *testing.T) {
 			t.Errorf("max-loss = %s, want \"1.500\"", got)
 		}
 	})
+}
+
+// setRequestFile reads a gnmic --request-file holding replaces.
+func setRequestFile(t testing.TB, rel string) *gpb.SetRequest {
+	t.Helper()
+	var rf struct {
+		Replaces []struct {
+			Path  string          `json:"path"`
+			Value json.RawMessage `json:"value"`
+		} `json:"replaces"`
+	}
+	if err := json.Unmarshal(repoFile(t, rel), &rf); err != nil {
+		t.Fatal(err)
+	}
+	req := &gpb.SetRequest{}
+	for _, r := range rf.Replaces {
+		req.Replace = append(req.Replace, &gpb.Update{Path: pathT(t, r.Path), Val: jsonIETF(string(r.Value))})
+	}
+	return req
+}
+
+// TestReplaceKeepsWhatItRewrites: a replace whose value holds what is
+// already there changes nothing, and a replace below a list entry does not
+// delete the entry or what refers to it. Each case runs on its own node.
+func TestReplaceKeepsWhatItRewrites(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  func(t *testing.T) *gpb.SetRequest
+		// changed lists the config leaves the request may change, with
+		// their new values.
+		changed map[string]string
+	}{
+		{name: "replace a key leaf with its own value",
+			req: func(t *testing.T) *gpb.SetRequest {
+				return &gpb.SetRequest{Replace: []*gpb.Update{{Path: pathT(t, "/sites/site[name=hq]/config/name"), Val: jsonIETF(`"hq"`)}}}
+			}},
+		{name: "replace an entry's config container",
+			req: func(t *testing.T) *gpb.SetRequest {
+				return &gpb.SetRequest{Replace: []*gpb.Update{{Path: pathT(t, "/sites/site[name=hq]/config"), Val: jsonIETF(`{"name":"hq","location":"Munich"}`)}}}
+			},
+			changed: map[string]string{"/sites/site[name=hq]/config/location": `string_val:"Munich"`}},
+		{name: "replace an endpoint's config container",
+			req: func(t *testing.T) *gpb.SetRequest {
+				return &gpb.SetRequest{Replace: []*gpb.Update{{Path: pathT(t, "/sites/site[name=hq]/endpoints/endpoint[name=inet]/config"),
+					Val: jsonIETF(`{"name":"inet","address":"203.0.113.1","transport":"INTERNET","bandwidth":"1000000"}`)}}}
+			}},
+		{name: "replace a site with its own content",
+			req: func(t *testing.T) *gpb.SetRequest {
+				var doc struct {
+					Sites struct {
+						Site []json.RawMessage `json:"site"`
+					} `json:"patronus-sites:sites"`
+				}
+				if err := json.Unmarshal(scenario1(t), &doc); err != nil {
+					t.Fatal(err)
+				}
+				return &gpb.SetRequest{Replace: []*gpb.Update{{Path: pathT(t, "/sites/site[name=hq]"), Val: jsonIETF(string(doc.Sites.Site[0]))}}}
+			}},
+		{name: "re-apply testdata/scenario1/set-request.json",
+			req: func(t *testing.T) *gpb.SetRequest { return setRequestFile(t, "testdata/scenario1/set-request.json") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startScenario1(t)
+			want := configOf(t, n.Client)
+			for p, v := range tc.changed {
+				want[p] = v
+				want[strings.Replace(p, "/config/", "/state/", 1)] = v
+			}
+			if _, err := n.Client.Set(ctxT(t), tc.req(t)); err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+			got := configOf(t, n.Client)
+			if checksum(got) != checksum(want) {
+				t.Errorf("the configuration is not what the request asked for:\n%s", treeDiff(want, got))
+			}
+		})
+	}
+}
+
+// TestDeleteConfigContainerOfEntry: deleting the config container of a list
+// entry removes its key leaf. The server may refuse that, or delete the
+// container's other leaves; it must not delete the entry's children and
+// everything that refers to them while reporting a delete of one container.
+func TestDeleteConfigContainerOfEntry(t *testing.T) {
+	n := startScenario1(t)
+	before := treeLeaves(t, n.Client)
+	_, err := n.Client.Set(ctxT(t), &gpb.SetRequest{Delete: []*gpb.Path{pathT(t, "/sites/site[name=hq]/config")}})
+	if err != nil {
+		checkStatus(t, err, codes.InvalidArgument, []string{"/sites/site[name=hq]/config"})
+		unchanged(t, n.Client, before)
+		return
+	}
+	for _, p := range []string{
+		"/sites/site[name=hq]/endpoints/endpoint[name=inet]/config/address",
+		"/paths/path[name=hq-inet--branch-1-inet]/config/name",
+		"/policies/policy[name=voice-sip]/action/config/paths",
+	} {
+		if _, ok := getJSON(t, n.Client, p); !ok {
+			t.Errorf("deleting /sites/site[name=hq]/config deleted %s", p)
+		}
+	}
 }

@@ -79,33 +79,63 @@ func New(cfg Config) *Server {
 
 var _ gpb.GNMIServer = (*Server)(nil)
 
-// Publish turns a store commit into a feed commit: it decodes each data key
-// once for every subscriber and leaves out bookkeeping and write-only
-// leaves. It is meant to be the store's OnCommit hook.
-func Publish(s *schema.Schema, f *feed.Feed) func(store.Commit) {
-	return func(c store.Commit) {
-		out := feed.Commit{Seq: c.Seq, Time: c.Time, Changes: make([]feed.Change, 0, len(c.Changes))}
-		for _, ch := range c.Changes {
-			if txn.IsInternal(ch.Key) {
-				continue
-			}
-			elems, err := pathkey.Decode(ch.Key)
-			if err != nil {
-				continue
-			}
-			if n := s.Lookup(elems); n == nil || n.WriteOnly {
-				continue
-			}
-			fc := feed.Change{Key: ch.Key, Elems: elems}
-			if ch.Value != nil {
-				if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
-					continue
-				}
-			}
-			out.Changes = append(out.Changes, fc)
-		}
-		f.Publish(out)
+// Publisher turns store commits into feed commits on its own goroutine, so
+// that the store's writer only hands them over: it decodes each data key once
+// for every subscriber and leaves out bookkeeping and write-only leaves.
+// Commits are published in order.
+type Publisher struct {
+	s    *schema.Schema
+	f    *feed.Feed
+	ch   chan store.Commit
+	done chan struct{}
+}
+
+// NewPublisher starts a publisher into f.
+func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
+	p := &Publisher{s: s, f: f, ch: make(chan store.Commit, 4096), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+// OnCommit queues a commit; it is the store's OnCommit hook.
+func (p *Publisher) OnCommit(c store.Commit) { p.ch <- c }
+
+// Close publishes what is queued and stops; call it after the store closed.
+func (p *Publisher) Close() {
+	close(p.ch)
+	<-p.done
+}
+
+func (p *Publisher) run() {
+	defer close(p.done)
+	for c := range p.ch {
+		p.f.Publish(p.decode(c))
 	}
+}
+
+func (p *Publisher) decode(c store.Commit) feed.Commit {
+	out := feed.Commit{Seq: c.Seq, Time: c.Time, Changes: make([]feed.Change, 0, len(c.Changes))}
+	var dec pathkey.Decoder
+	for _, ch := range c.Changes {
+		if txn.IsInternal(ch.Key) {
+			continue
+		}
+		elems, err := dec.Decode(ch.Key)
+		if err != nil {
+			continue
+		}
+		if n := p.s.Lookup(elems); n == nil || n.WriteOnly {
+			continue
+		}
+		fc := feed.Change{Key: ch.Key, Elems: elems}
+		if ch.Value != nil {
+			if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
+				continue
+			}
+		}
+		out.Changes = append(out.Changes, fc)
+	}
+	return out
 }
 
 // Capabilities reports the models, encodings and gNMI version served.

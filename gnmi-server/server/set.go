@@ -40,6 +40,9 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 	if s.cfg.User != nil {
 		meta.User = s.cfg.User(ctx)
 	}
+	if err := s.cfg.Engine.Prepare(ops); err != nil {
+		return nil, setError(err, ops)
+	}
 	var res *txn.Result
 	err = s.cfg.Store.Update(ctx, func(tx store.Tx) error {
 		r, err := s.cfg.Engine.Apply(tx, ops, meta)

@@ -71,6 +71,8 @@ type Op struct {
 	Value *gpb.TypedValue
 	// Path is the operation's path as the client sent it, for the response.
 	Path *gpb.Path
+
+	leaves []Leaf // decoded by Prepare
 }
 
 // Result is what a successful Set did.
@@ -216,6 +218,9 @@ type applier struct {
 
 // Apply applies ops to tx. On error the caller must discard tx.
 func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
+	if err := e.Prepare(ops); err != nil {
+		return nil, err
+	}
 	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}}
 	for i, op := range ops {
 		var err error
@@ -223,15 +228,11 @@ func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
 		case gpb.UpdateResult_DELETE:
 			err = a.delete(op.Elems)
 		case gpb.UpdateResult_REPLACE:
-			if err = a.checkWritable(op); err == nil {
-				if err = a.delete(op.Elems); err == nil {
-					err = a.update(op)
-				}
-			}
-		case gpb.UpdateResult_UPDATE:
-			if err = a.checkWritable(op); err == nil {
+			if err = a.delete(op.Elems); err == nil {
 				err = a.update(op)
 			}
+		case gpb.UpdateResult_UPDATE:
+			err = a.update(op)
 		}
 		if err != nil {
 			var te *Error
@@ -256,7 +257,7 @@ func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
 	return res, nil
 }
 
-func (a *applier) checkWritable(op Op) error {
+func checkWritable(op Op) error {
 	if op.Value == nil || op.Value.GetValue() == nil {
 		return &Error{Code: codes.InvalidArgument, Path: pathkey.String(op.Elems), Msg: "the operation has no value"}
 	}
@@ -267,17 +268,61 @@ func (a *applier) checkWritable(op Op) error {
 	return nil
 }
 
-// update writes the leaves in op's value.
-func (a *applier) update(op Op) error {
-	nodes, err := a.e.s.Resolve(op.Elems, false)
-	if err != nil {
-		return notFound(err)
+// Leaf is one decoded leaf of an update or replace.
+type Leaf struct {
+	Elems []*gpb.PathElem
+	Node  *schema.Node
+	Value *gpb.TypedValue
+}
+
+// Prepare decodes and checks the values of the update and replace
+// operations against the schema. It needs no store access, so the server
+// runs it before the transaction, off the store's single writer; Apply
+// prepares any operation that was not.
+func (e *Engine) Prepare(ops []Op) error {
+	for i := range ops {
+		if ops[i].Kind == gpb.UpdateResult_DELETE || ops[i].leaves != nil {
+			continue
+		}
+		leaves, err := e.decode(ops[i])
+		if err != nil {
+			var te *Error
+			if errors.As(err, &te) {
+				te.Op = i
+				return te
+			}
+			return &Error{Code: codes.Internal, Op: i, Path: pathkey.String(ops[i].Elems), Msg: err.Error()}
+		}
+		ops[i].leaves = leaves
 	}
-	n := a.e.s.Root
+	return nil
+}
+
+// decode returns the leaves in op's value.
+func (e *Engine) decode(op Op) ([]Leaf, error) {
+	if err := checkWritable(op); err != nil {
+		return nil, err
+	}
+	nodes, err := e.s.Resolve(op.Elems, false)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	n := e.s.Root
 	if len(nodes) > 0 {
 		n = nodes[len(nodes)-1]
 	}
 	path := pathkey.String(op.Elems)
+	leaves := []Leaf{}
+	add := func(elems []*gpb.PathElem, ln *schema.Node, tv *gpb.TypedValue) error {
+		if ln.WriteOnly {
+			var err error
+			if tv, err = hashSecret(tv); err != nil {
+				return err
+			}
+		}
+		leaves = append(leaves, Leaf{Elems: elems, Node: ln, Value: tv})
+		return nil
+	}
 	switch op.Value.GetValue().(type) {
 	case *gpb.TypedValue_JsonVal, *gpb.TypedValue_JsonIetfVal:
 		raw := op.Value.GetJsonIetfVal()
@@ -286,44 +331,51 @@ func (a *applier) update(op Op) error {
 		}
 		v, err := schema.DecodeJSON(raw)
 		if err != nil {
-			return &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
+			return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
 		}
 		if n.Kind == schema.Leaf || n.Kind == schema.LeafList {
 			if err := checkLeafWritable(n, path); err != nil {
-				return err
+				return nil, err
 			}
 			tv, err := schema.FromJSON(n, v)
 			if err != nil {
-				return &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
+				return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
 			}
-			return a.setLeaf(op.Elems, n, tv)
+			return leaves, add(op.Elems, n, tv)
 		}
 		if n.Kind == schema.List && len(op.Elems[len(op.Elems)-1].GetKey()) == 0 {
-			return &Error{Code: codes.InvalidArgument, Path: path, Msg: "address a list entry with all its keys"}
+			return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: "address a list entry with all its keys"}
 		}
-		err = a.e.s.Flatten(op.Elems, n, v, func(elems []*gpb.PathElem, ln *schema.Node, tv *gpb.TypedValue) error {
-			return a.setLeaf(elems, ln, tv)
-		})
-		if err != nil {
+		if err := e.s.Flatten(op.Elems, n, v, add); err != nil {
 			var pe *schema.PathError
 			if errors.As(err, &pe) {
-				return &Error{Code: codes.InvalidArgument, Path: pe.Path, Msg: pe.Msg}
+				return nil, &Error{Code: codes.InvalidArgument, Path: pe.Path, Msg: pe.Msg}
 			}
-			return err
+			return nil, err
 		}
-		return nil
+		return leaves, nil
 	}
 	if n.Kind != schema.Leaf && n.Kind != schema.LeafList {
-		return &Error{Code: codes.InvalidArgument, Path: path, Msg: "a scalar value needs a leaf path; send JSON or JSON_IETF for a container or list"}
+		return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: "a scalar value needs a leaf path; send JSON or JSON_IETF for a container or list"}
 	}
 	if err := checkLeafWritable(n, path); err != nil {
-		return err
+		return nil, err
 	}
 	tv, err := schema.FromTyped(n, op.Value)
 	if err != nil {
-		return &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
+		return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: err.Error()}
 	}
-	return a.setLeaf(op.Elems, n, tv)
+	return leaves, add(op.Elems, n, tv)
+}
+
+// update writes the leaves of a prepared operation.
+func (a *applier) update(op Op) error {
+	for _, l := range op.leaves {
+		if err := a.setLeaf(l.Elems, l.Node, l.Value); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func checkLeafWritable(n *schema.Node, path string) error {
@@ -356,12 +408,6 @@ func (a *applier) setLeaf(elems []*gpb.PathElem, n *schema.Node, tv *gpb.TypedVa
 		want := elems[len(elems)-3].GetKey()[k]
 		if s := tv.GetStringVal(); s != want && fmt.Sprint(scalarString(tv)) != want {
 			return &Error{Code: codes.InvalidArgument, Path: pathkey.String(elems), Msg: fmt.Sprintf("key leaf set to %q but the path's key is %q", scalarString(tv), want)}
-		}
-	}
-	if n.WriteOnly {
-		var err error
-		if tv, err = hashSecret(tv); err != nil {
-			return err
 		}
 	}
 	if err := a.ensureEntries(elems); err != nil {
