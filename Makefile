@@ -22,8 +22,8 @@ help: ## list the targets
 	@echo
 	@echo 'Variables: ARGS (run), GOTEST_FLAGS (test), FUZZTIME=$(FUZZTIME) (fuzz), BENCHTIME=$(BENCHTIME) (bench)'
 
-run: ## run patronusd on its defaults (TLS, gNMI on 127.0.0.1:9339, data in ./patronus-data); flags via ARGS=
-	go run ./cmd/patronusd $(ARGS)
+run: build ## run patronusd on its defaults (TLS, gNMI on 127.0.0.1:9339, data in ./patronus-data); flags via ARGS=
+	./bin/patronusd $(ARGS)
 
 build: ## build bin/patronusd
 	go build -o bin/patronusd ./cmd/patronusd

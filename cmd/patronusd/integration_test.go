@@ -580,7 +580,6 @@ func TestScenarioRoundTrip(t *testing.T) {
 	loadScenario(t, c)
 
 	t.Run("ygot", func(t *testing.T) {
-		got := &model.Device{}
 		doc := map[string]json.RawMessage{}
 		for _, top := range []struct{ path, module string }{{"/sites", "patronus-sites"}, {"/paths", "patronus-paths"}, {"/policies", "patronus-policies"}} {
 			resp := get(t, c, &gpb.GetRequest{Path: []*gpb.Path{path(t, top.path)}, Encoding: gpb.Encoding_JSON_IETF})
@@ -601,7 +600,7 @@ func TestScenarioRoundTrip(t *testing.T) {
 			doc[top.module+":"+top.path[1:]] = raw
 		}
 		b, _ := json.Marshal(doc)
-		got = unmarshalDevice(t, b)
+		got := unmarshalDevice(t, b)
 
 		// State mirrors config, and the port default shows in both.
 		sites := got.GetSites().Site
@@ -828,7 +827,7 @@ func TestScenarioRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Get /sites depth 2: %v; want the three sites' name leaves", err)
 		}
-		got := keys(map[string]bool{})
+		var got []string
 		for p := range updates(resp) {
 			got = append(got, p)
 		}

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
 )
 
@@ -43,7 +45,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("patronusd", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9339", "gNMI (gRPC) address")
-	fs.StringVar(&o.http, "http", "127.0.0.1:9341", "HTTP address for /healthz and /readyz")
+	fs.StringVar(&o.http, "http", "127.0.0.1:9341", "HTTP address for /metrics (Prometheus), /healthz and /readyz")
 	fs.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:9340", "address the cluster's Raft traffic uses (replication is not in this build)")
 	fs.StringVar(&o.dataDir, "data-dir", "./patronus-data", "store and generated TLS material")
 	fs.StringVar(&o.nodeName, "node-name", host, "this node's name")
@@ -148,6 +150,7 @@ func run(args []string) error {
 	var hs *http.Server
 	if hlis != nil {
 		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.Handler())
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -234,8 +234,8 @@ func fromTypedScalar(tv *gpb.TypedValue) any {
 		return json.Number(strconv.FormatFloat(v.DoubleVal, 'f', -1, 64))
 	case *gpb.TypedValue_FloatVal:
 		return json.Number(strconv.FormatFloat(float64(v.FloatVal), 'f', -1, 32))
-	case *gpb.TypedValue_DecimalVal: //nolint:staticcheck // clients still send it
-		d := v.DecimalVal //nolint:staticcheck // clients still send it
+	case *gpb.TypedValue_DecimalVal:
+		d := v.DecimalVal
 		return json.Number(strconv.FormatFloat(float64(d.GetDigits())/math.Pow10(int(d.GetPrecision())), 'f', -1, 64))
 	}
 	return nil

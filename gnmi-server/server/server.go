@@ -172,8 +172,8 @@ func fullPath(prefix, p *gpb.Path) ([]*gpb.PathElem, error) {
 		if x == nil {
 			continue
 		}
-		if len(x.GetElement()) > 0 { //nolint:staticcheck // rejecting the deprecated field
-			return nil, status.Errorf(codes.InvalidArgument, "path %v uses the deprecated 'element' field; use 'elem'", x.GetElement()) //nolint:staticcheck // naming it
+		if len(x.GetElement()) > 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "path %v uses the deprecated 'element' field; use 'elem'", x.GetElement())
 		}
 		if o := x.GetOrigin(); o != "" && o != Origin {
 			return nil, status.Errorf(codes.InvalidArgument, "%s: unknown origin %q; use %q or none", pathkey.String(x.GetElem()), o, Origin)

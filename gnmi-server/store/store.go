@@ -208,8 +208,13 @@ func (s *Store) commitGroup(group []*request) {
 				err = batch.Set([]byte(k), v, nil)
 			}
 			if err != nil {
-				errs[i] = err
-				break
+				// The batch now holds part of this transaction: fail the
+				// whole group rather than commit it.
+				err = fmt.Errorf("store: batch: %w", err)
+				for _, r := range group {
+					r.resp <- err
+				}
+				return
 			}
 			changes = append(changes, Change{Key: []byte(k), Value: v})
 		}
