@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -72,8 +73,14 @@ func parseFlags(args []string) (*options, error) {
 	if envErr != nil {
 		return nil, envErr
 	}
-	fs.SetOutput(os.Stderr)
+	// Parse errors come back as one line from run; -help prints the flags.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fmt.Println("Usage: patronusd [flags]   (every flag also reads PATRONUS_<FLAG>)")
+			fs.PrintDefaults()
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -170,7 +177,8 @@ func run(args []string) error {
 		n.Close()
 		return fmt.Errorf("gNMI server: %v", err)
 	}
-	// In-flight Sets finish; streams are closed.
+	// In-flight Sets finish; subscriptions are closed.
+	n.Server.Shutdown()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {

@@ -57,6 +57,9 @@ type Node struct {
 	// Alias is, for a list's key leaf, the path of the leaf it stands for,
 	// relative to the list entry (config/name).
 	Alias []string
+	// KeyOf is, for the leaf a list key stands for (config/name), the key
+	// leaf at the list entry (name).
+	KeyOf *Node
 	// Counter marks a leaf under a counters container: data that changes
 	// continuously and is best sampled.
 	Counter bool
@@ -189,6 +192,9 @@ func (s *Schema) link(n *Node) error {
 		} else if n.Parent.Kind == List {
 			// A list key standing for ../config/<key> or ../state/<key>.
 			n.Alias = strings.Split(strings.TrimPrefix(t.Path, "../"), "/")
+			if target := descendNames(n.Parent, n.Alias); target != nil {
+				target.KeyOf = n
+			}
 		}
 		t = target
 	}
@@ -279,6 +285,15 @@ func (s *Schema) parseLeafref(path string) (*Leafref, error) {
 	return lr, nil
 }
 
+func descendNames(n *Node, names []string) *Node {
+	for _, name := range names {
+		if n = n.Children[name]; n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
 func splitSteps(p string) []string {
 	var out []string
 	depth, start := 0, 0
@@ -340,10 +355,19 @@ func (s *Schema) Resolve(elems []*gpb.PathElem, wild bool) ([]*Node, error) {
 			if !wild {
 				return nil, &PathError{Path: pathString(elems), Msg: "wildcard '...' is not allowed here"}
 			}
+			if !s.expands(cur, elems[i:]) {
+				return nil, &PathError{Path: pathString(elems), Msg: "no schema path matches it"}
+			}
 			return nodes, nil
 		}
 		if e.GetName() == "*" {
-			return nil, &PathError{Path: pathString(elems), Msg: "wildcard element names are not supported; use '...' or a key wildcard"}
+			if !wild {
+				return nil, &PathError{Path: pathString(elems), Msg: "wildcard '*' is not allowed here"}
+			}
+			if !s.expands(cur, elems[i:]) {
+				return nil, &PathError{Path: pathString(elems), Msg: "no schema path matches it"}
+			}
+			return nodes, nil
 		}
 		c := s.Child(cur, e.GetName())
 		if c == nil {
@@ -385,6 +409,48 @@ func (s *Schema) Resolve(elems []*gpb.PathElem, wild bool) ([]*Node, error) {
 		cur = c
 	}
 	return nodes, nil
+}
+
+// expands reports whether some schema path below n matches elems, whose
+// element names may be "*" (any one element) or "..." (any number).
+func (s *Schema) expands(n *Node, elems []*gpb.PathElem) bool {
+	if len(elems) == 0 {
+		return true
+	}
+	e := elems[0]
+	switch e.GetName() {
+	case "...":
+		if s.expands(n, elems[1:]) {
+			return true
+		}
+		for _, c := range n.Children {
+			if s.expands(c, elems) {
+				return true
+			}
+		}
+		return false
+	case "*":
+		for _, c := range n.Children {
+			if keysFit(c, e) && s.expands(c, elems[1:]) {
+				return true
+			}
+		}
+		return false
+	}
+	c := s.Child(n, e.GetName())
+	return c != nil && keysFit(c, e) && s.expands(c, elems[1:])
+}
+
+func keysFit(n *Node, e *gpb.PathElem) bool {
+	if n.Kind != List {
+		return len(e.GetKey()) == 0
+	}
+	for k := range e.GetKey() {
+		if !containsString(n.Keys, k) {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckKey validates a key value of list l.

@@ -749,7 +749,7 @@ func getJSON(t *testing.T, c gpb.GNMIClient, path string) (string, bool) {
 }
 
 // configOf reads the config leaves of the tree.
-func configOf(t *testing.T, c gpb.GNMIClient) map[string]string {
+func configOf(t testing.TB, c gpb.GNMIClient) map[string]string {
 	t.Helper()
 	resp, err := c.Get(ctxT(t), &gpb.GetRequest{Path: []*gpb.Path{{}}, Encoding: gpb.Encoding_PROTO, Type: gpb.GetRequest_CONFIG})
 	if err != nil {

@@ -117,8 +117,20 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 			return nil
 		}
 		n := s.cfg.Schema.Lookup(elems)
-		if n == nil || n.WriteOnly || !keep(n, len(elems)) {
+		if n == nil || n.WriteOnly {
 			return nil
+		}
+		if !keep(n, len(elems)) {
+			// Below a depth limit, the leaf a list key stands for still
+			// yields the key itself at the entry.
+			if n.KeyOf == nil || !keep(n.KeyOf, len(elems)-1) {
+				return nil
+			}
+			elems = append(elems[:len(elems)-2:len(elems)-2], &gpb.PathElem{Name: n.KeyOf.Name})
+			if !q.matcher.Match(elems) {
+				return nil
+			}
+			n = n.KeyOf
 		}
 		tv, err := txn.DecodeValue(v)
 		if err != nil {

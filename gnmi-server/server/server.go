@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -61,7 +62,19 @@ type Server struct {
 	gpb.UnimplementedGNMIServer
 	cfg Config
 	log *slog.Logger
+
+	stopping     chan struct{} // closed by Shutdown
+	shutdownOnce sync.Once
 }
+
+// Shutdown ends every open subscription with UNAVAILABLE, so that a
+// graceful stop of the gRPC server does not wait on streams that never end
+// by themselves.
+func (s *Server) Shutdown() {
+	s.shutdownOnce.Do(func() { close(s.stopping) })
+}
+
+var errShuttingDown = status.Error(codes.Unavailable, "the server is shutting down")
 
 // New returns a server for cfg.
 func New(cfg Config) *Server {
@@ -74,7 +87,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger}
+	return &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
 }
 
 var _ gpb.GNMIServer = (*Server)(nil)
@@ -172,7 +185,7 @@ func fullPath(prefix, p *gpb.Path) ([]*gpb.PathElem, error) {
 		if x == nil {
 			continue
 		}
-		if len(x.GetElement()) > 0 {
+		if len(x.GetElement()) > 0 && len(x.GetElem()) == 0 {
 			return nil, status.Errorf(codes.InvalidArgument, "path %v uses the deprecated 'element' field; use 'elem'", x.GetElement())
 		}
 		if o := x.GetOrigin(); o != "" && o != Origin {

@@ -259,8 +259,32 @@ func (ss *session) poll() error {
 	if err := ss.once(); err != nil {
 		return err
 	}
+	type recv struct {
+		req *gpb.SubscribeRequest
+		err error
+	}
+	reqs := make(chan recv)
+	go func() {
+		for {
+			req, err := ss.stream.Recv()
+			select {
+			case reqs <- recv{req, err}:
+			case <-ss.stream.Context().Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		req, err := ss.stream.Recv()
+		var r recv
+		select {
+		case r = <-reqs:
+		case <-ss.s.stopping:
+			return errShuttingDown
+		}
+		req, err := r.req, r.err
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -283,6 +307,13 @@ func (ss *session) poll() error {
 func (ss *session) streamLoop() error {
 	ctx, cancel := context.WithCancel(ss.stream.Context())
 	defer cancel()
+	go func() {
+		select {
+		case <-ss.s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	clientErr := make(chan error, 1)
 	go func() {
 		// A STREAM subscription takes no further requests; reading detects
@@ -369,6 +400,8 @@ func (ss *session) streamLoop() error {
 			select {
 			case cerr := <-clientErr:
 				return cerr
+			case <-ss.s.stopping:
+				return errShuttingDown
 			default:
 			}
 			if ss.stream.Context().Err() != nil {

@@ -312,6 +312,9 @@ func (e *Engine) decode(op Op) ([]Leaf, error) {
 		n = nodes[len(nodes)-1]
 	}
 	path := pathkey.String(op.Elems)
+	if !n.Config {
+		return nil, &Error{Code: codes.InvalidArgument, Path: path, Msg: "is read-only state"}
+	}
 	leaves := []Leaf{}
 	add := func(elems []*gpb.PathElem, ln *schema.Node, tv *gpb.TypedValue) error {
 		if ln.WriteOnly {
@@ -724,9 +727,13 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 		if err := a.remove(h.key, h.elems, h.node); err != nil {
 			return err
 		}
+		// The entry goes when the delete covers it; a key leaf deleted from
+		// inside its entry (a delete of .../config) leaves an orphan that
+		// finish rejects, unless a replace writes the key back.
 		if _, ok := a.e.keyOf[h.node]; ok {
-			ent := a.entryOf(h.elems)
-			a.deleted = append(a.deleted, ent)
+			if ent := a.entryOf(h.elems); len(elems) <= len(ent.elems) {
+				a.deleted = append(a.deleted, ent)
+			}
 		}
 	}
 	return a.clearDeleted()
@@ -776,6 +783,14 @@ func (a *applier) clearDeleted() error {
 func (a *applier) cascade() error {
 	for i := 0; i < len(a.deleted); i++ {
 		ent := a.deleted[i]
+		// A later operation of the same request may have created the entry
+		// again (a replace of /sites then of /paths): its referrers stay,
+		// and finish checks them against the new entry.
+		if again, err := a.entryExists(ent); err != nil {
+			return err
+		} else if again {
+			continue
+		}
 		prefix := append(append([]byte(refIndex), ent.key...), 0xff)
 		var refs [][]byte
 		err := a.tx.Scan(prefix, func(k, _ []byte) error {
@@ -872,7 +887,7 @@ func (a *applier) finish() error {
 				return err
 			}
 			if orphan {
-				return &Error{Code: codes.InvalidArgument, Op: -1, Path: pathkey.String(ent.elems), Msg: "the entry's key leaf was deleted but other configuration remains; delete the entry itself"}
+				return &Error{Code: codes.InvalidArgument, Op: -1, Path: pathkey.String(a.keyLeaf(ent)), Msg: "the list entry's key leaf was deleted while the entry remains; delete the entry itself"}
 			}
 			continue
 		}
@@ -980,6 +995,16 @@ func relElems(base []*gpb.PathElem, names []string) []*gpb.PathElem {
 		out = append(out, &gpb.PathElem{Name: n})
 	}
 	return out
+}
+
+// keyLeaf returns the path of the leaf that holds an entry's (first) key.
+func (a *applier) keyLeaf(ent *entry) []*gpb.PathElem {
+	for _, k := range ent.list.Keys {
+		if kn := ent.list.Children[k]; kn.Alias != nil {
+			return relElems(ent.elems, kn.Alias)
+		}
+	}
+	return ent.elems
 }
 
 // entryExists reports whether a list entry's key leaves exist.
