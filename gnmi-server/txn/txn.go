@@ -809,6 +809,12 @@ func (a *applier) cascade() error {
 			if n == nil {
 				continue
 			}
+			// The referrer may be gone already, through an earlier cascade.
+			if _, ok, err := a.tx.Get(leafKey); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 			a.changed = append(a.changed, pathkey.String(le))
 			switch {
 			case n.Kind == schema.LeafList:

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -105,5 +106,49 @@ func TestSiteDeleteCascades(t *testing.T) {
 	}
 	if _, ok := e.get("/paths/path[name=hq-inet--branch-2-inet]/config/name"); !ok {
 		t.Error("a path of branch-2 was deleted")
+	}
+}
+
+// TestCascadeAudit: the audit record of a site delete names the site and
+// each cascaded path entry once, and the policy leaf-list it edited.
+func TestCascadeAudit(t *testing.T) {
+	e := newEnv(t)
+	if err := e.apply(jsonUpdate(t, "/", scenario1(t))); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.apply(txn.Op{Kind: gpb.UpdateResult_DELETE, Elems: mustPath(t, "/sites/site[name=branch-1]")}); err != nil {
+		t.Fatal(err)
+	}
+	tv, ok := e.get("/system/audit/record[sequence=2]/state/paths")
+	if !ok {
+		t.Fatal("no audit record for the delete")
+	}
+	var got []string
+	for _, el := range tv.GetLeaflistVal().GetElement() {
+		got = append(got, el.GetStringVal())
+	}
+	want := map[string]bool{
+		"/sites/site[name=branch-1]":               true,
+		"/paths/path[name=branch-1-inet--hq-inet]": true,
+		"/paths/path[name=branch-1-mpls--hq-mpls]": true,
+		"/paths/path[name=hq-inet--branch-1-inet]": true,
+		"/paths/path[name=hq-mpls--branch-1-mpls]": true,
+	}
+	seen := map[string]int{}
+	for _, p := range got {
+		seen[p]++
+	}
+	for p := range want {
+		if seen[p] != 1 {
+			t.Errorf("audit paths list %s %d times; want once (paths: %v)", p, seen[p], got)
+		}
+	}
+	for p := range seen {
+		if !want[p] && !strings.HasPrefix(p, "/policies/policy[") {
+			t.Errorf("audit paths list unexpected %s", p)
+		}
+	}
+	if ev, ok := e.get("/system/events/event[sequence=2]/state/type"); !ok || ev.GetStringVal() != "SITE_DELETED" {
+		t.Errorf("event 2 = %v; want SITE_DELETED", ev)
 	}
 }
