@@ -152,3 +152,20 @@ func TestCascadeAudit(t *testing.T) {
 		t.Errorf("event 2 = %v; want SITE_DELETED", ev)
 	}
 }
+
+func TestReplaceConfigContainerKeepsMirror(t *testing.T) {
+	e := newEnv(t)
+	if err := e.apply(jsonUpdate(t, "/", scenario1(t))); err != nil {
+		t.Fatal(err)
+	}
+	op := jsonUpdate(t, "/sites/site[name=hq]/config", []byte(`{"name":"hq","location":"Munich"}`))
+	op.Kind = gpb.UpdateResult_REPLACE
+	if err := e.apply(op); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/sites/site[name=hq]/config/location", "/sites/site[name=hq]/state/location"} {
+		if tv, ok := e.get(p); !ok || tv.GetStringVal() != "Munich" {
+			t.Errorf("%s = %v, %v; want Munich", p, tv, ok)
+		}
+	}
+}
