@@ -197,7 +197,7 @@ func PrefixEnd(prefix []byte) []byte {
 }
 
 // String renders elems as a gNMI path string, /a/b[k=v]/c, with keys in
-// ascending order and ], \ and = in key values escaped as gNMI requires.
+// ascending order and ] and \ in key values escaped as gNMI requires.
 func String(elems []*gpb.PathElem) string {
 	if len(elems) == 0 {
 		return "/"

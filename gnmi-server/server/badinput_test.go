@@ -22,7 +22,7 @@ import (
 	"github.com/openconfig/gnmi/proto/gnmi_ext"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
@@ -85,10 +85,37 @@ func treeLeaves(t testing.TB, c gpb.GNMIClient) map[string]string {
 			if p == clockLeaf {
 				continue
 			}
-			out[p] = prototext.MarshalOptions{}.Format(u.GetVal())
+			out[p] = valueString(u.GetVal())
 		}
 	}
 	return out
+}
+
+// valueString renders a value as type:value, deterministically.
+func valueString(tv *gpb.TypedValue) string {
+	switch v := tv.GetValue().(type) {
+	case *gpb.TypedValue_StringVal:
+		return "string_val:" + strconv.Quote(v.StringVal)
+	case *gpb.TypedValue_UintVal:
+		return "uint_val:" + strconv.FormatUint(v.UintVal, 10)
+	case *gpb.TypedValue_IntVal:
+		return "int_val:" + strconv.FormatInt(v.IntVal, 10)
+	case *gpb.TypedValue_BoolVal:
+		return "bool_val:" + strconv.FormatBool(v.BoolVal)
+	case *gpb.TypedValue_DoubleVal:
+		return "double_val:" + strconv.FormatFloat(v.DoubleVal, 'g', -1, 64)
+	case *gpb.TypedValue_LeaflistVal:
+		els := make([]string, 0, len(v.LeaflistVal.GetElement()))
+		for _, el := range v.LeaflistVal.GetElement() {
+			els = append(els, valueString(el))
+		}
+		return "leaflist_val:[" + strings.Join(els, ",") + "]"
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(tv)
+	if err != nil {
+		return "unmarshalable:" + err.Error()
+	}
+	return "proto:" + hex.EncodeToString(b)
 }
 
 // checksum hashes the sorted path=value strings of a tree.
@@ -355,7 +382,7 @@ func setBadCases(t testing.TB) []setCase {
 			code: codes.InvalidArgument, mention: []string{path1 + "/state"}},
 		{name: "JSON into a read-only container",
 			req:  update(hq+"/state", jsonIETF(`{"location":"Berlin"}`)),
-			code: codes.InvalidArgument, mention: []string{hq + "/state/location"}},
+			code: codes.InvalidArgument, mention: []string{hq + "/state"}},
 		{name: "empty JSON object into a read-only container",
 			req:  update(hq+"/state", jsonIETF(`{}`)),
 			code: codes.InvalidArgument, mention: []string{hq + "/state"}},
@@ -758,7 +785,7 @@ func configOf(t testing.TB, c gpb.GNMIClient) map[string]string {
 	out := map[string]string{}
 	for _, n := range resp.GetNotification() {
 		for _, u := range n.GetUpdate() {
-			out[pathkey.String(u.GetPath().GetElem())] = prototext.MarshalOptions{}.Format(u.GetVal())
+			out[pathkey.String(u.GetPath().GetElem())] = valueString(u.GetVal())
 		}
 	}
 	return out
@@ -937,7 +964,6 @@ func TestReplaceKeepsWhatItRewrites(t *testing.T) {
 			want := configOf(t, n.Client)
 			for p, v := range tc.changed {
 				want[p] = v
-				want[strings.Replace(p, "/config/", "/state/", 1)] = v
 			}
 			if _, err := n.Client.Set(ctxT(t), tc.req(t)); err != nil {
 				t.Fatalf("Set: %v", err)
@@ -971,5 +997,43 @@ func TestDeleteConfigContainerOfEntry(t *testing.T) {
 		if _, ok := getJSON(t, n.Client, p); !ok {
 			t.Errorf("deleting /sites/site[name=hq]/config deleted %s", p)
 		}
+	}
+}
+
+// TestConcurrentConflictingSets: Sets that are each valid alone but conflict
+// together (new policies taking one priority) never both apply.
+func TestConcurrentConflictingSets(t *testing.T) {
+	n := startScenario1(t)
+	const clients = 8
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			name := "c" + strconv.Itoa(i)
+			_, err := n.Client.Set(context.Background(), &gpb.SetRequest{Update: []*gpb.Update{{
+				Path: pathT(t, "/policies/policy[name="+name+"]"),
+				Val:  jsonIETF(`{"config":{"name":"` + name + `","priority":777}}`),
+			}}})
+			errs <- err
+		}()
+	}
+	ok := 0
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err == nil {
+			ok++
+		} else if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "priority") {
+			t.Errorf("a conflicting Set failed with %v, want InvalidArgument naming the priority", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d conflicting Sets succeeded, want exactly 1", ok, clients)
+	}
+	holders := 0
+	for p, v := range configOf(t, n.Client) {
+		if strings.HasSuffix(p, "/config/priority") && v == "uint_val:777" {
+			holders++
+		}
+	}
+	if holders != 1 {
+		t.Errorf("%d policies hold priority 777, want 1", holders)
 	}
 }
