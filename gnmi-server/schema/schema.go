@@ -13,6 +13,7 @@ import (
 	"github.com/openconfig/goyang/pkg/yang"
 
 	"github.com/patronus-sdwan/patronus/gen/model"
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 )
 
 // Kind is the shape of a schema node.
@@ -500,22 +501,4 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-func pathString(elems []*gpb.PathElem) string {
-	var sb strings.Builder
-	for _, e := range elems {
-		sb.WriteByte('/')
-		sb.WriteString(e.GetName())
-		keys := make([]string, 0, len(e.GetKey()))
-		for k := range e.GetKey() {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&sb, "[%s=%s]", k, e.GetKey()[k])
-		}
-	}
-	if sb.Len() == 0 {
-		return "/"
-	}
-	return sb.String()
-}
+func pathString(elems []*gpb.PathElem) string { return pathkey.String(elems) }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/google/btree"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 )
 
 // Change is one key written or deleted by a committed transaction. A nil
@@ -295,7 +297,7 @@ func (r pebbleReader) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: pathkey.PrefixEnd(prefix)})
 	if err != nil {
 		return err
 	}
@@ -306,17 +308,6 @@ func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) erro
 		}
 	}
 	return it.Close()
-}
-
-func prefixEnd(prefix []byte) []byte {
-	end := append([]byte(nil), prefix...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] != 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
 }
 
 // tx overlays one transaction's writes on the group's batch.
