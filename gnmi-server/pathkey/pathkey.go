@@ -163,6 +163,14 @@ func decodeElem(b []byte) (*gpb.PathElem, []byte, error) {
 // readToken reads escaped bytes up to the next separator, which it returns
 // with the remaining input after it.
 func readToken(b []byte) (string, []byte, byte, error) {
+	// Fast path: no escapes before the separator.
+	for i := 0; i < len(b); i++ {
+		if c := b[i]; c == escape {
+			break
+		} else if c < escape {
+			return string(b[:i]), b[i+1:], c, nil
+		}
+	}
 	var sb strings.Builder
 	for i := 0; i < len(b); i++ {
 		c := b[i]

@@ -172,6 +172,12 @@ type Builder struct {
 	base *Node
 	ietf bool
 	root *object
+
+	// The objects the previous Add passed through, by element: leaves
+	// added in key order share most of their path with the previous one.
+	lastRel  []*gpb.PathElem
+	lastObjs []*object
+	lastMods []string
 }
 
 type object struct {
@@ -203,7 +209,18 @@ func (s *Schema) NewBuilder(base *Node, ietf bool) *Builder {
 func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 	cur := b.root
 	parentModule := b.base.Module
-	for i, e := range rel {
+	// Reuse the objects of the longest element prefix shared (by identity)
+	// with the previous leaf.
+	start := 0
+	for start < len(rel)-1 && start < len(b.lastObjs) && rel[start] == b.lastRel[start] {
+		start++
+	}
+	if start > 0 {
+		cur, parentModule = b.lastObjs[start-1], b.lastMods[start-1]
+	}
+	b.lastRel, b.lastObjs, b.lastMods = append(b.lastRel[:start], rel[start:]...), b.lastObjs[:start], b.lastMods[:start]
+	for i := start; i < len(rel); i++ {
+		e := rel[i]
 		n := nodes[i]
 		name := n.Name
 		if b.ietf && n.Module != parentModule {
@@ -231,6 +248,7 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 				l.items = append(l.items, entry)
 			}
 			cur = entry
+			b.lastObjs, b.lastMods = append(b.lastObjs, cur), append(b.lastMods, parentModule)
 			continue
 		}
 		next, _ := cur.fields[name].(*object)
@@ -239,6 +257,7 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 			cur.set(name, next)
 		}
 		cur = next
+		b.lastObjs, b.lastMods = append(b.lastObjs, cur), append(b.lastMods, parentModule)
 	}
 }
 
