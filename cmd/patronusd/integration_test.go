@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -136,6 +137,10 @@ func freeAddr(t testing.TB) string {
 func launch(t testing.TB, name string, args, env []string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, name: name, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	if !slices.Contains(args, "--raft-listen") {
+		// Every daemon is a (single-node) Raft cluster: keep them apart.
+		args = append(slices.Clone(args), "--raft-listen", freeAddr(t))
+	}
 	d.cmd = exec.Command(patronusdBin, args...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr = d.stderr

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -20,10 +22,12 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
 )
 
@@ -32,6 +36,7 @@ type options struct {
 	tlsCert, tlsKey, tlsCA, adminPasswordFile, logLevel     string
 	nonvoter, insecure                                      bool
 	minSample                                               time.Duration
+	snapshotThreshold, trailingLogs                         uint64
 }
 
 func main() {
@@ -41,17 +46,17 @@ func main() {
 	}
 }
 
-func parseFlags(args []string) (*options, error) {
+func parseFlags(args []string) (*options, bool, error) {
 	host, _ := os.Hostname()
 	o := &options{}
 	fs := flag.NewFlagSet("patronusd", flag.ContinueOnError)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9339", "gNMI (gRPC) address")
 	fs.StringVar(&o.http, "http", "127.0.0.1:9341", "HTTP address for /metrics (Prometheus), /healthz and /readyz")
-	fs.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:9340", "address the cluster's Raft traffic uses (replication is not in this build)")
+	fs.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:9340", "address the cluster's Raft traffic uses")
 	fs.StringVar(&o.dataDir, "data-dir", "./patronus-data", "store and generated TLS material")
 	fs.StringVar(&o.nodeName, "node-name", host, "this node's name")
-	fs.StringVar(&o.join, "join", "", "gNMI address of a member of an existing cluster (not in this build)")
-	fs.BoolVar(&o.nonvoter, "nonvoter", false, "join as a non-voting member (not in this build)")
+	fs.StringVar(&o.join, "join", "", "gNMI address of any member of an existing cluster to join; without it an empty data dir bootstraps a new single-node cluster")
+	fs.BoolVar(&o.nonvoter, "nonvoter", false, "join as a non-voting member (an edge node that replicates config but does not vote)")
 	fs.StringVar(&o.site, "site", "", "the site this node serves (the dataplane is not in this build)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
@@ -59,6 +64,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.adminPasswordFile, "admin-password-file", "", "first admin's password (not in this build)")
 	fs.BoolVar(&o.insecure, "insecure", false, "plaintext gRPC, for loopback development and tests only")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 8192, "Raft log entries between snapshots")
+	fs.Uint64Var(&o.trailingLogs, "raft-trailing-logs", 10240, "Raft log entries a snapshot leaves for followers that lag")
 	fs.DurationVar(&o.minSample, "min-sample-interval", 100*time.Millisecond, "smallest SAMPLE interval a subscription may ask for")
 	// Every flag also reads PATRONUS_<FLAG>; a flag on the command line wins.
 	var envErr error
@@ -71,7 +78,7 @@ func parseFlags(args []string) (*options, error) {
 		}
 	})
 	if envErr != nil {
-		return nil, envErr
+		return nil, false, envErr
 	}
 	// Parse errors come back as one line from run; -help prints the flags.
 	fs.SetOutput(io.Discard)
@@ -81,30 +88,33 @@ func parseFlags(args []string) (*options, error) {
 			fmt.Println("Usage: patronusd [flags]   (every flag also reads PATRONUS_<FLAG>)")
 			fs.PrintDefaults()
 		}
-		return nil, err
+		return nil, false, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
-	case o.join != "" || o.nonvoter:
-		return nil, errors.New("--join/--nonvoter: clustering is not available in this build; run without them for a single node")
+	case o.nonvoter && o.join == "":
+		return nil, false, errors.New("--nonvoter needs --join: a new cluster's first node is a voter")
 	case o.site != "":
-		return nil, errors.New("--site: the dataplane is not available in this build")
+		return nil, false, errors.New("--site: the dataplane is not available in this build")
 	case o.tlsCA != "":
-		return nil, errors.New("--tls-ca: client certificate authentication is not available in this build")
+		return nil, false, errors.New("--tls-ca: client certificate authentication is not available in this build")
 	case o.adminPasswordFile != "":
-		return nil, errors.New("--admin-password-file: users are not available in this build")
+		return nil, false, errors.New("--admin-password-file: users are not available in this build")
 	case (o.tlsCert == "") != (o.tlsKey == ""):
-		return nil, errors.New("--tls-cert and --tls-key go together")
+		return nil, false, errors.New("--tls-cert and --tls-key go together")
 	case o.nodeName == "":
-		return nil, errors.New("--node-name is empty and the host name is unknown")
+		return nil, false, errors.New("--node-name is empty and the host name is unknown")
 	}
-	return o, nil
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "node-name" })
+	_, inEnv := os.LookupEnv("PATRONUS_NODE_NAME")
+	return o, set || inEnv, nil
 }
 
 func run(args []string) error {
-	o, err := parseFlags(args)
+	o, nodeNameSet, err := parseFlags(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -120,6 +130,9 @@ func run(args []string) error {
 
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
+	}
+	if err := stableNodeName(o, nodeNameSet); err != nil {
+		return err
 	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -146,9 +159,38 @@ func run(args []string) error {
 	}
 	gopts = append(gopts, grpc.MaxRecvMsgSize(64<<20))
 
-	n, err := node.Open(node.Config{DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log})
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		// Members reach each other's gNMI servers with the transport they
+		// serve. Mutual authentication with a cluster CA comes with the
+		// security work; until then a member's certificate is not verified.
+		creds := insecure.NewCredentials()
+		if !o.insecure {
+			creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // see above
+		}
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	}
+	n, err := node.Open(node.Config{
+		DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log,
+		Cluster: &node.ClusterConfig{
+			RaftAddr: o.raftListen, GNMIAddr: lis.Addr().String(), Join: o.join, Nonvoter: o.nonvoter, Dial: dial,
+			SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLogs,
+		},
+	})
 	if err != nil {
-		return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
+		lis.Close()
+		return err
+	}
+	if n.Repl != nil {
+		// Serve only once the log's entries are applied, or after a bound
+		// when no quorum answers (reads may then be stale until it does).
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := n.Repl.WaitCaughtUp(ctx); err != nil {
+			log.Warn("serving before catching up with the cluster log", "applied", n.Repl.Applied())
+		}
+		cancel()
+	}
+	if o.join != "" {
+		go join(log, dial, o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
 	}
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
@@ -196,4 +238,53 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// join asks a member to add this node, retrying until it succeeds: the
+// member forwards the request to the leader, which adds the node to the Raft
+// configuration and records it in /system/cluster/members.
+func join(log *slog.Logger, dial func(string) (*grpc.ClientConn, error), addr string, req *gpb.SetRequest) {
+	cc, err := dial(addr)
+	if err != nil {
+		log.Error("--join", "addr", addr, "err", err)
+		return
+	}
+	defer cc.Close()
+	client := gpb.NewGNMIClient(cc)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := client.Set(ctx, req)
+		cancel()
+		if err == nil {
+			log.Info("joined the cluster", "via", addr)
+			return
+		}
+		if attempt%10 == 1 {
+			log.Warn("joining the cluster; retrying", "via", addr, "err", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// stableNodeName keeps a node's name with its data: the Raft configuration
+// knows the node by it, so a restart under another name (say, after the
+// host was renamed) would leave the node outside its own cluster.
+func stableNodeName(o *options, explicit bool) error {
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
+	}
+	file := filepath.Join(o.dataDir, "node-name")
+	b, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		stored := strings.TrimSpace(string(b))
+		if explicit && stored != o.nodeName {
+			return fmt.Errorf("--node-name %s: the data dir %s belongs to node %q", o.nodeName, o.dataDir, stored)
+		}
+		o.nodeName = stored
+		return nil
+	case os.IsNotExist(err):
+		return os.WriteFile(file, []byte(o.nodeName+"\n"), 0o600)
+	}
+	return fmt.Errorf("--data-dir %s: %v", o.dataDir, err)
 }

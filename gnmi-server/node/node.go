@@ -4,14 +4,19 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/replication"
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
 	"github.com/patronus-sdwan/patronus/gnmi-server/server"
 	"github.com/patronus-sdwan/patronus/gnmi-server/store"
@@ -29,6 +34,25 @@ type Config struct {
 	Logger            *slog.Logger
 	// FeedSlots and FeedChanges bound the change feed (commits, changes).
 	FeedSlots, FeedChanges int
+	// Cluster, if set, replicates the store with Raft; without it the node
+	// commits Sets to its store alone.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig configures replication.
+type ClusterConfig struct {
+	// RaftAddr is the Raft transport's address; GNMIAddr is this node's
+	// gNMI address as other members reach it.
+	RaftAddr, GNMIAddr string
+	// Join, if set, is the gNMI address of a member to join through;
+	// without it a node with no Raft state bootstraps a new cluster.
+	Join     string
+	Nonvoter bool
+	Timing   replication.Timing
+	// SnapshotThreshold and TrailingLogs tune Raft snapshots (0: defaults).
+	SnapshotThreshold, TrailingLogs uint64
+	// Dial connects to another member's gNMI server.
+	Dial func(addr string) (*grpc.ClientConn, error)
 }
 
 // Node is a running node.
@@ -38,6 +62,9 @@ type Node struct {
 	Feed   *feed.Feed
 	Engine *txn.Engine
 	Server *server.Server
+
+	Repl    *replication.Node
+	Cluster *cluster.Cluster
 
 	pub    *server.Publisher
 	cancel context.CancelFunc
@@ -61,20 +88,39 @@ func Open(cfg Config) (*Node, error) {
 	}
 	f := feed.New(cfg.FeedSlots, cfg.FeedChanges)
 	pub := server.NewPublisher(sch, f)
-	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: pub.OnCommit})
+	// With replication the Raft log is the durable record (see
+	// store.Options.NoSync).
+	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: pub.OnCommit, NoSync: cfg.Cluster != nil})
 	if err != nil {
 		pub.Close()
 		return nil, err
 	}
 	eng := txn.New(sch)
 	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, done: make(chan struct{})}
-	n.Server = server.New(server.Config{
+	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
-	})
+	}
+	if c := cfg.Cluster; c != nil {
+		n.Repl, err = replication.Open(replication.Config{
+			Dir: filepath.Join(cfg.DataDir, "raft"), NodeName: cfg.NodeName, RaftAddr: c.RaftAddr,
+			Bootstrap: c.Join == "", Store: st, Engine: eng, Schema: sch, Timing: c.Timing, Logger: cfg.Logger,
+			SnapshotThreshold: c.SnapshotThreshold, TrailingLogs: c.TrailingLogs,
+		})
+		if err != nil {
+			st.Close()
+			pub.Close()
+			return nil, err
+		}
+		n.Cluster = cluster.Start(cluster.Config{
+			NodeName: cfg.NodeName, GNMIAddr: c.GNMIAddr, RaftAddr: c.RaftAddr, Nonvoter: c.Nonvoter,
+			Repl: n.Repl, Store: st, Engine: eng, Dial: c.Dial, Logger: cfg.Logger,
+		})
+		scfg.Committer, scfg.Reads = n.Cluster, n.Cluster
+	}
+	n.Server = server.New(scfg)
 	if err := n.boot(cfg); err != nil {
-		st.Close()
-		pub.Close()
+		n.closeParts()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,9 +133,20 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.cancel()
 	<-n.done
-	err := n.Store.Close()
+	return n.closeParts()
+}
+
+func (n *Node) closeParts() error {
+	var errs []error
+	if n.Cluster != nil {
+		n.Cluster.Close()
+	}
+	if n.Repl != nil {
+		errs = append(errs, n.Repl.Close())
+	}
+	errs = append(errs, n.Store.Close())
 	n.pub.Close()
-	return err
+	return errors.Join(errs...)
 }
 
 func sysState(name string) []*gpb.PathElem {
@@ -114,6 +171,10 @@ func (n *Node) boot(cfg Config) error {
 		set(sysState("version"), str(Version))
 		set(sysState("boot-time"), u64(now))
 		set(sysState("current-datetime"), u64(now))
+		if cfg.Cluster != nil {
+			// Replicated defaults are committed through the cluster.
+			return nil
+		}
 		for _, leaf := range []string{"interval", "retention"} {
 			for _, c := range []string{"config", "state"} {
 				elems := []*gpb.PathElem{{Name: "system"}, {Name: "stats-history"}, {Name: c}, {Name: leaf}}

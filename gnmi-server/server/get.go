@@ -6,6 +6,7 @@ import (
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -183,6 +184,17 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 	}
 	if err := s.authorize(ctx, "Get", paths); err != nil {
 		return nil, err
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && s.cfg.Reads != nil {
+		if v := md.Get(ConsistencyHeader); len(v) > 0 && v[0] == "linearizable" {
+			leader, err := s.cfg.Reads.Linearize(ctx)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "linearizable read: %v", err)
+			}
+			if leader != nil {
+				return leader.Get(metadata.NewOutgoingContext(ctx, metadata.Pairs(ConsistencyHeader, "linearizable")), req)
+			}
+		}
 	}
 	resp := &gpb.GetResponse{}
 	typeOK := typeFilter(req.GetType())

@@ -37,12 +37,47 @@ const Origin = "patronus"
 // returns a gRPC status error to refuse. A nil Authorizer allows everything.
 type Authorizer func(ctx context.Context, rpc string, paths []*gpb.Path) error
 
+// Committer commits the prepared operations of a Set as one transaction and
+// returns its result once the change is durable and visible on this node.
+type Committer interface {
+	Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error)
+}
+
+// Reads serves linearizable reads: Linearize returns nil once this node may
+// serve a read that reflects every write acknowledged before the call, or a
+// client of the node that can (the leader) to forward the read to.
+type Reads interface {
+	Linearize(ctx context.Context) (gpb.GNMIClient, error)
+}
+
+// LocalCommitter commits straight to the store: a node without replication.
+type LocalCommitter struct {
+	Store  *store.Store
+	Engine *txn.Engine
+}
+
+// Commit runs the operations as one store transaction.
+func (c LocalCommitter) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
+	var res *txn.Result
+	err := c.Store.Update(ctx, func(tx store.Tx) error {
+		r, err := c.Engine.Apply(tx, ops, meta)
+		res = r
+		return err
+	})
+	return res, err
+}
+
 // Config configures a Server.
 type Config struct {
 	Schema *schema.Schema
 	Store  *store.Store
 	Feed   *feed.Feed
 	Engine *txn.Engine
+	// Committer commits Sets; nil means a LocalCommitter.
+	Committer Committer
+	// Reads, if set, serves linearizable Gets; without it every read is
+	// already linearizable (one node).
+	Reads Reads
 	// NodeName is this node's name, recorded in events.
 	NodeName string
 	// MinSampleInterval is the smallest SAMPLE interval accepted.
@@ -86,6 +121,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Committer == nil {
+		cfg.Committer = LocalCommitter{Store: cfg.Store, Engine: cfg.Engine}
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
 }

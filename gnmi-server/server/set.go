@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"syscall"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"github.com/openconfig/gnmi/proto/gnmi_ext"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -37,20 +40,22 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 		return nil, err
 	}
 	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(ForwardedPeerHeader)) > 0 {
+		// A Set forwarded by a follower: audit the client's own address.
+		meta.Peer = md.Get(ForwardedPeerHeader)[0]
+	}
 	if s.cfg.User != nil {
 		meta.User = s.cfg.User(ctx)
 	}
 	if err := s.cfg.Engine.Prepare(ops); err != nil {
 		return nil, setError(err, ops)
 	}
-	var res *txn.Result
-	err = s.cfg.Store.Update(ctx, func(tx store.Tx) error {
-		r, err := s.cfg.Engine.Apply(tx, ops, meta)
-		res = r
-		return err
-	})
+	res, err := s.cfg.Committer.Commit(ctx, ops, meta)
 	if err != nil {
 		return nil, setError(err, ops)
+	}
+	if res.Index > 0 {
+		grpc.SetHeader(ctx, metadata.Pairs(IndexHeader, strconv.FormatUint(res.Index, 10)))
 	}
 	resp := &gpb.SetResponse{Prefix: req.GetPrefix(), Timestamp: res.Time}
 	for _, op := range ops {
@@ -91,6 +96,19 @@ func setOps(req *gpb.SetRequest) ([]txn.Op, []*gpb.Path, error) {
 	return ops, paths, nil
 }
 
+// Metadata that nodes of a cluster exchange on forwarded requests.
+const (
+	// IndexHeader carries, in a Set response, the replication index of the
+	// commit, so that a forwarding follower can wait until it has applied it.
+	IndexHeader = "patronus-index"
+	// ForwardedPeerHeader carries the original client's address on a Set a
+	// follower forwards to the leader.
+	ForwardedPeerHeader = "patronus-forwarded-peer"
+	// ConsistencyHeader set to "linearizable" on a Get asks for a read that
+	// reflects every write acknowledged before it, on any node.
+	ConsistencyHeader = "patronus-consistency"
+)
+
 // setError maps a failed transaction to the status the client gets.
 func setError(err error, ops []txn.Op) error {
 	var te *txn.Error
@@ -109,6 +127,9 @@ func setError(err error, ops []txn.Op) error {
 		return status.Errorf(codes.ResourceExhausted, "the store is out of disk space; nothing was changed: %v", err)
 	case errors.Is(err, store.ErrClosed):
 		return status.Error(codes.Unavailable, "the server is shutting down; nothing was changed")
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
 	}
 	return status.Errorf(codes.Unavailable, "the change could not be made durable: %v", err)
 }

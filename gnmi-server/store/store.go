@@ -70,7 +70,9 @@ type Options struct {
 	OnCommit func(Commit)
 	// MaxGroup caps the transactions committed per fsync; 0 means 256.
 	MaxGroup int
-	// NoSync turns off fsync; only benchmarks comparing fsync costs use it.
+	// NoSync commits without fsync. Replication sets it: the Raft log is
+	// the durable record, and entries Pebble lost in a crash are applied
+	// again from it (see Sync).
 	NoSync bool
 }
 
@@ -147,6 +149,32 @@ func (s *Store) Update(ctx context.Context, fn func(Tx) error) error {
 	// already be in a batch being synced.
 	return <-r.resp
 }
+
+// UpdateBatch runs fns as consecutive transactions, in order, and returns
+// each one's error once all are durable. Replication applies a batch of
+// committed log entries this way.
+func (s *Store) UpdateBatch(ctx context.Context, fns []func(Tx) error) []error {
+	errs := make([]error, len(fns))
+	reqs := make([]*request, len(fns))
+	for i, fn := range fns {
+		r := &request{ctx: ctx, fn: fn, resp: make(chan error, 1)}
+		select {
+		case s.reqs <- r:
+			reqs[i] = r
+		case <-s.done:
+			errs[i] = ErrClosed
+		}
+	}
+	for i, r := range reqs {
+		if r != nil {
+			errs[i] = <-r.resp
+		}
+	}
+	return errs
+}
+
+// Sync makes every write so far durable, whatever Options.NoSync says.
+func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
 
 func (s *Store) writer() {
 	defer s.wg.Done()
@@ -261,6 +289,24 @@ func (s *Store) View(fn func(seq uint64, r Reader) error) error {
 	s.mu.RUnlock()
 	defer snap.Close()
 	return fn(seq, pebbleReader{snap})
+}
+
+// Snapshot is a consistent read-only view of the store that stays open
+// until Close.
+type Snapshot struct {
+	Reader
+	snap *pebble.Snapshot
+}
+
+// Close releases the snapshot.
+func (s *Snapshot) Close() error { return s.snap.Close() }
+
+// Snapshot returns a view of the committed data as of now.
+func (s *Store) Snapshot() *Snapshot {
+	s.mu.RLock()
+	snap := s.db.NewSnapshot()
+	s.mu.RUnlock()
+	return &Snapshot{Reader: pebbleReader{snap}, snap: snap}
 }
 
 // Get reads one committed key.

@@ -62,6 +62,10 @@ type Meta struct {
 	User string
 	Peer string
 	Node string
+	// Time is the commit time (ns since the epoch) recorded in the audit
+	// record; zero means the store transaction's time. Replication sets it
+	// on the leader so that every node records the same.
+	Time int64
 }
 
 // Op is one operation of a SetRequest with its path made absolute.
@@ -81,6 +85,8 @@ type Result struct {
 	Time int64
 	// Changed lists every path written or deleted, cascades included.
 	Changed []string
+	// Index is the replication log index of the commit, when replicated.
+	Index uint64
 }
 
 // Engine applies SetRequests. It is safe for concurrent use: each call runs
@@ -251,6 +257,9 @@ func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Time: tx.Time(), Changed: a.changed}
+	if meta.Time != 0 {
+		res.Time = meta.Time
+	}
 	if err := e.record(tx, res, meta, a.sites); err != nil {
 		return nil, err
 	}

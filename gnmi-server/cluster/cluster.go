@@ -1,0 +1,277 @@
+// Package cluster turns a replicated node into a member of a Patronus
+// cluster: Sets sent to any node are committed through the leader (a
+// follower forwards them and answers once it has applied the change itself),
+// membership follows /system/cluster/members, and each node keeps its view
+// of the cluster in /system/cluster/state.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/replication"
+	"github.com/patronus-sdwan/patronus/gnmi-server/server"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// Config configures a cluster member.
+type Config struct {
+	NodeName string
+	// GNMIAddr and RaftAddr are this node's advertised addresses.
+	GNMIAddr, RaftAddr string
+	Nonvoter           bool
+	Repl               *replication.Node
+	Store              *store.Store
+	Engine             *txn.Engine
+	// Dial opens a client connection to another member's gNMI server.
+	Dial   func(addr string) (*grpc.ClientConn, error)
+	Logger *slog.Logger
+}
+
+// Cluster is this node's membership in the cluster.
+type Cluster struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by gNMI address; guarded by mu
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var (
+	_ server.Committer = (*Cluster)(nil)
+	_ server.Reads     = (*Cluster)(nil)
+)
+
+// Start runs the member's background work: recording its own membership
+// when it leads, and keeping /system/cluster/state current.
+func Start(cfg Config) *Cluster {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, cancel: cancel, done: make(chan struct{})}
+	go c.run(ctx)
+	return c
+}
+
+// Close stops the background work and closes connections to other members.
+func (c *Cluster) Close() {
+	c.cancel()
+	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cc := range c.conns {
+		cc.Close()
+	}
+}
+
+// Commit commits ops through the leader. On the leader it proposes them; on
+// a follower it forwards the Set to the leader and returns once this node has
+// applied the result, so the client reads its own write here.
+func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
+	for {
+		if c.cfg.Repl.IsLeader() {
+			if err := c.membership(ops); err != nil {
+				return nil, err
+			}
+			res, idx, err := c.cfg.Repl.Apply(ctx, ops, meta)
+			switch {
+			case errors.Is(err, replication.ErrNotLeader):
+				// Nothing was proposed: try the new leader.
+			case errors.Is(err, replication.ErrUnknown):
+				return nil, status.Error(codes.Unavailable, err.Error())
+			case err != nil:
+				return nil, err
+			default:
+				res.Index = idx
+				return res, nil
+			}
+		} else if leader := c.cfg.Repl.Leader(); leader != "" {
+			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(server.ForwardedPeerHeader)) > 0 {
+				// Forwarded to us as leader, but we no longer are: the
+				// forwarding node retries.
+				return nil, status.Error(codes.Unavailable, "not the leader; nothing was changed")
+			}
+			return c.forward(ctx, leader, ops, meta)
+		}
+		// No leader known: wait for an election, within the deadline.
+		select {
+		case <-ctx.Done():
+			return nil, status.Error(codes.Unavailable, "no cluster leader; nothing was changed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// forward sends the original Set to the leader and waits to apply it here.
+func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
+	client, err := c.client(leader)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot reach the leader %s: %v; nothing was changed", leader, err)
+	}
+	req := &gpb.SetRequest{}
+	for _, op := range ops {
+		switch op.Kind {
+		case gpb.UpdateResult_DELETE:
+			req.Delete = append(req.Delete, &gpb.Path{Elem: op.Elems})
+		case gpb.UpdateResult_REPLACE:
+			req.Replace = append(req.Replace, &gpb.Update{Path: &gpb.Path{Elem: op.Elems}, Val: op.Value})
+		case gpb.UpdateResult_UPDATE:
+			req.Update = append(req.Update, &gpb.Update{Path: &gpb.Path{Elem: op.Elems}, Val: op.Value})
+		}
+	}
+	out := metadata.Pairs(server.ForwardedPeerHeader, meta.Peer)
+	var header metadata.MD
+	resp, err := client.Set(metadata.NewOutgoingContext(ctx, out), req, grpc.Header(&header))
+	if err != nil {
+		return nil, err
+	}
+	res := &txn.Result{Time: resp.GetTimestamp()}
+	if v := header.Get(server.IndexHeader); len(v) > 0 {
+		if res.Index, err = strconv.ParseUint(v[0], 10, 64); err != nil {
+			return nil, status.Errorf(codes.Internal, "leader sent a bad %s: %v", server.IndexHeader, err)
+		}
+		if err := c.cfg.Repl.WaitApplied(ctx, res.Index); err != nil {
+			return nil, status.Errorf(codes.DeadlineExceeded, "the change was committed (index %d) but not yet applied on this node: %v", res.Index, err)
+		}
+	}
+	return res, nil
+}
+
+// Linearize lets the leader serve a read after confirming its leadership
+// with a quorum, and points followers at the leader.
+func (c *Cluster) Linearize(ctx context.Context) (gpb.GNMIClient, error) {
+	if c.cfg.Repl.IsLeader() {
+		if err := c.cfg.Repl.Barrier(ctx); err == nil {
+			return nil, nil
+		}
+	}
+	leader := c.cfg.Repl.Leader()
+	if leader == "" {
+		return nil, errors.New("no cluster leader")
+	}
+	return c.client(leader)
+}
+
+// client returns a gNMI client of a member, by node name.
+func (c *Cluster) client(name string) (gpb.GNMIClient, error) {
+	addr, err := c.address(name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cc := c.conns[addr]
+	if cc == nil {
+		if cc, err = c.cfg.Dial(addr); err != nil {
+			return nil, err
+		}
+		c.conns[addr] = cc
+	}
+	return gpb.NewGNMIClient(cc), nil
+}
+
+func memberPath(name string, leaf ...string) []*gpb.PathElem {
+	elems := []*gpb.PathElem{{Name: "system"}, {Name: "cluster"}, {Name: "members"}, {Name: "member", Key: map[string]string{"node-name": name}}}
+	for _, l := range leaf {
+		elems = append(elems, &gpb.PathElem{Name: l})
+	}
+	return elems
+}
+
+// address reads a member's gNMI address from /system/cluster/members.
+func (c *Cluster) address(name string) (string, error) {
+	b, ok, err := c.cfg.Store.Get(pathkey.Encode(memberPath(name, "config", "address")))
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("member %s has no address in /system/cluster/members yet", name)
+	}
+	tv, err := txn.DecodeValue(b)
+	if err != nil {
+		return "", err
+	}
+	return tv.GetStringVal(), nil
+}
+
+// membership makes the Raft configuration follow a Set that adds or removes
+// /system/cluster/members entries, before the Set itself is committed.
+func (c *Cluster) membership(ops []txn.Op) error {
+	type add struct{ raftAddr, suffrage string }
+	adds := map[string]*add{}
+	for _, op := range ops {
+		if isMember(op.Elems) && op.Kind == gpb.UpdateResult_DELETE {
+			name := op.Elems[3].GetKey()["node-name"]
+			if len(op.Elems) == 4 && name != "" && name != "*" {
+				if err := c.cfg.Repl.RemoveMember(name); err != nil {
+					return status.Errorf(codes.Unavailable, "removing member %s: %v", name, err)
+				}
+			}
+			continue
+		}
+		for _, l := range txn.Leaves(op) {
+			if !isMember(l.Elems) || len(l.Elems) != 6 || l.Elems[4].GetName() != "config" {
+				continue
+			}
+			name := l.Elems[3].GetKey()["node-name"]
+			a := adds[name]
+			if a == nil {
+				a = &add{}
+				adds[name] = a
+			}
+			switch l.Elems[5].GetName() {
+			case "raft-address":
+				a.raftAddr = l.Value.GetStringVal()
+			case "suffrage":
+				a.suffrage = l.Value.GetStringVal()
+			}
+		}
+	}
+	if len(adds) == 0 {
+		return nil
+	}
+	current, err := c.cfg.Repl.Members()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "reading the cluster configuration: %v", err)
+	}
+	for name, a := range adds {
+		if a.raftAddr == "" || a.suffrage == "" {
+			continue // not a complete member entry: validation will say so
+		}
+		voter := a.suffrage == "VOTER"
+		known := false
+		for _, m := range current {
+			if m.Name == name && m.RaftAddr == a.raftAddr && m.Voter == voter {
+				known = true
+			}
+		}
+		if !known {
+			if err := c.cfg.Repl.AddMember(replication.Member{Name: name, RaftAddr: a.raftAddr, Voter: voter}); err != nil {
+				return status.Errorf(codes.Unavailable, "adding member %s: %v", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func isMember(elems []*gpb.PathElem) bool {
+	return len(elems) >= 4 && elems[0].GetName() == "system" && elems[1].GetName() == "cluster" &&
+		elems[2].GetName() == "members" && elems[3].GetName() == "member"
+}

@@ -1,0 +1,230 @@
+package replication
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// appliedKey holds the index of the last Raft entry applied to the store. It
+// is written in the same batch as the entry's changes, so applying is
+// idempotent across restarts: entries at or below it are skipped.
+var appliedKey = []byte(txn.LocalPrefix + "raft-applied")
+
+// fsm applies committed Set commands to the store.
+type fsm struct {
+	st     *store.Store
+	eng    *txn.Engine
+	schema *schema.Schema
+	node   string
+	// onApply, if set, is called with each applied index after it is durable
+	// in the store's view.
+	onApply func(index uint64)
+}
+
+var (
+	_ raft.FSM         = (*fsm)(nil)
+	_ raft.BatchingFSM = (*fsm)(nil)
+)
+
+// applyResult is what Apply returns for a command: the Set's result or its
+// (deterministic) validation error.
+type applyResult struct {
+	res *txn.Result
+	err error
+}
+
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	fns := make([]func(store.Tx) error, 0, len(logs))
+	results := make([]*applyResult, len(logs))
+	for i, l := range logs {
+		idx := l.Index
+		r := &applyResult{}
+		results[i] = r
+		out[i] = r
+		var ops []txn.Op
+		var meta txn.Meta
+		if l.Type == raft.LogCommand {
+			var err error
+			if ops, meta, err = txn.DecodeCommand(f.schema, l.Data); err != nil {
+				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
+				ops = nil
+			}
+		}
+		// Node-local records (events) name this node.
+		meta.Node = f.node
+		fns = append(fns, func(tx store.Tx) error {
+			applied, err := readApplied(tx)
+			if err != nil {
+				return err
+			}
+			if idx <= applied {
+				return nil
+			}
+			if ops != nil {
+				res, err := f.eng.Apply(tx, ops, meta)
+				if err != nil {
+					r.err = err
+					return err
+				}
+				r.res = res
+			}
+			tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
+			return nil
+		})
+	}
+	errs := f.st.UpdateBatch(context.Background(), fns)
+	var failed bool
+	for i, err := range errs {
+		if err != nil && results[i].err == nil {
+			results[i].err = err
+		}
+		failed = failed || err != nil
+	}
+	if failed {
+		// Rejected entries changed nothing; record that they were applied.
+		last := logs[len(logs)-1].Index
+		f.st.Update(context.Background(), func(tx store.Tx) error {
+			if applied, err := readApplied(tx); err != nil || applied >= last {
+				return err
+			}
+			tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, last))
+			return nil
+		})
+	}
+	if f.onApply != nil {
+		f.onApply(logs[len(logs)-1].Index)
+	}
+	return out
+}
+
+func readApplied(r store.Reader) (uint64, error) {
+	b, ok, err := r.Get(appliedKey)
+	if err != nil || !ok || len(b) != 8 {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// Snapshot captures the replicated part of the store. The store is synced
+// first: once the snapshot exists Raft may truncate its log, and entries
+// Pebble had not made durable could not be applied again.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.st.Sync(); err != nil {
+		return nil, fmt.Errorf("replication: sync before snapshot: %w", err)
+	}
+	return &fsmSnapshot{snap: f.st.Snapshot(), schema: f.schema}, nil
+}
+
+type fsmSnapshot struct {
+	snap   *store.Snapshot
+	schema *schema.Schema
+}
+
+// Persist streams the snapshot: the applied index, then key/value pairs.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriterSize(sink, 1<<20)
+	applied, err := readApplied(s.snap)
+	if err == nil {
+		_, err = w.Write(binary.BigEndian.AppendUint64(nil, applied))
+	}
+	if err == nil {
+		err = s.snap.Scan(nil, func(k, v []byte) error {
+			if !txn.Replicated(s.schema, k) {
+				return nil
+			}
+			b := binary.AppendUvarint(nil, uint64(len(k)))
+			b = append(b, k...)
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			_, err := w.Write(v)
+			return err
+		})
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		sink.Cancel()
+		return fmt.Errorf("replication: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.snap.Close() }
+
+// Restore replaces the replicated part of the store with a snapshot's.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	r := bufio.NewReaderSize(rc, 1<<20)
+	var hdr [8]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return fmt.Errorf("replication: restore: %w", err)
+	}
+	applied := binary.BigEndian.Uint64(hdr[:])
+	type kv struct{ k, v []byte }
+	var pairs []kv
+	for {
+		k, err := readChunk(r)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("replication: restore: %w", err)
+		}
+		v, err := readChunk(r)
+		if err != nil {
+			return fmt.Errorf("replication: restore: %w", err)
+		}
+		pairs = append(pairs, kv{k, v})
+	}
+	err := f.st.Update(context.Background(), func(tx store.Tx) error {
+		var stale [][]byte
+		if err := tx.Scan(nil, func(k, _ []byte) error {
+			if txn.Replicated(f.schema, k) {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range stale {
+			tx.Delete(k)
+		}
+		for _, p := range pairs {
+			tx.Set(p.k, p.v)
+		}
+		tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, applied))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replication: restore: %w", err)
+	}
+	return f.st.Sync()
+}
+
+func readChunk(r *bufio.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return b, nil
+}

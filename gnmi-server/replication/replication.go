@@ -1,0 +1,380 @@
+// Package replication makes the store the state machine of a hashicorp/raft
+// cluster: every Set is one Raft log entry, applied to Pebble in one batch
+// together with its log index on every node.
+//
+// The Raft log lives in raft-wal, snapshots are streamed from Pebble
+// snapshots (taken without blocking apply), and this is the only package that
+// imports raft.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// Timing holds the Raft timeouts. The defaults were chosen by measuring
+// failover on a 2-core machine: a follower notices a dead leader within one
+// to two heartbeat timeouts and an election then takes one to two election
+// timeouts.
+type Timing struct {
+	Heartbeat, Election, LeaderLease, Commit time.Duration
+}
+
+// DefaultTiming is used for zero fields of Config.Timing.
+var DefaultTiming = Timing{
+	Heartbeat:   150 * time.Millisecond,
+	Election:    150 * time.Millisecond,
+	LeaderLease: 100 * time.Millisecond,
+	Commit:      5 * time.Millisecond,
+}
+
+// Config configures a replicated node.
+type Config struct {
+	// Dir holds the Raft log and snapshots.
+	Dir string
+	// NodeName is the Raft server ID.
+	NodeName string
+	// RaftAddr is the address the Raft transport listens on and advertises.
+	RaftAddr string
+	// Bootstrap makes a node with no Raft state the single voter of a new
+	// cluster.
+	Bootstrap bool
+	Store     *store.Store
+	Engine    *txn.Engine
+	Schema    *schema.Schema
+	Timing    Timing
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one (0: 8192); TrailingLogs how many entries a snapshot
+	// leaves in the log for slow followers (0: 10240).
+	SnapshotThreshold, TrailingLogs uint64
+	Logger                          *slog.Logger
+}
+
+// Node is this process's member of the Raft cluster.
+type Node struct {
+	raft      *raft.Raft
+	fsm       *fsm
+	transport *raft.NetworkTransport
+	logs      *wal.WAL
+	log       *slog.Logger
+
+	// startIndex is the last index in the log when the node started.
+	startIndex uint64
+
+	mu      sync.Mutex
+	applied uint64        // guarded by mu
+	waiters chan struct{} // closed and replaced on each apply; guarded by mu
+}
+
+// Errors of Apply. ErrNotLeader means nothing was proposed; ErrUnknown means
+// the entry was proposed but leadership was lost before it was known to be
+// committed, so it may or may not apply.
+var (
+	ErrNotLeader = errors.New("replication: not the leader")
+	ErrUnknown   = errors.New("replication: leadership was lost while the change was in flight; its outcome is unknown")
+)
+
+// Open starts the node's Raft instance over cfg.Store.
+func Open(cfg Config) (*Node, error) {
+	t := cfg.Timing
+	if t.Heartbeat == 0 {
+		t.Heartbeat = DefaultTiming.Heartbeat
+	}
+	if t.Election == 0 {
+		t.Election = DefaultTiming.Election
+	}
+	if t.LeaderLease == 0 {
+		t.LeaderLease = DefaultTiming.LeaderLease
+	}
+	if t.Commit == 0 {
+		t.Commit = DefaultTiming.Commit
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
+		return nil, fmt.Errorf("replication: %w", err)
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	logs, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hlog))
+	if err != nil {
+		return nil, fmt.Errorf("replication: open raft-wal: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("replication: snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 8, 2*time.Second, hlog)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
+	}
+	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{})}
+	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied}
+	if applied, err := readApplied(cfg.Store); err == nil {
+		n.applied = applied
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeName)
+	rc.HeartbeatTimeout = t.Heartbeat
+	rc.ElectionTimeout = t.Election
+	rc.LeaderLeaseTimeout = t.LeaderLease
+	rc.CommitTimeout = t.Commit
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = 8192
+	rc.TrailingLogs = 10240
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+		rc.SnapshotInterval = time.Second
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	rc.Logger = hlog
+	r, err := raft.NewRaft(rc, n.fsm, logs, logs, snaps, transport)
+	if err != nil {
+		transport.Close()
+		logs.Close()
+		return nil, fmt.Errorf("replication: start raft: %w", err)
+	}
+	n.raft = r
+	n.startIndex = r.LastIndex()
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, logs, snaps)
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("replication: %w", err)
+		}
+		if !has {
+			f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: transport.LocalAddr(), Suffrage: raft.Voter}}})
+			if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				n.Close()
+				return nil, fmt.Errorf("replication: bootstrap: %w", err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// Close stops Raft and closes the log. The store is the caller's.
+func (n *Node) Close() error {
+	err := n.raft.Shutdown().Error()
+	n.transport.Close()
+	if cerr := n.logs.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (n *Node) noteApplied(index uint64) {
+	n.mu.Lock()
+	if index > n.applied {
+		n.applied = index
+	}
+	close(n.waiters)
+	n.waiters = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// Applied returns the index of the last entry applied to the store.
+func (n *Node) Applied() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.applied
+}
+
+// WaitApplied waits until the entry at index has been applied to this
+// node's store.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		n.mu.Lock()
+		if n.applied >= index {
+			n.mu.Unlock()
+			return nil
+		}
+		w := n.waiters
+		n.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitCaughtUp waits until the node has applied everything its log held
+// when it started, so that it does not serve a restart's stale view. Entries
+// are only applied once a leader confirms them, so with no quorum reachable
+// it waits until ctx ends.
+func (n *Node) WaitCaughtUp(ctx context.Context) error {
+	return n.WaitApplied(ctx, n.startIndex)
+}
+
+// Apply proposes prepared ops as one entry and returns the Set's result once
+// the entry is committed and applied here, with the entry's index. It must
+// be called on the leader.
+func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, 0, ErrNotLeader
+	}
+	if meta.Time == 0 {
+		meta.Time = time.Now().UnixNano()
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := n.raft.Apply(txn.EncodeCommand(ops, meta), timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader):
+			return nil, 0, ErrNotLeader
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
+			return nil, 0, ErrUnknown
+		}
+		return nil, 0, fmt.Errorf("replication: %w", err)
+	}
+	r := f.Response().(*applyResult)
+	return r.res, f.Index(), r.err
+}
+
+// Barrier waits until every entry committed before it is applied here; the
+// leader uses it to serve a linearizable read after VerifyLeader.
+func (n *Node) Barrier(ctx context.Context) error {
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return ErrNotLeader
+	}
+	return n.WaitApplied(ctx, n.raft.CommitIndex())
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's node name, or "" when there is none.
+func (n *Node) Leader() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// Member is one server of the Raft configuration.
+type Member struct {
+	Name, RaftAddr string
+	Voter          bool
+}
+
+// Members returns the current Raft configuration.
+func (n *Node) Members() ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{Name: string(s.ID), RaftAddr: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddMember adds (or updates) a server; on the leader only.
+func (n *Node) AddMember(m Member) error {
+	var f raft.IndexFuture
+	if m.Voter {
+		f = n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
+	} else {
+		f = n.raft.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
+	}
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return ErrNotLeader
+		}
+		return fmt.Errorf("replication: add %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// RemoveMember removes a server; on the leader only.
+func (n *Node) RemoveMember(name string) error {
+	if err := n.raft.RemoveServer(raft.ServerID(name), 0, 10*time.Second).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return ErrNotLeader
+		}
+		return fmt.Errorf("replication: remove %s: %w", name, err)
+	}
+	return nil
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	Role                            string // LEADER, FOLLOWER, CANDIDATE or NONVOTER
+	Leader                          string
+	Term, CommitIndex, AppliedIndex uint64
+	LastContact                     time.Duration // since the leader was heard from; followers only
+}
+
+// Status reports the node's role, leader, term and indexes.
+func (n *Node) Status() Status {
+	st := Status{Leader: n.Leader(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.Applied()}
+	stats := n.raft.Stats()
+	fmt.Sscan(stats["term"], &st.Term)
+	switch n.raft.State() {
+	case raft.Leader:
+		st.Role = "LEADER"
+	case raft.Candidate:
+		st.Role = "CANDIDATE"
+	default:
+		st.Role = "FOLLOWER"
+		if stats["suffrage"] == "Nonvoter" {
+			st.Role = "NONVOTER"
+		}
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			st.LastContact = time.Since(lc)
+		}
+	}
+	return st
+}
+
+// LeaderChanges delivers the new leader's name (or "") on every change.
+func (n *Node) LeaderChanges() <-chan string {
+	obs := make(chan raft.Observation, 16)
+	out := make(chan string, 16)
+	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	go func() {
+		for o := range obs {
+			lo := o.Data.(raft.LeaderObservation)
+			select {
+			case out <- string(lo.LeaderID):
+			default:
+			}
+		}
+	}()
+	return out
+}
+
+var _ io.Closer = (*Node)(nil)

@@ -1,0 +1,152 @@
+package txn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+)
+
+// A command is a prepared SetRequest as replication carries it: the
+// operations with their decoded, canonical leaves (passwords already
+// hashed), so that applying it is deterministic on every node.
+const commandVersion = 1
+
+var errBadCommand = errors.New("txn: malformed command")
+
+// EncodeCommand serializes prepared ops and their meta.
+func EncodeCommand(ops []Op, meta Meta) []byte {
+	b := []byte{commandVersion}
+	for _, s := range []string{meta.User, meta.Peer, meta.Node} {
+		b = appendBytes(b, []byte(s))
+	}
+	b = binary.AppendVarint(b, meta.Time)
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for _, op := range ops {
+		b = append(b, byte(op.Kind))
+		b = appendBytes(b, pathkey.Encode(op.Elems))
+		b = binary.AppendUvarint(b, uint64(len(op.leaves)))
+		for _, l := range op.leaves {
+			b = appendBytes(b, pathkey.Encode(l.Elems))
+			b = appendBytes(b, EncodeValue(l.Value))
+		}
+	}
+	return b
+}
+
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errBadCommand
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	l := r.uvarint()
+	if r.err != nil || uint64(len(r.b)) < l {
+		r.err = errBadCommand
+		return nil
+	}
+	v := r.b[:l]
+	r.b = r.b[l:]
+	return v
+}
+
+// DecodeCommand parses a command made by EncodeCommand.
+func DecodeCommand(s *schema.Schema, b []byte) ([]Op, Meta, error) {
+	var meta Meta
+	if len(b) == 0 || b[0] != commandVersion {
+		return nil, meta, fmt.Errorf("txn: unknown command version")
+	}
+	r := &reader{b: b[1:]}
+	meta.User, meta.Peer, meta.Node = string(r.bytes()), string(r.bytes()), string(r.bytes())
+	t, n := binary.Varint(r.b)
+	if n <= 0 {
+		return nil, meta, errBadCommand
+	}
+	meta.Time, r.b = t, r.b[n:]
+	nops := r.uvarint()
+	if r.err != nil || nops > uint64(len(r.b)) {
+		return nil, meta, errBadCommand
+	}
+	ops := make([]Op, 0, nops)
+	for i := uint64(0); i < nops && r.err == nil; i++ {
+		if len(r.b) == 0 {
+			return nil, meta, errBadCommand
+		}
+		op := Op{Kind: gpb.UpdateResult_Operation(r.b[0])}
+		r.b = r.b[1:]
+		elems, err := pathkey.Decode(r.bytes())
+		if err != nil {
+			return nil, meta, errBadCommand
+		}
+		op.Elems, op.Path = elems, &gpb.Path{Elem: elems}
+		nl := r.uvarint()
+		if nl > uint64(len(r.b)) {
+			return nil, meta, errBadCommand
+		}
+		op.leaves = make([]Leaf, 0, nl)
+		for j := uint64(0); j < nl && r.err == nil; j++ {
+			le, err := pathkey.Decode(r.bytes())
+			if err != nil {
+				return nil, meta, errBadCommand
+			}
+			tv, err := DecodeValue(r.bytes())
+			if err != nil {
+				return nil, meta, errBadCommand
+			}
+			n := s.Lookup(le)
+			if n == nil {
+				return nil, meta, fmt.Errorf("txn: command names %s, which is not in the schema", pathkey.String(le))
+			}
+			op.leaves = append(op.leaves, Leaf{Elems: le, Node: n, Value: tv})
+		}
+		ops = append(ops, op)
+	}
+	if r.err != nil {
+		return nil, meta, r.err
+	}
+	return ops, meta, nil
+}
+
+// Replicated reports whether a stored key belongs to the replicated state
+// (configuration, its state mirrors, the audit log and their indexes) rather
+// than to what this node measures or records for itself (events, /system
+// state, measured state).
+func Replicated(s *schema.Schema, key []byte) bool {
+	if IsInternal(key) {
+		return !strings.HasPrefix(string(key), metaPrefix+"event") && !strings.HasPrefix(string(key), LocalPrefix)
+	}
+	elems, err := pathkey.Decode(key)
+	if err != nil || len(elems) == 0 {
+		return false
+	}
+	if n := s.Lookup(elems); n != nil && (n.Config || n.Mirrored) {
+		return true
+	}
+	return len(elems) >= 2 && elems[0].GetName() == "system" && elems[1].GetName() == "audit"
+}
+
+// LocalPrefix starts internal keys that each node keeps for itself, such as
+// the Raft index applied to the store.
+const LocalPrefix = "\xfdl/"
+
+// Leaves returns the decoded leaves of a prepared update or replace.
+func Leaves(op Op) []Leaf { return op.leaves }
