@@ -28,7 +28,10 @@ func (c *Cluster) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-changes:
+		case _, ok := <-changes:
+			if !ok {
+				return
+			}
 		case <-tick.C:
 		}
 		st := c.cfg.Repl.Status()

@@ -77,9 +77,12 @@ type Node struct {
 	// startIndex is the last index in the log when the node started.
 	startIndex uint64
 
-	mu      sync.Mutex
-	applied uint64        // guarded by mu
-	waiters chan struct{} // closed and replaced on each apply; guarded by mu
+	closed chan struct{} // closed by Close
+
+	mu        sync.Mutex
+	observers []*raft.Observer // guarded by mu
+	applied   uint64           // guarded by mu
+	waiters   chan struct{}    // closed and replaced on each apply; guarded by mu
 }
 
 // Errors of Apply. ErrNotLeader means nothing was proposed; ErrUnknown means
@@ -131,7 +134,7 @@ func Open(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
 	}
-	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{})}
+	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
 	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied}
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
@@ -182,6 +185,12 @@ func Open(cfg Config) (*Node, error) {
 
 // Close stops Raft and closes the log. The store is the caller's.
 func (n *Node) Close() error {
+	n.mu.Lock()
+	for _, o := range n.observers {
+		n.raft.DeregisterObserver(o)
+	}
+	n.mu.Unlock()
+	close(n.closed)
 	err := n.raft.Shutdown().Error()
 	n.transport.Close()
 	if cerr := n.logs.Close(); err == nil {
@@ -357,20 +366,31 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// LeaderChanges delivers the new leader's name (or "") on every change.
+// LeaderChanges returns a channel that receives the new leader's name (or
+// "") on every change, until the node closes. Changes that arrive while the
+// reader is busy are dropped: a reader should read the current Status then.
 func (n *Node) LeaderChanges() <-chan string {
 	obs := make(chan raft.Observation, 16)
 	out := make(chan string, 16)
-	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
-	}))
+	})
+	n.raft.RegisterObserver(o)
+	n.mu.Lock()
+	n.observers = append(n.observers, o)
+	n.mu.Unlock()
 	go func() {
-		for o := range obs {
-			lo := o.Data.(raft.LeaderObservation)
+		defer close(out)
+		for {
 			select {
-			case out <- string(lo.LeaderID):
-			default:
+			case ob := <-obs:
+				select {
+				case out <- string(ob.Data.(raft.LeaderObservation).LeaderID):
+				default:
+				}
+			case <-n.closed:
+				return
 			}
 		}
 	}()
