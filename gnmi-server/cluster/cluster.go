@@ -136,6 +136,9 @@ func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta
 			req.Update = append(req.Update, &gpb.Update{Path: &gpb.Path{Elem: op.Elems}, Val: op.Value})
 		}
 	}
+	if meta.Commit != nil {
+		req.Extension = append(req.Extension, server.CommitExtension(meta.Commit))
+	}
 	out := metadata.Pairs(server.ForwardedPeerHeader, meta.Peer)
 	var header metadata.MD
 	resp, err := client.Set(metadata.NewOutgoingContext(ctx, out), req, grpc.Header(&header))

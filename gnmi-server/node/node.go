@@ -66,9 +66,14 @@ type Node struct {
 	Repl    *replication.Node
 	Cluster *cluster.Cluster
 
-	pub    *server.Publisher
-	cancel context.CancelFunc
-	done   chan struct{}
+	pub       *server.Publisher
+	committer server.Committer
+	// rollbacksDone is closed when the rollback watcher has stopped.
+	rollbacksDone chan struct{}
+	cancel        context.CancelFunc
+	name          string
+	log           *slog.Logger
+	done          chan struct{}
 }
 
 // Open opens the node's store in cfg.DataDir and records the node's state.
@@ -96,7 +101,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, done: make(chan struct{})}
+	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, done: make(chan struct{}), rollbacksDone: make(chan struct{})}
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
@@ -118,6 +123,11 @@ func Open(cfg Config) (*Node, error) {
 		})
 		scfg.Committer, scfg.Reads = n.Cluster, n.Cluster
 	}
+	if scfg.Committer == nil {
+		scfg.Committer = server.LocalCommitter{Store: st, Engine: eng}
+	}
+	n.committer = scfg.Committer
+	n.name, n.log = cfg.NodeName, cfg.Logger
 	n.Server = server.New(scfg)
 	if err := n.boot(cfg); err != nil {
 		n.closeParts()
@@ -126,6 +136,7 @@ func Open(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go n.clock(ctx, cfg.NodeName)
+	go n.rollbacks(ctx)
 	return n, nil
 }
 
@@ -133,6 +144,7 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.cancel()
 	<-n.done
+	<-n.rollbacksDone
 	return n.closeParts()
 }
 
@@ -208,6 +220,37 @@ func (n *Node) clock(ctx context.Context, name string) {
 				tx.Set(pathkey.Encode(sysState("current-datetime")), txn.EncodeValue(u64(uint64(now.UnixNano()))))
 				return nil
 			})
+		}
+	}
+}
+
+// rollbacks rolls back a confirmed commit that was not confirmed by its
+// deadline. The deadline is in the replicated store, so when the leader
+// changes during the window the new leader rolls back on time.
+func (n *Node) rollbacks(ctx context.Context) {
+	defer close(n.rollbacksDone)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n.Repl != nil && !n.Repl.IsLeader() {
+				continue
+			}
+			p, err := txn.ReadPending(n.Store)
+			if err != nil || p == nil || now.UnixNano() < p.Deadline {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = n.committer.Commit(cctx, nil, txn.Meta{User: "patronusd", Node: n.name, Commit: &txn.CommitAction{Kind: txn.CommitRollback, ID: p.ID}})
+			cancel()
+			if err != nil {
+				n.log.Warn("rolling back an unconfirmed commit", "id", p.ID, "err", err)
+			} else {
+				n.log.Info("rolled back an unconfirmed commit", "id", p.ID)
+			}
 		}
 	}
 }

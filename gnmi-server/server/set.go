@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"syscall"
+	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"github.com/openconfig/gnmi/proto/gnmi_ext"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 	"github.com/patronus-sdwan/patronus/gnmi-server/store"
@@ -21,10 +23,14 @@ import (
 
 // Set applies the request as one transaction and answers once it is durable.
 func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse, error) {
+	var commit *txn.CommitAction
 	for _, x := range req.GetExtension() {
-		switch x.GetExt().(type) {
+		switch e := x.GetExt().(type) {
 		case *gnmi_ext.Extension_Commit:
-			return nil, status.Error(codes.Unimplemented, "Set: the commit-confirmed extension is not supported yet")
+			var err error
+			if commit, err = commitAction(e.Commit); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "Set: extension %T does not apply to Set", x.GetExt())
 		}
@@ -33,13 +39,13 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 	if err != nil {
 		return nil, err
 	}
-	if len(ops) == 0 {
+	if len(ops) == 0 && (commit == nil || commit.Kind == txn.CommitStart) {
 		return nil, status.Error(codes.InvalidArgument, "SetRequest has no delete, replace or update")
 	}
 	if err := s.authorize(ctx, "Set", paths); err != nil {
 		return nil, err
 	}
-	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName}
+	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName, Commit: commit}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(ForwardedPeerHeader)) > 0 {
 		// A Set forwarded by a follower: audit the client's own address.
 		meta.Peer = md.Get(ForwardedPeerHeader)[0]
@@ -62,6 +68,65 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 		resp.Response = append(resp.Response, &gpb.UpdateResult{Path: op.Path, Op: op.Kind})
 	}
 	return resp, nil
+}
+
+// DefaultRollback is the rollback duration of a confirmed commit that names
+// none, as the commit-confirmed specification sets it.
+const DefaultRollback = 10 * time.Minute
+
+// commitAction turns gNMI's Commit extension into the engine's action.
+func commitAction(c *gnmi_ext.Commit) (*txn.CommitAction, error) {
+	a := &txn.CommitAction{ID: c.GetId()}
+	if a.ID == "" {
+		return nil, status.Error(codes.InvalidArgument, "Set: the commit extension needs an id")
+	}
+	deadline := func(d *durationpb.Duration, def time.Duration) (int64, error) {
+		dur := def
+		if d != nil {
+			dur = d.AsDuration()
+		}
+		if dur <= 0 {
+			return 0, status.Error(codes.InvalidArgument, "Set: the commit extension's rollback_duration must be positive")
+		}
+		return time.Now().Add(dur).UnixNano(), nil
+	}
+	var err error
+	switch x := c.GetAction().(type) {
+	case *gnmi_ext.Commit_Commit:
+		a.Kind = txn.CommitStart
+		a.Deadline, err = deadline(x.Commit.GetRollbackDuration(), DefaultRollback)
+	case *gnmi_ext.Commit_Confirm:
+		a.Kind = txn.CommitConfirm
+	case *gnmi_ext.Commit_Cancel:
+		a.Kind = txn.CommitCancel
+	case *gnmi_ext.Commit_SetRollbackDuration:
+		a.Kind = txn.CommitSetDuration
+		if x.SetRollbackDuration.GetRollbackDuration() == nil {
+			return nil, status.Error(codes.InvalidArgument, "Set: set_rollback_duration needs a rollback_duration")
+		}
+		a.Deadline, err = deadline(x.SetRollbackDuration.GetRollbackDuration(), 0)
+	default:
+		return nil, status.Error(codes.InvalidArgument, "Set: the commit extension needs an action")
+	}
+	return a, err
+}
+
+// CommitExtension is the Commit extension that carries action a, for a Set
+// that a follower forwards to the leader.
+func CommitExtension(a *txn.CommitAction) *gnmi_ext.Extension {
+	c := &gnmi_ext.Commit{Id: a.ID}
+	left := durationpb.New(time.Until(time.Unix(0, a.Deadline)))
+	switch a.Kind {
+	case txn.CommitStart:
+		c.Action = &gnmi_ext.Commit_Commit{Commit: &gnmi_ext.CommitRequest{RollbackDuration: left}}
+	case txn.CommitConfirm:
+		c.Action = &gnmi_ext.Commit_Confirm{Confirm: &gnmi_ext.CommitConfirm{}}
+	case txn.CommitCancel, txn.CommitRollback:
+		c.Action = &gnmi_ext.Commit_Cancel{Cancel: &gnmi_ext.CommitCancel{}}
+	case txn.CommitSetDuration:
+		c.Action = &gnmi_ext.Commit_SetRollbackDuration{SetRollbackDuration: &gnmi_ext.CommitSetRollbackDuration{RollbackDuration: left}}
+	}
+	return &gnmi_ext.Extension{Ext: &gnmi_ext.Extension_Commit{Commit: c}}
 }
 
 // setOps lists the operations in the order they apply: deletes, replaces

@@ -15,7 +15,7 @@ import (
 // A command is a prepared SetRequest as replication carries it: the
 // operations with their decoded, canonical leaves (passwords already
 // hashed), so that applying it is deterministic on every node.
-const commandVersion = 1
+const commandVersion = 2
 
 var errBadCommand = errors.New("txn: malformed command")
 
@@ -26,6 +26,13 @@ func EncodeCommand(ops []Op, meta Meta) []byte {
 		b = appendBytes(b, []byte(s))
 	}
 	b = binary.AppendVarint(b, meta.Time)
+	if c := meta.Commit; c != nil {
+		b = append(b, byte(c.Kind))
+		b = appendBytes(b, []byte(c.ID))
+		b = binary.AppendVarint(b, c.Deadline)
+	} else {
+		b = append(b, 0)
+	}
 	b = binary.AppendUvarint(b, uint64(len(ops)))
 	for _, op := range ops {
 		b = append(b, byte(op.Kind))
@@ -82,6 +89,21 @@ func DecodeCommand(s *schema.Schema, b []byte) ([]Op, Meta, error) {
 		return nil, meta, errBadCommand
 	}
 	meta.Time, r.b = t, r.b[n:]
+	if len(r.b) == 0 {
+		return nil, meta, errBadCommand
+	}
+	if kind := CommitKind(r.b[0]); kind != 0 {
+		r.b = r.b[1:]
+		c := &CommitAction{Kind: kind, ID: string(r.bytes())}
+		d, n := binary.Varint(r.b)
+		if n <= 0 {
+			return nil, meta, errBadCommand
+		}
+		c.Deadline, r.b = d, r.b[n:]
+		meta.Commit = c
+	} else {
+		r.b = r.b[1:]
+	}
 	nops := r.uvarint()
 	if r.err != nil || nops > uint64(len(r.b)) {
 		return nil, meta, errBadCommand

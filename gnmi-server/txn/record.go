@@ -63,8 +63,9 @@ func trim(tx store.Tx, container, list string, seq uint64) error {
 	return nil
 }
 
-// record writes the audit record and events of a successful Set.
-func (e *Engine) record(tx store.Tx, res *Result, meta Meta, sites []string) error {
+// record writes the audit record and events of a successful Set (operation
+// SET, COMMIT_CONFIRM or ROLLBACK).
+func (e *Engine) record(tx store.Tx, res *Result, meta Meta, operation, message string, sites []string) error {
 	seq, err := NextSeq(tx, "audit")
 	if err != nil {
 		return err
@@ -81,7 +82,10 @@ func (e *Engine) record(tx store.Tx, res *Result, meta Meta, sites []string) err
 	put("timestamp", uintVal(uint64(res.Time)))
 	put("user", strVal(meta.User))
 	put("peer", strVal(meta.Peer))
-	put("operation", strVal("SET"))
+	put("operation", strVal(operation))
+	if message != "" {
+		put("message", strVal(message))
+	}
 	put("paths", &gpb.TypedValue{Value: &gpb.TypedValue_LeaflistVal{LeaflistVal: paths}})
 	put("result", strVal("OK"))
 	if seq > e.AuditRing {
@@ -95,7 +99,11 @@ func (e *Engine) record(tx store.Tx, res *Result, meta Meta, sites []string) err
 			return err
 		}
 	}
-	return e.AppendEvent(tx, Event{Severity: "INFO", Type: "CONFIG_COMMIT", Message: fmt.Sprintf("configuration commit %d by %q: %d path(s) changed", seq, meta.User, len(res.Changed)), Node: meta.Node})
+	msg := fmt.Sprintf("configuration commit %d by %q: %d path(s) changed", seq, meta.User, len(res.Changed))
+	if message != "" {
+		msg += "; " + message
+	}
+	return e.AppendEvent(tx, Event{Severity: "INFO", Type: "CONFIG_COMMIT", Message: msg, Node: meta.Node})
 }
 
 func uintVal(u uint64) *gpb.TypedValue {

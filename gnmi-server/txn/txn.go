@@ -66,6 +66,8 @@ type Meta struct {
 	// record; zero means the store transaction's time. Replication sets it
 	// on the leader so that every node records the same.
 	Time int64
+	// Commit is the commit-confirmed action of the Set, if any.
+	Commit *CommitAction
 }
 
 // Op is one operation of a SetRequest with its path made absolute.
@@ -223,9 +225,9 @@ type applier struct {
 }
 
 // Apply applies ops to tx. On error the caller must discard tx.
-func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
+func (e *Engine) apply(tx store.Tx, ops []Op, meta Meta) (*Result, []string, error) {
 	if err := e.Prepare(ops); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}}
 	for i, op := range ops {
@@ -244,26 +246,23 @@ func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
 			var te *Error
 			if errors.As(err, &te) {
 				te.Op = i
-				return nil, te
+				return nil, nil, te
 			}
-			return nil, &Error{Code: codes.Internal, Op: i, Path: pathkey.String(op.Elems), Msg: err.Error()}
+			return nil, nil, &Error{Code: codes.Internal, Op: i, Path: pathkey.String(op.Elems), Msg: err.Error()}
 		}
 		a.changed = append(a.changed, pathkey.String(op.Elems))
 	}
 	if err := a.cascade(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := a.finish(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res := &Result{Time: tx.Time(), Changed: a.changed}
 	if meta.Time != 0 {
 		res.Time = meta.Time
 	}
-	if err := e.record(tx, res, meta, a.sites); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return res, a.sites, nil
 }
 
 func checkWritable(op Op) error {
