@@ -13,7 +13,7 @@ BENCHTIME ?= 2s
 GOTEST_FLAGS ?=
 export FUZZTIME GOTEST_FLAGS
 
-.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check
+.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check clusterbench
 
 help: ## list the targets
 	@echo 'Usage: make <target> [VAR=value]'
@@ -47,3 +47,6 @@ fuzz: ## run every Fuzz target for FUZZTIME each
 
 tidy-check: ## fail if `go mod tidy` would change go.mod or go.sum
 	go mod tidy -diff
+
+clusterbench: build ## compare a 3-node patronusd cluster with a 3-member etcd cluster (needs etcd-server); flags via ARGS=
+	cd tools/clusterbench && go run . -patronusd ../../bin/patronusd -out ../../bin/clusterbench.json $(ARGS)
