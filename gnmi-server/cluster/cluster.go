@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,36 +88,63 @@ func (c *Cluster) Close() {
 func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
 	for {
 		if c.cfg.Repl.IsLeader() {
-			if err := c.membership(ops); err != nil {
+			moved, err := c.membership(ops)
+			if err != nil {
 				return nil, err
 			}
-			res, idx, err := c.cfg.Repl.Apply(ctx, ops, meta)
-			switch {
-			case errors.Is(err, replication.ErrNotLeader):
-				// Nothing was proposed: try the new leader.
-			case errors.Is(err, replication.ErrUnknown):
-				return nil, status.Error(codes.Unavailable, err.Error())
-			case err != nil:
-				return nil, err
-			default:
-				res.Index = idx
-				return res, nil
+			if !moved {
+				res, idx, err := c.cfg.Repl.Apply(ctx, ops, meta)
+				switch {
+				case errors.Is(err, replication.ErrNotLeader):
+					// Nothing was proposed: try the new leader.
+				case errors.Is(err, replication.ErrUnknown):
+					return nil, status.Error(codes.Unavailable, err.Error())
+				case err != nil:
+					return nil, err
+				default:
+					res.Index = idx
+					return res, nil
+				}
 			}
 		} else if leader := c.cfg.Repl.Leader(); leader != "" {
 			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(server.ForwardedPeerHeader)) > 0 {
 				// Forwarded to us as leader, but we no longer are: the
 				// forwarding node retries.
-				return nil, status.Error(codes.Unavailable, "not the leader; nothing was changed")
+				return nil, status.Error(codes.Unavailable, notLeader)
 			}
-			return c.forward(ctx, leader, ops, meta)
+			res, err := c.forward(ctx, leader, ops, meta)
+			if err == nil || !retryable(err) {
+				return res, err
+			}
 		}
-		// No leader known: wait for an election, within the deadline.
+		// No leader known, or it could not take the Set: wait for an
+		// election, within the deadline.
 		select {
 		case <-ctx.Done():
-			return nil, status.Error(codes.Unavailable, "no cluster leader; nothing was changed")
+			return nil, status.Error(codes.Unavailable, "no cluster leader took the change; nothing was changed")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// notLeader is the message of a forwarded Set that reached a node that is
+// no longer the leader, before anything was proposed.
+const notLeader = "not the leader; nothing was changed"
+
+// retryable reports whether a forwarded Set failed before the leader
+// received it, so that it can be sent again without risk of applying twice.
+func retryable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	msg := st.Message()
+	for _, s := range []string{notLeader, "no cluster leader", "while dialing", "connection refused", "cannot reach the leader"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // forward sends the original Set to the leader and waits to apply it here.
@@ -143,7 +171,13 @@ func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta
 	var header metadata.MD
 	resp, err := client.Set(metadata.NewOutgoingContext(ctx, out), req, grpc.Header(&header))
 	if err != nil {
-		return nil, err
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Canceled {
+			return nil, err // the leader's own answer: a validation error, say
+		}
+		if retryable(err) {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.Unavailable, "the change was sent to the leader %s but no answer came back; its outcome is unknown: %v", leader, err)
 	}
 	res := &txn.Result{Time: resp.GetTimestamp()}
 	if v := header.Get(server.IndexHeader); len(v) > 0 {
@@ -160,12 +194,13 @@ func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta
 // Linearize lets the leader serve a read after confirming its leadership
 // with a quorum, and points followers at the leader.
 func (c *Cluster) Linearize(ctx context.Context) (gpb.GNMIClient, error) {
-	if c.cfg.Repl.IsLeader() {
-		if err := c.cfg.Repl.Barrier(ctx); err == nil {
-			return nil, nil
-		}
-	}
 	leader := c.cfg.Repl.Leader()
+	if c.cfg.Repl.IsLeader() || leader == c.cfg.NodeName {
+		if err := c.cfg.Repl.Barrier(ctx); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
 	if leader == "" {
 		return nil, errors.New("no cluster leader")
 	}
@@ -216,15 +251,24 @@ func (c *Cluster) address(name string) (string, error) {
 
 // membership makes the Raft configuration follow a Set that adds or removes
 // /system/cluster/members entries, before the Set itself is committed.
-func (c *Cluster) membership(ops []txn.Op) error {
+//
+// Removing the leader itself first hands leadership to another voter
+// (moved is then true): the new leader removes the old one.
+func (c *Cluster) membership(ops []txn.Op) (moved bool, err error) {
 	type add struct{ raftAddr, suffrage string }
 	adds := map[string]*add{}
 	for _, op := range ops {
 		if isMember(op.Elems) && op.Kind == gpb.UpdateResult_DELETE {
 			name := op.Elems[3].GetKey()["node-name"]
 			if len(op.Elems) == 4 && name != "" && name != "*" {
+				if name == c.cfg.NodeName {
+					if err := c.cfg.Repl.TransferLeadership(); err != nil {
+						return false, status.Errorf(codes.Unavailable, "removing the leader %s: handing over leadership: %v; nothing was changed", name, err)
+					}
+					return true, nil
+				}
 				if err := c.cfg.Repl.RemoveMember(name); err != nil {
-					return status.Errorf(codes.Unavailable, "removing member %s: %v", name, err)
+					return false, status.Errorf(codes.Unavailable, "removing member %s: %v", name, err)
 				}
 			}
 			continue
@@ -248,11 +292,11 @@ func (c *Cluster) membership(ops []txn.Op) error {
 		}
 	}
 	if len(adds) == 0 {
-		return nil
+		return false, nil
 	}
 	current, err := c.cfg.Repl.Members()
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "reading the cluster configuration: %v", err)
+		return false, status.Errorf(codes.Unavailable, "reading the cluster configuration: %v", err)
 	}
 	for name, a := range adds {
 		if a.raftAddr == "" || a.suffrage == "" {
@@ -267,11 +311,11 @@ func (c *Cluster) membership(ops []txn.Op) error {
 		}
 		if !known {
 			if err := c.cfg.Repl.AddMember(replication.Member{Name: name, RaftAddr: a.raftAddr, Voter: voter}); err != nil {
-				return status.Errorf(codes.Unavailable, "adding member %s: %v", name, err)
+				return false, status.Errorf(codes.Unavailable, "adding member %s: %v", name, err)
 			}
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func isMember(elems []*gpb.PathElem) bool {

@@ -214,7 +214,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("replication: restore: %w", err)
 	}
-	return f.st.Sync()
+	if err := f.st.Sync(); err != nil {
+		return err
+	}
+	if f.onApply != nil {
+		f.onApply(applied)
+	}
+	return nil
 }
 
 func readChunk(r *bufio.Reader) ([]byte, error) {

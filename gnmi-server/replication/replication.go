@@ -76,6 +76,7 @@ type Node struct {
 
 	// startIndex is the last index in the log when the node started.
 	startIndex uint64
+	id         raft.ServerID
 
 	closed chan struct{} // closed by Close
 
@@ -142,12 +143,17 @@ func Open(cfg Config) (*Node, error) {
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeName)
+	n.id = rc.LocalID
 	rc.HeartbeatTimeout = t.Heartbeat
 	rc.ElectionTimeout = t.Election
 	rc.LeaderLeaseTimeout = t.LeaderLease
 	rc.CommitTimeout = t.Commit
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
+	// The store already holds everything up to its applied index, which a
+	// snapshot never exceeds (Snapshot syncs the store first); restoring the
+	// snapshot at start would roll the store back until the log replays.
+	rc.NoSnapshotRestoreOnStart = true
 	rc.SnapshotThreshold = 8192
 	rc.TrailingLogs = 10240
 	if cfg.SnapshotThreshold > 0 {
@@ -240,7 +246,32 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 // are only applied once a leader confirms them, so with no quorum reachable
 // it waits until ctx ends.
 func (n *Node) WaitCaughtUp(ctx context.Context) error {
-	return n.WaitApplied(ctx, n.startIndex)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for n.raft.AppliedIndex() < n.startIndex || n.Applied() < n.lastCommand() {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// lastCommand is the index of the last command entry at or below the index
+// the node started with: Raft's own entries (no-ops, barriers) never reach
+// the store, so the store's applied index may stop short of startIndex.
+func (n *Node) lastCommand() uint64 {
+	for i := n.startIndex; i > 0; i-- {
+		var l raft.Log
+		if err := n.logs.GetLog(i, &l); err != nil {
+			return 0 // compacted away: it is in the store already
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
 }
 
 // Apply proposes prepared ops as one entry and returns the Set's result once
@@ -277,7 +308,16 @@ func (n *Node) Barrier(ctx context.Context) error {
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return ErrNotLeader
 	}
-	return n.WaitApplied(ctx, n.raft.CommitIndex())
+	// A barrier entry commits in the leader's own term, so everything
+	// acknowledged before it, by any earlier leader, is applied here after.
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("replication: barrier: %w", err)
+	}
+	return nil
 }
 
 // IsLeader reports whether this node is the leader.
@@ -346,7 +386,7 @@ type Status struct {
 
 // Status reports the node's role, leader, term and indexes.
 func (n *Node) Status() Status {
-	st := Status{Leader: n.Leader(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.Applied()}
+	st := Status{Leader: n.Leader(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex()}
 	stats := n.raft.Stats()
 	fmt.Sscan(stats["term"], &st.Term)
 	switch n.raft.State() {
@@ -356,7 +396,7 @@ func (n *Node) Status() Status {
 		st.Role = "CANDIDATE"
 	default:
 		st.Role = "FOLLOWER"
-		if stats["suffrage"] == "Nonvoter" {
+		if n.nonvoter() {
 			st.Role = "NONVOTER"
 		}
 		if lc := n.raft.LastContact(); !lc.IsZero() {
@@ -364,6 +404,24 @@ func (n *Node) Status() Status {
 		}
 	}
 	return st
+}
+
+func (n *Node) nonvoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == n.id {
+			return s.Suffrage == raft.Nonvoter
+		}
+	}
+	return false
+}
+
+// TransferLeadership hands leadership to another voter.
+func (n *Node) TransferLeadership() error {
+	return n.raft.LeadershipTransfer().Error()
 }
 
 // LeaderChanges returns a channel that receives the new leader's name (or

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
@@ -217,8 +218,10 @@ type applier struct {
 	tx      store.Tx
 	touched map[string]*entry
 	order   []string
-	deleted []*entry // entries removed, in order, awaiting cleanup and cascade
-	cleared int      // deleted[:cleared] have been cleaned up
+	deleted []*entry        // entries removed, in order, awaiting cleanup and cascade
+	cleared int             // deleted[:cleared] have been cleaned up
+	gone    map[string]bool // keys of the entries in deleted[:cleared]
+	swept   map[string]bool // keys of entries whose whole range a delete removed
 	changed []string
 	uniques map[string]bool // unique index prefixes whose holders changed
 	sites   []string        // sites deleted
@@ -229,7 +232,7 @@ func (e *Engine) apply(tx store.Tx, ops []Op, meta Meta) (*Result, []string, err
 	if err := e.Prepare(ops); err != nil {
 		return nil, nil, err
 	}
-	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}}
+	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}, gone: map[string]bool{}, swept: map[string]bool{}}
 	for i, op := range ops {
 		var err error
 		switch op.Kind {
@@ -492,33 +495,53 @@ func (a *applier) reindex(elems []*gpb.PathElem, n *schema.Node, old, new *gpb.T
 	return nil
 }
 
-// reindexRefs rewrites the reference index entries of a leafref leaf from
-// its current value and its predicate siblings' current values.
-func (a *applier) reindexRefs(elems []*gpb.PathElem, n *schema.Node) error {
-	leafKey := pathkey.Encode(elems)
-	fwd := append(append([]byte(fwdIndex), leafKey...), 0xff)
+// reindexRefs rewrites the reference index entries of an entry's leafref
+// leaves from their current values and their predicate siblings' current
+// values. One scan finds the old entries of all of them.
+func (a *applier) reindexRefs(ent *entry) error {
+	refs := a.e.refs[ent.list]
+	if len(refs) == 0 {
+		return nil
+	}
+	prefix := append([]byte(fwdIndex), ent.key...)
 	var old [][]byte
-	if err := a.tx.Scan(fwd, func(k, _ []byte) error {
-		old = append(old, slices.Clone(k[len(fwd):]))
+	if err := a.tx.Scan(prefix, func(k, _ []byte) error {
+		old = append(old, slices.Clone(k))
 		return nil
 	}); err != nil {
 		return err
 	}
-	for _, t := range old {
-		a.tx.Delete(append(slices.Clone(fwd), t...))
-		a.tx.Delete(refKey(t, leafKey))
+	mine := map[string]bool{}
+	for _, r := range refs {
+		mine[string(pathkey.Encode(relElems(ent.elems, r.names)))] = true
 	}
-	b, ok, err := a.tx.Get(leafKey)
-	if err != nil || !ok {
-		return err
+	for _, k := range old {
+		leafKey, target, ok := bytes.Cut(k[len(fwdIndex):], []byte{0xff})
+		if !ok || !mine[string(leafKey)] {
+			continue // a leaf of a nested entry, reindexed with that entry
+		}
+		a.tx.Delete(k)
+		a.tx.Delete(refKey(target, leafKey))
 	}
-	tv, err := DecodeValue(b)
-	if err != nil {
-		return err
-	}
-	for _, t := range a.targets(elems, n, tv) {
-		a.tx.Set(append(slices.Clone(fwd), t...), nil)
-		a.tx.Set(refKey(t, leafKey), nil)
+	for _, r := range refs {
+		elems := relElems(ent.elems, r.names)
+		leafKey := pathkey.Encode(elems)
+		b, ok, err := a.tx.Get(leafKey)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		tv, err := DecodeValue(b)
+		if err != nil {
+			return err
+		}
+		fwd := append(append([]byte(fwdIndex), leafKey...), 0xff)
+		for _, t := range a.targets(elems, r.node, tv) {
+			a.tx.Set(append(slices.Clone(fwd), t...), nil)
+			a.tx.Set(refKey(t, leafKey), nil)
+		}
 	}
 	return nil
 }
@@ -703,6 +726,9 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 			return &Error{Code: codes.InvalidArgument, Path: pathkey.String(elems), Msg: "is a list key; delete the list entry"}
 		}
 	}
+	// A delete of one whole list entry removes everything under it, measured
+	// state included, in this one scan (the common case of a cascade).
+	whole := len(nodes) == len(elems) && len(nodes) > 0 && nodes[len(nodes)-1].Kind == schema.List && concreteElems(elems, nodes)
 	m := NewMatcher(elems, nodes)
 	type hit struct {
 		key   []byte
@@ -722,7 +748,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 			return nil
 		}
 		n := a.e.s.Lookup(le)
-		if n == nil || !n.Config {
+		if n == nil || !n.Config && !whole {
 			return nil
 		}
 		hits = append(hits, hit{slices.Clone(k), le, n})
@@ -731,7 +757,14 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 	if err != nil {
 		return err
 	}
+	if whole {
+		a.swept[string(pathkey.Encode(elems))] = true
+	}
 	for _, h := range hits {
+		if !h.node.Config {
+			a.tx.Delete(h.key)
+			continue
+		}
 		if err := a.remove(h.key, h.elems, h.node); err != nil {
 			return err
 		}
@@ -747,13 +780,45 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 	return a.clearDeleted()
 }
 
+// sweptUnder reports whether the entry key, or an entry above it, had its
+// whole range removed.
+func (a *applier) sweptUnder(key string) bool {
+	for k := range a.swept {
+		if strings.HasPrefix(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
+func concreteElems(elems []*gpb.PathElem, nodes []*schema.Node) bool {
+	for i, n := range nodes {
+		if n.Kind != schema.List {
+			continue
+		}
+		if len(elems[i].GetKey()) != len(n.Keys) {
+			return false
+		}
+		for _, v := range elems[i].GetKey() {
+			if v == "*" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // clearDeleted removes whatever remains under deleted entries (measured
 // state) and records sites deleted.
 func (a *applier) clearDeleted() error {
 	for ; a.cleared < len(a.deleted); a.cleared++ {
 		ent := a.deleted[a.cleared]
+		a.gone[ent.key] = true
 		if ent.list.Path == "/sites/site" && !slices.Contains(a.sites, ent.elems[len(ent.elems)-1].GetKey()["name"]) {
 			a.sites = append(a.sites, ent.elems[len(ent.elems)-1].GetKey()["name"])
+		}
+		if a.sweptUnder(ent.key) {
+			continue
 		}
 		var rest [][]byte
 		err := a.tx.Scan([]byte(ent.key), func(k, _ []byte) error {
@@ -876,14 +941,15 @@ func (a *applier) dropElement(key []byte, elems []*gpb.PathElem, n *schema.Node,
 func (a *applier) finish() error {
 	for i := 0; i < len(a.order); i++ {
 		ent := a.touched[a.order[i]]
-		for _, r := range a.e.refs[ent.list] {
-			if err := a.reindexRefs(relElems(ent.elems, r.names), r.node); err != nil {
-				return err
-			}
+		if err := a.reindexRefs(ent); err != nil {
+			return err
 		}
 		exists, err := a.entryExists(ent)
 		if err != nil {
 			return err
+		}
+		if !exists && a.gone[ent.key] {
+			continue // deleted whole: nothing of it is left
 		}
 		if !exists {
 			orphan := false

@@ -2,6 +2,7 @@ package txn_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -166,6 +167,37 @@ func TestReplaceConfigContainerKeepsMirror(t *testing.T) {
 	for _, p := range []string{"/sites/site[name=hq]/config/location", "/sites/site[name=hq]/state/location"} {
 		if tv, ok := e.get(p); !ok || tv.GetStringVal() != "Munich" {
 			t.Errorf("%s = %v, %v; want Munich", p, tv, ok)
+		}
+	}
+}
+
+// bigSite is a site "big" whose one endpoint 200 paths use, to measure the
+// delete cascade.
+func bigSite(t testing.TB) []byte {
+	var paths []string
+	for i := 0; i < 200; i++ {
+		paths = append(paths, fmt.Sprintf(`{"name":"p%d","config":{"name":"p%d","source-site":"big","source-endpoint":"e","destination-site":"other","destination-endpoint":"e"}}`, i, i))
+	}
+	return []byte(`{"patronus-sites:sites":{"site":[` +
+		`{"name":"big","config":{"name":"big"},"endpoints":{"endpoint":[{"name":"e","config":{"name":"e","address":"192.0.2.1"}}]}},` +
+		`{"name":"other","config":{"name":"other"},"endpoints":{"endpoint":[{"name":"e","config":{"name":"e","address":"192.0.2.2"}}]}}]},` +
+		`"patronus-paths:paths":{"path":[` + strings.Join(paths, ",") + `]},` +
+		`"patronus-policies:policies":{"policy":[{"name":"pol","config":{"name":"pol","priority":1},"action":{"config":{"type":"STEER","paths":["p1","p2","p3"]}}}]}}`)
+}
+
+// BenchmarkSiteDeleteCascade deletes a site that 200 paths and a policy
+// reference, then loads it again (not timed).
+func BenchmarkSiteDeleteCascade(b *testing.B) {
+	e := newEnv(b)
+	doc := bigSite(b)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if err := e.apply(jsonUpdate(b, "/", doc)); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := e.apply(txn.Op{Kind: gpb.UpdateResult_DELETE, Elems: mustPath(b, "/sites/site[name=big]")}); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
