@@ -181,17 +181,32 @@ type Builder struct {
 }
 
 type object struct {
-	names  []string       // member names in insertion order
-	fields map[string]any // name -> JSON value, *object or *list
+	// Members in insertion order. Objects are small (a container's
+	// children), where a linear search beats a map.
+	names []string
+	vals  []any // JSON value, *object or *list
 }
 
-func newObject() *object { return &object{fields: map[string]any{}} }
+func newObject() *object { return &object{} }
+
+func (o *object) get(name string) any {
+	for i, n := range o.names {
+		if n == name {
+			return o.vals[i]
+		}
+	}
+	return nil
+}
 
 func (o *object) set(name string, v any) {
-	if _, ok := o.fields[name]; !ok {
-		o.names = append(o.names, name)
+	for i, n := range o.names {
+		if n == name {
+			o.vals[i] = v
+			return
+		}
 	}
-	o.fields[name] = v
+	o.names = append(o.names, name)
+	o.vals = append(o.vals, v)
 }
 
 type list struct {
@@ -232,7 +247,7 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 			return
 		}
 		if n.Kind == List {
-			l, _ := cur.fields[name].(*list)
+			l, _ := cur.get(name).(*list)
 			if l == nil {
 				l = &list{index: map[string]*object{}}
 				cur.set(name, l)
@@ -251,7 +266,7 @@ func (b *Builder) Add(rel []*gpb.PathElem, nodes []*Node, value any) {
 			b.lastObjs, b.lastMods = append(b.lastObjs, cur), append(b.lastMods, parentModule)
 			continue
 		}
-		next, _ := cur.fields[name].(*object)
+		next, _ := cur.get(name).(*object)
 		if next == nil {
 			next = newObject()
 			cur.set(name, next)
@@ -317,7 +332,7 @@ func appendJSON(buf []byte, v any) []byte {
 			}
 			buf = appendJSONString(buf, name)
 			buf = append(buf, ':')
-			buf = appendJSON(buf, x.fields[name])
+			buf = appendJSON(buf, x.vals[i])
 		}
 		return append(buf, '}')
 	case *list:
@@ -380,9 +395,9 @@ func appendJSONString(buf []byte, s string) []byte {
 func render(v any) any {
 	switch x := v.(type) {
 	case *object:
-		m := make(map[string]any, len(x.fields))
-		for k, f := range x.fields {
-			m[k] = render(f)
+		m := make(map[string]any, len(x.names))
+		for i, k := range x.names {
+			m[k] = render(x.vals[i])
 		}
 		return m
 	case *list:

@@ -479,6 +479,20 @@ func (s *Schema) Lookup(elems []*gpb.PathElem) *Node {
 	return cur
 }
 
+// Nodes returns the node of each element of a stored path, or nil if one is
+// not in the schema.
+func (s *Schema) Nodes(elems []*gpb.PathElem) []*Node {
+	out := make([]*Node, len(elems))
+	cur := s.Root
+	for i, e := range elems {
+		if cur = cur.Children[e.GetName()]; cur == nil {
+			return nil
+		}
+		out[i] = cur
+	}
+	return out
+}
+
 // Walk calls fn for n and every node below it in name order.
 func Walk(n *Node, fn func(*Node)) {
 	fn(n)

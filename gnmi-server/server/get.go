@@ -21,6 +21,9 @@ type leaf struct {
 	elems []*gpb.PathElem
 	node  *schema.Node
 	value *gpb.TypedValue
+	// nodes, when set, are the schema nodes of elems; valid only during the
+	// callback that receives the leaf.
+	nodes []*schema.Node
 }
 
 // query is one requested path, resolved.
@@ -59,6 +62,42 @@ func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
 		}
 	}
 	return q, nil
+}
+
+// nodeCache looks up the schema nodes of paths that arrive in key order,
+// reusing the nodes of the elements a path shares (by identity, as
+// pathkey.Decoder returns them) with the previous one.
+type nodeCache struct {
+	elems []*gpb.PathElem
+	nodes []*schema.Node
+}
+
+func (c *nodeCache) last() *schema.Node {
+	if len(c.nodes) == 0 {
+		return nil
+	}
+	return c.nodes[len(c.nodes)-1]
+}
+
+func (c *nodeCache) lookup(s *schema.Schema, elems []*gpb.PathElem) *schema.Node {
+	i := 0
+	for i < len(elems) && i < len(c.elems) && elems[i] == c.elems[i] {
+		i++
+	}
+	cur := s.Root
+	if i > 0 {
+		cur = c.nodes[i-1]
+	}
+	c.nodes = c.nodes[:i]
+	for _, e := range elems[i:] {
+		if cur = cur.Children[e.GetName()]; cur == nil {
+			c.elems, c.nodes = nil, c.nodes[:0]
+			return nil
+		}
+		c.nodes = append(c.nodes, cur)
+	}
+	c.elems = elems
+	return cur
 }
 
 // concrete reports whether every list element carries all its keys, none
@@ -106,6 +145,7 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		return fn(leaf{key: q.key, elems: q.elems, node: n, value: tv})
 	}
 	var dec pathkey.Decoder
+	var nodes nodeCache
 	return r.Scan(q.matcher.Prefix(), func(k, v []byte) error {
 		if txn.IsInternal(k) {
 			return nil
@@ -117,7 +157,7 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if !q.matcher.Match(elems) {
 			return nil
 		}
-		n := s.cfg.Schema.Lookup(elems)
+		n := nodes.lookup(s.cfg.Schema, elems)
 		if n == nil || n.WriteOnly {
 			return nil
 		}
@@ -137,7 +177,11 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if err != nil {
 			return err
 		}
-		return fn(leaf{key: append([]byte(nil), k...), elems: elems, node: n, value: tv})
+		l := leaf{key: append([]byte(nil), k...), elems: elems, node: n, value: tv}
+		if n == nodes.last() {
+			l.nodes = nodes.nodes
+		}
+		return fn(l)
 	})
 }
 
@@ -279,16 +323,11 @@ func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK
 			}
 		}
 		rel := l.elems[base:]
-		nodes := make([]*schema.Node, len(rel))
-		cur := s.cfg.Schema.Lookup(g.elems)
-		if base == 0 {
-			cur = s.cfg.Schema.Root
+		nodes := l.nodes
+		if len(nodes) != len(l.elems) {
+			nodes = s.cfg.Schema.Nodes(l.elems)
 		}
-		for i, e := range rel {
-			cur = cur.Children[e.GetName()]
-			nodes[i] = cur
-		}
-		g.b.Add(rel, nodes, schema.ToJSON(l.node, l.value, enc == gpb.Encoding_JSON_IETF))
+		g.b.Add(rel, nodes[base:], schema.ToJSON(l.node, l.value, enc == gpb.Encoding_JSON_IETF))
 		return nil
 	})
 	if err != nil {

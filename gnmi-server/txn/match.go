@@ -12,12 +12,14 @@ import (
 type Matcher struct {
 	elems  []*gpb.PathElem
 	prefix []byte
+	exact  bool // every key under prefix matches
 }
 
 // NewMatcher returns a matcher for pattern, whose schema nodes (as Resolve
 // returns them, up to any "...") are nodes.
 func NewMatcher(pattern []*gpb.PathElem, nodes []*schema.Node) *Matcher {
 	m := &Matcher{elems: pattern}
+	covered := 0
 	for i, e := range pattern {
 		if i >= len(nodes) || e.GetName() == "..." || e.GetName() == "*" {
 			break
@@ -28,7 +30,9 @@ func NewMatcher(pattern []*gpb.PathElem, nodes []*schema.Node) *Matcher {
 			break
 		}
 		m.prefix = pathkey.AppendElem(m.prefix, e.GetName(), e.GetKey())
+		covered++
 	}
+	m.exact = covered == len(pattern)
 	return m
 }
 
@@ -48,7 +52,7 @@ func hasWildKey(e *gpb.PathElem) bool {
 func (m *Matcher) Prefix() []byte { return m.prefix }
 
 // Match reports whether the concrete path p is at or below the pattern.
-func (m *Matcher) Match(p []*gpb.PathElem) bool { return match(m.elems, p) }
+func (m *Matcher) Match(p []*gpb.PathElem) bool { return m.exact || match(m.elems, p) }
 
 func match(pat, p []*gpb.PathElem) bool {
 	for i, e := range pat {
