@@ -20,12 +20,14 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/gnmi/proto/gnmi_ext"
 	"github.com/openconfig/ygot/ygot"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // ---------------------------------------------------------------------------
@@ -1414,5 +1416,62 @@ func TestLinearizableGetOnFollower(t *testing.T) {
 		if got, err := desc(linearizable(ctxT(t, 3*time.Second)), f.client(), "lin"); err != nil || got != "after" {
 			t.Errorf("linearizable Get on %s after a write in the new term: %q, %v", f.name, got, err)
 		}
+	}
+}
+
+// TestCommitConfirmedSurvivesLeaderKill: a confirmed commit made through a
+// follower, whose leader is then killed, is still rolled back on time by the
+// new leader, on every node.
+func TestCommitConfirmedSurvivesLeaderKill(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 0)
+	leader := waitCluster(t, nodes, 3, 5*time.Second)
+	var follower *cnode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	if _, err := follower.client().Set(ctxT(t, 10*time.Second), &gpb.SetRequest{Update: []*gpb.Update{{Path: siteDescPath(t, "cc"), Val: strVal("before")}}}); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	const window = 2 * time.Second
+	start := time.Now()
+	ext := []*gnmi_ext.Extension{{Ext: &gnmi_ext.Extension_Commit{Commit: &gnmi_ext.Commit{
+		Id:     "risky",
+		Action: &gnmi_ext.Commit_Commit{Commit: &gnmi_ext.CommitRequest{RollbackDuration: durationpb.New(window)}},
+	}}}}
+	if _, err := follower.client().Set(ctxT(t, 10*time.Second), &gpb.SetRequest{Update: []*gpb.Update{{Path: siteDescPath(t, "cc"), Val: strVal("after")}}, Extension: ext}); err != nil {
+		t.Fatalf("confirmed commit: %v", err)
+	}
+	leader.d.kill()
+	var survivors []*cnode
+	for _, n := range nodes {
+		if n != leader {
+			survivors = append(survivors, n)
+		}
+	}
+	// During the window the change holds; after it, every survivor has the
+	// old value back.
+	if got, err := desc(linearizable(ctxT(t, 5*time.Second)), survivors[0].client(), "cc"); err != nil || got != "after" {
+		t.Fatalf("during the window: description %q, %v; want \"after\"", got, err)
+	}
+	for _, n := range survivors {
+		for {
+			got, err := desc(ctxT(t, 2*time.Second), n.client(), "cc")
+			if err == nil && got == "before" {
+				break
+			}
+			if time.Since(start) > window+5*time.Second {
+				t.Fatalf("%s: description %q, %v %v after the commit; want the rollback to \"before\"", n.name, got, err, time.Since(start))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if took := time.Since(start); took < window {
+		t.Fatalf("rolled back after %v, before the %v window ended", took, window)
+	} else {
+		t.Logf("rolled back %v after the commit (window %v), across a leader kill", took, window)
 	}
 }

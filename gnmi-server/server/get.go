@@ -231,12 +231,24 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && s.cfg.Reads != nil {
 		if v := md.Get(ConsistencyHeader); len(v) > 0 && v[0] == "linearizable" {
-			leader, err := s.cfg.Reads.Linearize(ctx)
-			if err != nil {
-				return nil, status.Errorf(codes.Unavailable, "linearizable read: %v", err)
-			}
-			if leader != nil {
-				return leader.Get(metadata.NewOutgoingContext(ctx, metadata.Pairs(ConsistencyHeader, "linearizable")), req)
+			// A read may be retried freely: wait out an election, within
+			// the deadline, instead of failing while the leader changes.
+			for {
+				leader, err := s.cfg.Reads.Linearize(ctx)
+				if err == nil && leader == nil {
+					break // this node may serve it
+				}
+				if err == nil {
+					resp, err := leader.Get(metadata.NewOutgoingContext(ctx, metadata.Pairs(ConsistencyHeader, "linearizable")), req)
+					if status.Code(err) != codes.Unavailable {
+						return resp, err
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return nil, status.Errorf(codes.Unavailable, "linearizable read: no leader confirmed it before the deadline: %v", err)
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 	}
