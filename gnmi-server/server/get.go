@@ -154,7 +154,7 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if err != nil {
 			return err
 		}
-		if !q.matcher.Match(elems) {
+		if !q.matcher.Exact() && !q.matcher.Match(elems) {
 			return nil
 		}
 		n := nodes.lookup(s.cfg.Schema, elems)

@@ -52,7 +52,11 @@ func hasWildKey(e *gpb.PathElem) bool {
 func (m *Matcher) Prefix() []byte { return m.prefix }
 
 // Match reports whether the concrete path p is at or below the pattern.
-func (m *Matcher) Match(p []*gpb.PathElem) bool { return m.exact || match(m.elems, p) }
+func (m *Matcher) Match(p []*gpb.PathElem) bool { return match(m.elems, p) }
+
+// Exact reports whether every key that starts with Prefix matches, so that
+// a scan of Prefix needs no Match.
+func (m *Matcher) Exact() bool { return m.exact }
 
 func match(pat, p []*gpb.PathElem) bool {
 	for i, e := range pat {

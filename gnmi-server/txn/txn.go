@@ -459,13 +459,36 @@ func (a *applier) remove(key []byte, elems []*gpb.PathElem, n *schema.Node) erro
 	if err != nil || !had {
 		return err
 	}
+	return a.removeFound(key, elems, n, old)
+}
+
+// removeFound is remove for a leaf known to exist with value old.
+func (a *applier) removeFound(key []byte, elems []*gpb.PathElem, n *schema.Node, old []byte) error {
 	a.tx.Delete(key)
 	if n.Mirror != nil {
 		a.tx.Delete(mirrorKey(elems))
 	}
 	a.touch(elems)
+	if u, ok := a.e.uniques[a.listOf(elems)]; !ok || u.node != n {
+		return nil // reindex has nothing to do for other leaves
+	}
 	oldTV, _ := DecodeValue(old)
 	return a.reindex(elems, n, oldTV, nil)
+}
+
+// listOf returns the schema node of the innermost list above elems.
+func (a *applier) listOf(elems []*gpb.PathElem) *schema.Node {
+	var list *schema.Node
+	cur := a.e.s.Root
+	for i, el := range elems {
+		if cur = cur.Children[el.GetName()]; cur == nil {
+			return list
+		}
+		if cur.Kind == schema.List && i < len(elems)-1 {
+			list = cur
+		}
+	}
+	return list
 }
 
 func mirrorKey(elems []*gpb.PathElem) []byte {
@@ -731,12 +754,12 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 	whole := len(nodes) == len(elems) && len(nodes) > 0 && nodes[len(nodes)-1].Kind == schema.List && concreteElems(elems, nodes)
 	m := NewMatcher(elems, nodes)
 	type hit struct {
-		key   []byte
-		elems []*gpb.PathElem
-		node  *schema.Node
+		key, value []byte
+		elems      []*gpb.PathElem
+		node       *schema.Node
 	}
 	var hits []hit
-	err = a.tx.Scan(m.Prefix(), func(k, _ []byte) error {
+	err = a.tx.Scan(m.Prefix(), func(k, v []byte) error {
 		if IsInternal(k) {
 			return nil
 		}
@@ -751,7 +774,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 		if n == nil || !n.Config && !whole {
 			return nil
 		}
-		hits = append(hits, hit{slices.Clone(k), le, n})
+		hits = append(hits, hit{slices.Clone(k), slices.Clone(v), le, n})
 		return nil
 	})
 	if err != nil {
@@ -765,7 +788,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 			a.tx.Delete(h.key)
 			continue
 		}
-		if err := a.remove(h.key, h.elems, h.node); err != nil {
+		if err := a.removeFound(h.key, h.elems, h.node, h.value); err != nil {
 			return err
 		}
 		// The entry goes when the delete covers it; a key leaf deleted from
