@@ -479,6 +479,25 @@ func (s *Schema) Lookup(elems []*gpb.PathElem) *Node {
 	return cur
 }
 
+// Concrete reports whether every list element of a resolved path carries
+// all its keys, none of them a wildcard.
+func Concrete(elems []*gpb.PathElem, nodes []*Node) bool {
+	for i, n := range nodes {
+		if n.Kind != List {
+			continue
+		}
+		if len(elems[i].GetKey()) != len(n.Keys) {
+			return false
+		}
+		for _, v := range elems[i].GetKey() {
+			if v == "*" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Nodes returns the node of each element of a stored path, or nil if one is
 // not in the schema.
 func (s *Schema) Nodes(elems []*gpb.PathElem) []*Node {

@@ -57,7 +57,7 @@ func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
 	}
 	q.matcher = txn.NewMatcher(q.elems, q.nodes)
 	if !q.wild && len(q.nodes) > 0 {
-		if last := q.nodes[len(q.nodes)-1]; (last.Kind == schema.Leaf || last.Kind == schema.LeafList) && concrete(q.elems, q.nodes) {
+		if last := q.nodes[len(q.nodes)-1]; (last.Kind == schema.Leaf || last.Kind == schema.LeafList) && schema.Concrete(q.elems, q.nodes) {
 			q.leaf, q.key = true, pathkey.Encode(q.elems)
 		}
 	}
@@ -98,25 +98,6 @@ func (c *nodeCache) lookup(s *schema.Schema, elems []*gpb.PathElem) *schema.Node
 	}
 	c.elems = elems
 	return cur
-}
-
-// concrete reports whether every list element carries all its keys, none
-// of them a wildcard.
-func concrete(elems []*gpb.PathElem, nodes []*schema.Node) bool {
-	for i, n := range nodes {
-		if n.Kind != schema.List {
-			continue
-		}
-		if len(elems[i].GetKey()) != len(n.Keys) {
-			return false
-		}
-		for _, v := range elems[i].GetKey() {
-			if v == "*" {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func aliasElems(names []string) []*gpb.PathElem {

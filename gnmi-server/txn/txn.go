@@ -549,16 +549,12 @@ func (a *applier) reindexRefs(ent *entry) error {
 	for _, r := range refs {
 		elems := relElems(ent.elems, r.names)
 		leafKey := pathkey.Encode(elems)
-		b, ok, err := a.tx.Get(leafKey)
+		tv, err := a.readLeaf(leafKey)
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if tv == nil {
 			continue
-		}
-		tv, err := DecodeValue(b)
-		if err != nil {
-			return err
 		}
 		fwd := append(append([]byte(fwdIndex), leafKey...), 0xff)
 		for _, t := range a.targets(elems, r.node, tv) {
@@ -567,6 +563,15 @@ func (a *applier) reindexRefs(ent *entry) error {
 		}
 	}
 	return nil
+}
+
+// readLeaf returns a stored leaf's value, or nil if it is not set.
+func (a *applier) readLeaf(key []byte) (*gpb.TypedValue, error) {
+	b, ok, err := a.tx.Get(key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return DecodeValue(b)
 }
 
 func refKey(target, leaf []byte) []byte {
@@ -751,7 +756,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 	}
 	// A delete of one whole list entry removes everything under it, measured
 	// state included, in this one scan (the common case of a cascade).
-	whole := len(nodes) == len(elems) && len(nodes) > 0 && nodes[len(nodes)-1].Kind == schema.List && concreteElems(elems, nodes)
+	whole := len(nodes) == len(elems) && len(nodes) > 0 && nodes[len(nodes)-1].Kind == schema.List && schema.Concrete(elems, nodes)
 	m := NewMatcher(elems, nodes)
 	type hit struct {
 		key, value []byte
@@ -812,23 +817,6 @@ func (a *applier) sweptUnder(key string) bool {
 		}
 	}
 	return false
-}
-
-func concreteElems(elems []*gpb.PathElem, nodes []*schema.Node) bool {
-	for i, n := range nodes {
-		if n.Kind != schema.List {
-			continue
-		}
-		if len(elems[i].GetKey()) != len(n.Keys) {
-			return false
-		}
-		for _, v := range elems[i].GetKey() {
-			if v == "*" {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // clearDeleted removes whatever remains under deleted entries (measured
@@ -1018,16 +1006,12 @@ func (a *applier) finish() error {
 		}
 		for _, r := range a.e.refs[ent.list] {
 			le := relElems(ent.elems, r.names)
-			b, ok, err := a.tx.Get(pathkey.Encode(le))
+			tv, err := a.readLeaf(pathkey.Encode(le))
 			if err != nil {
 				return err
 			}
-			if !ok {
+			if tv == nil {
 				continue
-			}
-			tv, err := DecodeValue(b)
-			if err != nil {
-				return err
 			}
 			if err := a.checkRefs(le, r.node, tv); err != nil {
 				return err
