@@ -229,13 +229,17 @@ func (s *Store) commitGroup(group []*request) {
 			errs[i] = err
 			continue
 		}
+		if changes == nil {
+			changes = make([]Change, 0, len(group)*len(tx.order))
+		}
 		for _, k := range tx.order {
 			v := tx.writes[k]
+			kb := []byte(k)
 			var err error
 			if v == nil {
-				err = batch.Delete([]byte(k), nil)
+				err = batch.Delete(kb, nil)
 			} else {
-				err = batch.Set([]byte(k), v, nil)
+				err = batch.Set(kb, v, nil)
 			}
 			if err != nil {
 				// The batch now holds part of this transaction: fail the
@@ -246,7 +250,7 @@ func (s *Store) commitGroup(group []*request) {
 				}
 				return
 			}
-			changes = append(changes, Change{Key: []byte(k), Value: v})
+			changes = append(changes, Change{Key: kb, Value: v})
 		}
 		applied++
 	}
