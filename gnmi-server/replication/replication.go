@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -73,6 +74,8 @@ type Node struct {
 	transport *raft.NetworkTransport
 	logs      *wal.WAL
 	log       *slog.Logger
+
+	dir string // the data dir, for free-space checks
 
 	// startIndex is the last index in the log when the node started.
 	startIndex uint64
@@ -136,6 +139,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
 	}
 	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
+	n.dir = cfg.Dir
 	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied}
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
@@ -288,7 +292,11 @@ func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Res
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	f := n.raft.Apply(txn.EncodeCommand(ops, meta), timeout)
+	cmd := txn.EncodeCommand(ops, meta)
+	if err := n.roomFor(len(cmd)); err != nil {
+		return nil, 0, err
+	}
+	f := n.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
@@ -300,6 +308,27 @@ func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Res
 	}
 	r := f.Response().(*applyResult)
 	return r.res, f.Index(), r.err
+}
+
+// diskReserve is the free space the data dir must keep beyond an entry's
+// own size: room for Pebble's write-ahead log and a memtable flush. Below
+// it the leader refuses new entries rather than let a node fail on a full
+// disk while applying one it can no longer refuse.
+const diskReserve = 16 << 20
+
+// ErrNoSpace is returned by Apply when the data dir is nearly full; nothing
+// was proposed. It wraps syscall.ENOSPC.
+var ErrNoSpace = fmt.Errorf("replication: the data dir is nearly full; nothing was changed: %w", syscall.ENOSPC)
+
+func (n *Node) roomFor(size int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(n.dir, &st); err != nil {
+		return nil // cannot tell: let the write itself decide
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < diskReserve+4*uint64(size) {
+		return ErrNoSpace
+	}
+	return nil
 }
 
 // Barrier waits until every entry committed before it is applied here; the

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -107,7 +108,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.MaxGroup = 256
 	}
 	po := &pebble.Options{
-		Logger:       quietLogger{},
+		Logger:       pebbleLogger{},
 		MemTableSize: 32 << 20,
 		Cache:        pebble.NewCache(64 << 20),
 	}
@@ -440,10 +441,14 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	return emitMine(nil)
 }
 
-type quietLogger struct{}
+// pebbleLogger passes Pebble's errors to slog (a full disk during a flush,
+// say) and drops its informational chatter.
+type pebbleLogger struct{}
 
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
+func (pebbleLogger) Infof(string, ...any) {}
+func (pebbleLogger) Errorf(format string, args ...any) {
+	slog.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
