@@ -13,8 +13,8 @@
 # root with apt-get installs it; anyone else is told exactly what to run.
 
 # DEPS_TEST lists, as package:command, what the tests need: yanglint checks
-# the YANG modules.
-DEPS_TEST=(libyang2-tools:yanglint)
+# the YANG modules; ip builds the network namespaces of the fault tests.
+DEPS_TEST=(libyang2-tools:yanglint iproute2:ip)
 
 # deps_ensure PACKAGE:COMMAND... installs the packages whose command is
 # missing, or explains how to and returns 1.
