@@ -546,6 +546,11 @@ func (a *applier) reindexRefs(ent *entry) error {
 		a.tx.Delete(k)
 		a.tx.Delete(refKey(target, leafKey))
 	}
+	if a.gone[ent.key] {
+		if again, err := a.entryExists(ent); err != nil || !again {
+			return err // deleted whole: it refers to nothing any more
+		}
+	}
 	for _, r := range refs {
 		elems := relElems(ent.elems, r.names)
 		leafKey := pathkey.Encode(elems)
