@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -200,6 +201,10 @@ func run(args []string) error {
 	if hlis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
+		// Profiles for diagnosing a node; --http is loopback by default.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
