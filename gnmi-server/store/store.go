@@ -47,7 +47,7 @@ type Reader interface {
 	Get(key []byte) ([]byte, bool, error)
 	// Scan calls fn for every key that starts with prefix, in key order,
 	// until fn returns an error, which Scan returns. The slices passed to fn
-	// are valid only during the call.
+	// are valid only during the call, and fn must not scan the same Reader.
 	Scan(prefix []byte, fn func(key, value []byte) error) error
 }
 
@@ -226,7 +226,9 @@ func (s *Store) commitGroup(group []*request) {
 			continue
 		}
 		tx := &tx{base: batch, writes: map[string][]byte{}, sorted: btree.NewOrderedG[string](32), now: now}
-		if err := r.fn(tx); err != nil {
+		err := r.fn(tx)
+		tx.close()
+		if err != nil {
 			errs[i] = err
 			continue
 		}
@@ -368,6 +370,35 @@ type tx struct {
 	order  []string          // keys of writes in first-write order
 	sorted *btree.BTreeG[string]
 	now    int64
+	// iter reads the batch for every Scan of the transaction: the batch
+	// does not change while the transaction runs (its writes go to writes),
+	// and positioning one iterator is much cheaper than creating one.
+	iter *pebble.Iterator
+}
+
+func (t *tx) close() {
+	if t.iter != nil {
+		t.iter.Close()
+		t.iter = nil
+	}
+}
+
+// scanBase calls fn for the batch's keys under prefix.
+func (t *tx) scanBase(prefix []byte, fn func(key, value []byte) error) error {
+	if t.iter == nil {
+		it, err := t.base.NewIter(nil)
+		if err != nil {
+			return err
+		}
+		t.iter = it
+	}
+	t.iter.SetBounds(prefix, pathkey.PrefixEnd(prefix))
+	for t.iter.First(); t.iter.Valid(); t.iter.Next() {
+		if err := fn(t.iter.Key(), t.iter.Value()); err != nil {
+			return err
+		}
+	}
+	return t.iter.Error()
 }
 
 var _ Tx = (*tx)(nil)
@@ -420,7 +451,7 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 		}
 		return nil
 	}
-	err := pebbleReader{t.base}.Scan(prefix, func(k, v []byte) error {
+	err := t.scanBase(prefix, func(k, v []byte) error {
 		if err := emitMine(k); err != nil {
 			return err
 		}
