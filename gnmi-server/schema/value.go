@@ -241,15 +241,22 @@ func fromTypedScalar(tv *gpb.TypedValue) any {
 	return nil
 }
 
-func toInt(v any) (int64, error) {
-	var s string
+// numberText returns the text of a number sent as a JSON number or, as
+// RFC 7951 does for 64-bit integers, as a string.
+func numberText(v any, want string) (string, error) {
 	switch n := v.(type) {
 	case json.Number:
-		s = n.String()
+		return n.String(), nil
 	case string:
-		s = n
-	default:
-		return 0, fmt.Errorf("want an integer, got %s", jsonKind(v))
+		return n, nil
+	}
+	return "", fmt.Errorf("want %s, got %s", want, jsonKind(v))
+}
+
+func toInt(v any) (int64, error) {
+	s, err := numberText(v, "an integer")
+	if err != nil {
+		return 0, err
 	}
 	i, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
@@ -259,14 +266,9 @@ func toInt(v any) (int64, error) {
 }
 
 func toUint(v any) (uint64, error) {
-	var s string
-	switch n := v.(type) {
-	case json.Number:
-		s = n.String()
-	case string:
-		s = n
-	default:
-		return 0, fmt.Errorf("want an unsigned integer, got %s", jsonKind(v))
+	s, err := numberText(v, "an unsigned integer")
+	if err != nil {
+		return 0, err
 	}
 	u, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
