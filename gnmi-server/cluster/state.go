@@ -42,7 +42,6 @@ func (c *Cluster) run(ctx context.Context) {
 		if st.Leader == c.cfg.NodeName {
 			c.recordSelf(ctx)
 		}
-		st.LastContact = 0 // not recorded; it would rewrite the state every tick
 		if st != last {
 			if err := c.writeState(ctx, st); err == nil {
 				last = st

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -68,12 +69,10 @@ type Node struct {
 
 	pub       *server.Publisher
 	committer server.Committer
-	// rollbacksDone is closed when the rollback watcher has stopped.
-	rollbacksDone chan struct{}
-	cancel        context.CancelFunc
-	name          string
-	log           *slog.Logger
-	done          chan struct{}
+	cancel    context.CancelFunc
+	name      string
+	log       *slog.Logger
+	loops     sync.WaitGroup // the background loops below
 }
 
 // Open opens the node's store in cfg.DataDir and records the node's state.
@@ -101,7 +100,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, done: make(chan struct{}), rollbacksDone: make(chan struct{})}
+	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub}
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
@@ -135,7 +134,8 @@ func Open(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	go n.clock(ctx, cfg.NodeName)
+	n.loops.Add(2)
+	go n.clock(ctx)
 	go n.rollbacks(ctx)
 	return n, nil
 }
@@ -143,8 +143,7 @@ func Open(cfg Config) (*Node, error) {
 // Close stops the node's background work and closes the store.
 func (n *Node) Close() error {
 	n.cancel()
-	<-n.done
-	<-n.rollbacksDone
+	n.loops.Wait()
 	return n.closeParts()
 }
 
@@ -207,8 +206,8 @@ func (n *Node) boot(cfg Config) error {
 
 // clock keeps /system/state/current-datetime fresh to the minute; it is a
 // coarse liveness signal, not a time service.
-func (n *Node) clock(ctx context.Context, name string) {
-	defer close(n.done)
+func (n *Node) clock(ctx context.Context) {
+	defer n.loops.Done()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -228,7 +227,7 @@ func (n *Node) clock(ctx context.Context, name string) {
 // deadline. The deadline is in the replicated store, so when the leader
 // changes during the window the new leader rolls back on time.
 func (n *Node) rollbacks(ctx context.Context) {
-	defer close(n.rollbacksDone)
+	defer n.loops.Done()
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -410,7 +410,6 @@ type Status struct {
 	Role                            string // LEADER, FOLLOWER, CANDIDATE or NONVOTER
 	Leader                          string
 	Term, CommitIndex, AppliedIndex uint64
-	LastContact                     time.Duration // since the leader was heard from; followers only
 }
 
 // Status reports the node's role, leader, term and indexes.
@@ -427,9 +426,6 @@ func (n *Node) Status() Status {
 		st.Role = "FOLLOWER"
 		if n.nonvoter() {
 			st.Role = "NONVOTER"
-		}
-		if lc := n.raft.LastContact(); !lc.IsZero() {
-			st.LastContact = time.Since(lc)
 		}
 	}
 	return st
