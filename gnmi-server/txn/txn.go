@@ -222,6 +222,9 @@ type applier struct {
 	cleared int             // deleted[:cleared] have been cleaned up
 	gone    map[string]bool // keys of the entries in deleted[:cleared]
 	swept   map[string]bool // keys of entries whose whole range a delete removed
+	// ensured holds entries whose key leaves exist, so that writing many
+	// leaves of one entry checks them once; a delete forgets it all.
+	ensured map[string]bool
 	changed []string
 	uniques map[string]bool // unique index prefixes whose holders changed
 	sites   []string        // sites deleted
@@ -232,7 +235,7 @@ func (e *Engine) apply(tx store.Tx, ops []Op, meta Meta) (*Result, []string, err
 	if err := e.Prepare(ops); err != nil {
 		return nil, nil, err
 	}
-	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}, gone: map[string]bool{}, swept: map[string]bool{}}
+	a := &applier{e: e, tx: tx, touched: map[string]*entry{}, uniques: map[string]bool{}, gone: map[string]bool{}, swept: map[string]bool{}, ensured: map[string]bool{}}
 	for i, op := range ops {
 		var err error
 		switch op.Kind {
@@ -672,6 +675,11 @@ func (a *applier) ensureEntries(elems []*gpb.PathElem) error {
 			continue
 		}
 		entryElems := elems[:i+1]
+		entryKey := string(pathkey.Encode(entryElems))
+		if a.ensured[entryKey] {
+			continue
+		}
+		a.ensured[entryKey] = true
 		for _, k := range cur.Keys {
 			kn := cur.Children[k]
 			if kn.Alias == nil {
@@ -742,6 +750,7 @@ func (a *applier) entryOf(elems []*gpb.PathElem) *entry {
 // delete removes the configuration at elems, which may hold wildcards.
 // Deleting what does not exist succeeds.
 func (a *applier) delete(elems []*gpb.PathElem) error {
+	clear(a.ensured)
 	nodes, err := a.e.s.Resolve(elems, true)
 	if err != nil {
 		var pe *schema.PathError
