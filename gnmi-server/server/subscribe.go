@@ -192,10 +192,12 @@ func (ss *session) syncResponse() error {
 }
 
 func (ss *session) keep(x *sub) func(*schema.Node, int) bool {
-	base := len(x.q.elems)
-	return func(n *schema.Node, l int) bool {
-		return x.covers(n) && (ss.depth == 0 || l-base < int(ss.depth)+1)
-	}
+	return func(n *schema.Node, l int) bool { return ss.keeps(x, n, l) }
+}
+
+// keeps reports whether sub x delivers leaf n whose path has l elements.
+func (ss *session) keeps(x *sub, n *schema.Node, l int) bool {
+	return x.covers(n) && (ss.depth == 0 || l-len(x.q.elems) < int(ss.depth)+1)
 }
 
 // update renders one leaf for the stream.
@@ -443,12 +445,12 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 	last := map[string]*pending{}
 	for _, c := range commits {
 		for _, ch := range c.Changes {
+			n := ss.s.cfg.Schema.Lookup(ch.Elems)
+			if n == nil {
+				continue
+			}
 			for _, x := range subs {
-				if !x.q.matcher.Match(ch.Elems) {
-					continue
-				}
-				n := ss.s.cfg.Schema.Lookup(ch.Elems)
-				if n == nil || !ss.keep(x)(n, len(ch.Elems)) {
+				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, n, len(ch.Elems)) {
 					continue
 				}
 				k := string(ch.Key)
