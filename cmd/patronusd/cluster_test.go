@@ -1336,6 +1336,100 @@ func TestRemoveMember(t *testing.T) {
 	})
 }
 
+// contacts reads every member's reachable and last-contact leaves as one
+// node sees them.
+func contacts(ctx context.Context, c gpb.GNMIClient) (map[string]bool, map[string]uint64, error) {
+	p, _ := pathNoT("/system/cluster/members/member[node-name=*]/state")
+	resp, err := c.Get(ctx, &gpb.GetRequest{Path: []*gpb.Path{p}, Encoding: gpb.Encoding_PROTO})
+	if err != nil {
+		return nil, nil, err
+	}
+	reach, last := map[string]bool{}, map[string]uint64{}
+	for _, n := range resp.GetNotification() {
+		for _, u := range n.GetUpdate() {
+			elems := append(append([]*gpb.PathElem{}, n.GetPrefix().GetElem()...), u.GetPath().GetElem()...)
+			name := elems[3].GetKey()["node-name"]
+			switch elems[len(elems)-1].GetName() {
+			case "reachable":
+				reach[name] = u.GetVal().GetBoolVal()
+			case "last-contact":
+				last[name] = u.GetVal().GetUintVal()
+			}
+		}
+	}
+	return reach, last, nil
+}
+
+// waitReachable polls node n until it reports want for every member named.
+func waitReachable(t testing.TB, n *cnode, want map[string]bool, timeout time.Duration) map[string]uint64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		reach, last, err := contacts(ctxT(t, 5*time.Second), n.client())
+		ok := err == nil
+		for name, w := range want {
+			if r, has := reach[name]; !has || r != w {
+				ok = false
+			}
+		}
+		if ok {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s reports reachability %v (%v), want %v", n.name, reach, err, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestMemberReachability(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 0)
+	leader := waitCluster(t, nodes, 3, 5*time.Second)
+	all := map[string]bool{"n1": true, "n2": true, "n3": true}
+	for _, n := range nodes {
+		last := waitReachable(t, n, all, 5*time.Second)
+		for name := range all {
+			if d := time.Since(time.Unix(0, int64(last[name]))); d < 0 || d > 3*time.Second {
+				t.Errorf("%s reports %s last contacted %v ago, want within 3s", n.name, name, d)
+			}
+		}
+	}
+	var victim, other *cnode
+	for _, n := range nodes {
+		if n != leader {
+			if victim == nil {
+				victim = n
+			} else {
+				other = n
+			}
+		}
+	}
+	killedAt := time.Now()
+	victim.d.kill()
+	down := map[string]bool{leader.name: true, other.name: true, victim.name: false}
+	// The leader judges by its heartbeats; the other follower takes the
+	// leader's word (copied once a second).
+	lastL := waitReachable(t, leader, down, 3*time.Second)
+	t.Logf("leader %s saw %s unreachable %v after the kill", leader.name, victim.name, time.Since(killedAt).Round(time.Millisecond))
+	waitReachable(t, other, down, 5*time.Second)
+	stale := time.Unix(0, int64(lastL[victim.name]))
+	if stale.After(killedAt.Add(time.Second)) || stale.Before(killedAt.Add(-3*time.Second)) {
+		t.Errorf("leader reports the killed %s last contacted at %v, killed at %v", victim.name, stale, killedAt)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, last, err := contacts(ctxT(t, 5*time.Second), leader.client()); err != nil || last[victim.name] != lastL[victim.name] {
+		t.Errorf("the killed member's last-contact moved on the leader: %d, then %d (%v)", lastL[victim.name], last[victim.name], err)
+	}
+	victim.launch()
+	if err := victim.ready(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		waitReachable(t, n, all, 5*time.Second)
+	}
+}
+
 // ---------------------------------------------------------------------------
 // 6. Linearizable reads on followers.
 

@@ -50,6 +50,8 @@ type Cluster struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by gNMI address; guarded by mu
 
+	contacts contacts // owned by the run loop
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }

@@ -47,6 +47,7 @@ func (c *Cluster) run(ctx context.Context) {
 				last = st
 			}
 		}
+		c.refreshContacts(ctx, time.Now(), st)
 	}
 }
 

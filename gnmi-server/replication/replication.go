@@ -85,6 +85,11 @@ type Node struct {
 
 	mu        sync.Mutex
 	observers []*raft.Observer // guarded by mu
+	// failing holds, while this node leads, the peers whose heartbeats
+	// fail, with the last time each answered; guarded by mu.
+	failing map[raft.ServerID]time.Time
+	// failingTerm is the term failing belongs to; guarded by mu.
+	failingTerm uint64
 	applied   uint64           // guarded by mu
 	waiters   chan struct{}    // closed and replaced on each apply; guarded by mu
 }
@@ -176,6 +181,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.startIndex = r.LastIndex()
+	n.watchHeartbeats()
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, logs, snaps)
 		if err != nil {
@@ -478,6 +484,98 @@ func (n *Node) LeaderChanges() <-chan string {
 		}
 	}()
 	return out
+}
+
+// Contact is what this node knows of its contact with another member.
+type Contact struct {
+	Reachable bool
+	// LastContact is when it last heard from the member; zero if never.
+	LastContact time.Time
+}
+
+// Contacts reports this node's contact with the members it can judge: all
+// of them on the leader (from its heartbeats), itself and the leader on a
+// follower. lastContactBound is how long a follower may go without hearing
+// from its leader before it reports it unreachable.
+func (n *Node) Contacts(now time.Time, lastContactBound time.Duration) map[string]Contact {
+	out := map[string]Contact{string(n.id): {Reachable: true, LastContact: now}}
+	if n.raft.State() != raft.Leader {
+		_, id := n.raft.LeaderWithID()
+		if id != "" && id != n.id {
+			last := n.raft.LastContact()
+			out[string(id)] = Contact{Reachable: !last.IsZero() && now.Sub(last) <= lastContactBound, LastContact: last}
+		}
+		return out
+	}
+	members, err := n.Members()
+	if err != nil {
+		return out
+	}
+	term := n.term()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failingTerm != term {
+		n.failing, n.failingTerm = nil, term
+	}
+	for _, m := range members {
+		if m.Name == string(n.id) {
+			continue
+		}
+		if last, bad := n.failing[raft.ServerID(m.Name)]; bad {
+			out[m.Name] = Contact{LastContact: last}
+		} else {
+			out[m.Name] = Contact{Reachable: true, LastContact: now}
+		}
+	}
+	return out
+}
+
+func (n *Node) term() uint64 {
+	var t uint64
+	fmt.Sscan(n.raft.Stats()["term"], &t)
+	return t
+}
+
+// watchHeartbeats follows the leader's failed and resumed heartbeats.
+func (n *Node) watchHeartbeats() {
+	obs := make(chan raft.Observation, 64)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	})
+	n.raft.RegisterObserver(o)
+	n.mu.Lock()
+	n.observers = append(n.observers, o)
+	n.mu.Unlock()
+	go func() {
+		for {
+			select {
+			case ob := <-obs:
+				term := n.term()
+				n.mu.Lock()
+				if n.failingTerm != term {
+					n.failing, n.failingTerm = nil, term
+				}
+				switch d := ob.Data.(type) {
+				case raft.FailedHeartbeatObservation:
+					if n.failing == nil {
+						n.failing = map[raft.ServerID]time.Time{}
+					}
+					if last, ok := n.failing[d.PeerID]; !ok || !d.LastContact.IsZero() || last.IsZero() {
+						n.failing[d.PeerID] = d.LastContact
+					}
+				case raft.ResumedHeartbeatObservation:
+					delete(n.failing, d.PeerID)
+				}
+				n.mu.Unlock()
+			case <-n.closed:
+				return
+			}
+		}
+	}()
 }
 
 var _ io.Closer = (*Node)(nil)
