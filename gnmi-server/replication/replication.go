@@ -90,8 +90,8 @@ type Node struct {
 	failing map[raft.ServerID]time.Time
 	// failingTerm is the term failing belongs to; guarded by mu.
 	failingTerm uint64
-	applied   uint64           // guarded by mu
-	waiters   chan struct{}    // closed and replaced on each apply; guarded by mu
+	applied     uint64        // guarded by mu
+	waiters     chan struct{} // closed and replaced on each apply; guarded by mu
 }
 
 // Errors of Apply. ErrNotLeader means nothing was proposed; ErrUnknown means
