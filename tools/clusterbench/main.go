@@ -24,7 +24,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -61,6 +63,8 @@ var (
 	flagTrials    = flag.Int("trials", 20, "failover trials")
 	flagTimeout   = flag.Duration("write-timeout", 2*time.Second, "timeout of each write in the failover loop")
 	flagKeep      = flag.Bool("keep", false, "keep the temporary directory (data and logs)")
+	flagOnly      = flag.String("only", "", "run only this part: \"put\" (the concurrent put workload on patronus alone, no etcd)")
+	flagProfile   = flag.String("profile", "", "with -only put: write a CPU profile of each patronus node, taken during the workload, into this directory")
 )
 
 // ---------------------------------------------------------------------------
@@ -215,6 +219,7 @@ type cluster interface {
 type patronus struct {
 	procs []*proc
 	addrs []string
+	https []string // HTTP (metrics, pprof) addresses
 	cs    []gpb.GNMIClient
 	lead  gpb.GNMIClient
 }
@@ -256,9 +261,10 @@ func jsonVal(s string) *gpb.TypedValue {
 func startPatronus() *patronus {
 	c := &patronus{}
 	for i := range 3 {
-		name, addr := fmt.Sprintf("n%d", i+1), freeAddr()
+		name, addr, httpAddr := fmt.Sprintf("n%d", i+1), freeAddr(), freeAddr()
 		args := []string{*flagPatronusd, "--insecure", "--node-name", name, "--data-dir", filepath.Join(tmpDir, "patronus-"+name),
-			"--listen", addr, "--http", freeAddr(), "--raft-listen", freeAddr(), "--log-level", "warn"}
+			"--listen", addr, "--http", httpAddr, "--raft-listen", freeAddr(), "--log-level", "warn"}
+		c.https = append(c.https, httpAddr)
 		if i > 0 { // they retry until n1 leads
 			args = append(args, "--join", c.addrs[0])
 		}
@@ -629,8 +635,12 @@ func main() {
 	go func() { fatal("%v: stopping", <-sig) }()
 	defer cleanup()
 
+	if *flagOnly == "put" {
+		putOnly(value(), *flagProfile)
+		return
+	}
 	etcdVersion, _ := exec.Command(*flagEtcd, "--version").Output()
-	value := strings.Repeat("v", *flagValue)
+	value := value()
 	logf("starting the clusters in %s", tmpDir)
 	p, e := startPatronus(), startEtcd()
 	ps, es := bench("patronus", p, value), bench("etcd", e, value)
@@ -665,4 +675,35 @@ func main() {
 		fatal("%v", err)
 	}
 	fmt.Println("\nwrote", *flagOut)
+}
+
+func value() string { return strings.Repeat("v", *flagValue) }
+
+// putOnly runs the concurrent put workload on patronus alone, optionally
+// with a CPU profile of every node taken while it runs.
+func putOnly(value, profileDir string) {
+	logf("starting patronus in %s", tmpDir)
+	c := startPatronus()
+	c.useLeader()
+	var wg sync.WaitGroup
+	if profileDir != "" {
+		must(os.MkdirAll(profileDir, 0o755), "profile dir")
+		secs := max(1, int(flagDuration.Seconds())-1)
+		for i, h := range c.https {
+			wg.Go(func() {
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", h, secs))
+				must(err, "profile")
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				must(err, "profile")
+				must(os.WriteFile(filepath.Join(profileDir, fmt.Sprintf("n%d.pprof", i+1)), b, 0o644), "profile")
+			})
+		}
+	}
+	l := run(fmt.Sprintf("patronus: put, %d clients", *flagClients), *flagClients, func(ctx context.Context, w, i int) error {
+		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
+	})
+	wg.Wait()
+	leader, _ := c.leader()
+	fmt.Printf("put, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms (leader n%d)\n", *flagClients, l.PerSecond, l.P50ms, l.P99ms, leader+1)
 }
