@@ -1,0 +1,163 @@
+package telemetry
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
+)
+
+func loaded(t *testing.T) *nodetest.Node {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "testdata", "scenario1", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.Client.Set(ctx, &gpb.SetRequest{Replace: []*gpb.Update{{Path: &gpb.Path{}, Val: nodetest.JSONIETF(b)}}}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// leaves reads every leaf under path as PROTO values, by path string.
+func leaves(t *testing.T, n *nodetest.Node, path string) map[string]*gpb.TypedValue {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := n.Client.Get(ctx, &gpb.GetRequest{Path: []*gpb.Path{nodetest.Path(t, path)}, Encoding: gpb.Encoding_PROTO, Type: gpb.GetRequest_STATE})
+	out := map[string]*gpb.TypedValue{}
+	if status.Code(err) == codes.NotFound {
+		return out
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nt := range resp.GetNotification() {
+		for _, u := range nt.GetUpdate() {
+			p := &gpb.Path{Elem: append(append([]*gpb.PathElem{}, nt.GetPrefix().GetElem()...), u.GetPath().GetElem()...)}
+			s, _ := pathString(p)
+			out[s] = u.GetVal()
+		}
+	}
+	return out
+}
+
+func pathString(p *gpb.Path) (string, error) {
+	s := ""
+	for _, e := range p.GetElem() {
+		s += "/" + e.GetName()
+		for _, k := range []string{"name", "protocol", "source-address", "source-port", "destination-address", "destination-port"} {
+			if v, ok := e.GetKey()[k]; ok {
+				s += "[" + k + "=" + v + "]"
+			}
+		}
+	}
+	return s, nil
+}
+
+func TestWriter(t *testing.T) {
+	n := loaded(t)
+	ctx := context.Background()
+	w := NewWriter(n.Store)
+	changed := time.Unix(1700000000, 0)
+	snap := &Snapshot{
+		Paths: map[string]Path{
+			"hq-mpls--branch-1-mpls": {Health: "UP", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 10, ProbesReceived: 9, TxPackets: 3, TxBytes: 300},
+			"no-such-path":           {Health: "DOWN"},
+		},
+		Policies: map[string]Policy{"voice-sip": {ActivePath: "hq-mpls--branch-1-mpls", PacketsMatched: 5, BytesMatched: 500, ActiveFlows: 1}},
+		Flows: []Flow{{Protocol: 17, Src: netip.MustParseAddrPort("10.1.0.2:4000"), Dst: netip.MustParseAddrPort("10.2.0.2:5060"),
+			Policy: "voice-sip", Path: "hq-mpls--branch-1-mpls", Packets: 5, Bytes: 500, FirstSeen: changed, LastSeen: changed.Add(time.Second)}},
+		Endpoints: []Endpoint{{Site: "hq", Name: "mpls", Up: true}},
+	}
+	if err := w.Write(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	p := leaves(t, n, "/paths/path[name=hq-mpls--branch-1-mpls]/state")
+	base := "/paths/path[name=hq-mpls--branch-1-mpls]/state/"
+	checks := map[string]func(*gpb.TypedValue) bool{
+		"health-status":            func(v *gpb.TypedValue) bool { return v.GetStringVal() == "UP" },
+		"latency":                  func(v *gpb.TypedValue) bool { return v.GetUintVal() == 12345 },
+		"jitter":                   func(v *gpb.TypedValue) bool { return v.GetUintVal() == 678 },
+		"loss":                     func(v *gpb.TypedValue) bool { d := v.GetDecimalVal(); return d.GetDigits() == 1250 && d.GetPrecision() == 3 },
+		"bandwidth":                func(v *gpb.TypedValue) bool { return v.GetUintVal() == 50000 },
+		"last-change":              func(v *gpb.TypedValue) bool { return v.GetUintVal() == uint64(changed.UnixNano()) },
+		"counters/probes-received": func(v *gpb.TypedValue) bool { return v.GetUintVal() == 9 },
+		"counters/tx-bytes":        func(v *gpb.TypedValue) bool { return v.GetUintVal() == 300 },
+	}
+	for leaf, ok := range checks {
+		if v := p[base+leaf]; v == nil || !ok(v) {
+			t.Errorf("%s%s = %v", base, leaf, v)
+		}
+	}
+	if got := leaves(t, n, "/paths/path[name=no-such-path]"); len(got) != 0 {
+		t.Errorf("measured state written for a path that is not configured: %v", got)
+	}
+	if v := leaves(t, n, "/policies/policy[name=voice-sip]/state/active-path")["/policies/policy[name=voice-sip]/state/active-path"]; v.GetStringVal() != "hq-mpls--branch-1-mpls" {
+		t.Errorf("active-path = %v", v)
+	}
+	flows := leaves(t, n, "/flows")
+	fbase := "/flows/flow[protocol=17][source-address=10.1.0.2][source-port=4000][destination-address=10.2.0.2][destination-port=5060]/state/"
+	if v := flows[fbase+"packets"]; v.GetUintVal() != 5 {
+		t.Errorf("flow packets = %v (flows: %v)", v, flows)
+	}
+	if v := leaves(t, n, "/sites/site[name=hq]/endpoints/endpoint[name=mpls]/state/oper-status"); len(v) != 1 {
+		t.Errorf("oper-status: %v", v)
+	}
+
+	// Only what changed is written; what is left out is deleted.
+	var changes int
+	before := n.Feed.Last()
+	snap.Paths["hq-mpls--branch-1-mpls"] = Path{Health: "DOWN", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 11, ProbesReceived: 9, TxPackets: 3, TxBytes: 300}
+	snap.Flows = nil
+	if err := w.Write(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	cur := n.Feed.From(before)
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	commits, err := cur.Next(cctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commits {
+		changes += len(c.Changes)
+	}
+	// health-status, probes-sent and the flow's 11 leaves.
+	if changes != 13 {
+		t.Errorf("second write changed %d leaves, want 13", changes)
+	}
+	if got := leaves(t, n, "/flows"); len(got) != 0 {
+		t.Errorf("expired flow still served: %v", got)
+	}
+
+	// A new writer (a restarted node) clears a stale flow table.
+	if err := w.Write(ctx, &Snapshot{Flows: []Flow{{Protocol: 6, Src: netip.MustParseAddrPort("[2001:db8::1]:1"), Dst: netip.MustParseAddrPort("[2001:db8::2]:2"), Policy: "bulk"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(n.Store).Write(ctx, &Snapshot{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := leaves(t, n, "/flows"); len(got) != 0 {
+		t.Errorf("a new writer left an earlier run's flows: %v", got)
+	}
+
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := leaves(t, n, "/policies/policy[name=voice-sip]/state/counters"); len(got) != 0 {
+		t.Errorf("Close left measured leaves: %v", got)
+	}
+}
