@@ -88,10 +88,13 @@ func TestWriter(t *testing.T) {
 	p := leaves(t, n, "/paths/path[name=hq-mpls--branch-1-mpls]/state")
 	base := "/paths/path[name=hq-mpls--branch-1-mpls]/state/"
 	checks := map[string]func(*gpb.TypedValue) bool{
-		"health-status":            func(v *gpb.TypedValue) bool { return v.GetStringVal() == "UP" },
-		"latency":                  func(v *gpb.TypedValue) bool { return v.GetUintVal() == 12345 },
-		"jitter":                   func(v *gpb.TypedValue) bool { return v.GetUintVal() == 678 },
-		"loss":                     func(v *gpb.TypedValue) bool { d := v.GetDecimalVal(); return d.GetDigits() == 1250 && d.GetPrecision() == 3 },
+		"health-status": func(v *gpb.TypedValue) bool { return v.GetStringVal() == "UP" },
+		"latency":       func(v *gpb.TypedValue) bool { return v.GetUintVal() == 12345 },
+		"jitter":        func(v *gpb.TypedValue) bool { return v.GetUintVal() == 678 },
+		"loss": func(v *gpb.TypedValue) bool {
+			d := v.GetDecimalVal()
+			return d.GetDigits() == 1250 && d.GetPrecision() == 3
+		},
 		"bandwidth":                func(v *gpb.TypedValue) bool { return v.GetUintVal() == 50000 },
 		"last-change":              func(v *gpb.TypedValue) bool { return v.GetUintVal() == uint64(changed.UnixNano()) },
 		"counters/probes-received": func(v *gpb.TypedValue) bool { return v.GetUintVal() == 9 },
