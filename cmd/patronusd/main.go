@@ -58,7 +58,7 @@ func parseFlags(args []string) (*options, bool, error) {
 	fs.StringVar(&o.nodeName, "node-name", host, "this node's name")
 	fs.StringVar(&o.join, "join", "", "gNMI address of any member of an existing cluster to join; without it an empty data dir bootstraps a new single-node cluster")
 	fs.BoolVar(&o.nonvoter, "nonvoter", false, "join as a non-voting member (an edge node that replicates config but does not vote)")
-	fs.StringVar(&o.site, "site", "", "the site this node serves (the dataplane is not in this build)")
+	fs.StringVar(&o.site, "site", "", "the site this node serves: runs its dataplane (eBPF classifier, policy routing, probes); needs root")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA that client certificates must chain to (not in this build)")
@@ -97,8 +97,6 @@ func parseFlags(args []string) (*options, bool, error) {
 	switch {
 	case o.nonvoter && o.join == "":
 		return nil, false, errors.New("--nonvoter needs --join: a new cluster's first node is a voter")
-	case o.site != "":
-		return nil, false, errors.New("--site: the dataplane is not available in this build")
 	case o.tlsCA != "":
 		return nil, false, errors.New("--tls-ca: client certificate authentication is not available in this build")
 	case o.adminPasswordFile != "":
@@ -171,7 +169,7 @@ func run(args []string) error {
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	}
 	n, err := node.Open(node.Config{
-		DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log,
+		DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log, Site: o.site,
 		Cluster: &node.ClusterConfig{
 			RaftAddr: o.raftListen, GNMIAddr: lis.Addr().String(), Join: o.join, Nonvoter: o.nonvoter, Dial: dial,
 			SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLogs,

@@ -1,4 +1,4 @@
-package telemetry
+package telemetry_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/patronus-sdwan/patronus/collector/telemetry"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
 )
 
@@ -70,17 +71,17 @@ func pathString(p *gpb.Path) (string, error) {
 func TestWriter(t *testing.T) {
 	n := loaded(t)
 	ctx := context.Background()
-	w := NewWriter(n.Store)
+	w := telemetry.NewWriter(n.Store)
 	changed := time.Unix(1700000000, 0)
-	snap := &Snapshot{
-		Paths: map[string]Path{
+	snap := &telemetry.Snapshot{
+		Paths: map[string]telemetry.Path{
 			"hq-mpls--branch-1-mpls": {Health: "UP", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 10, ProbesReceived: 9, TxPackets: 3, TxBytes: 300},
 			"no-such-path":           {Health: "DOWN"},
 		},
-		Policies: map[string]Policy{"voice-sip": {ActivePath: "hq-mpls--branch-1-mpls", PacketsMatched: 5, BytesMatched: 500, ActiveFlows: 1}},
-		Flows: []Flow{{Protocol: 17, Src: netip.MustParseAddrPort("10.1.0.2:4000"), Dst: netip.MustParseAddrPort("10.2.0.2:5060"),
+		Policies: map[string]telemetry.Policy{"voice-sip": {ActivePath: "hq-mpls--branch-1-mpls", PacketsMatched: 5, BytesMatched: 500, ActiveFlows: 1}},
+		Flows: []telemetry.Flow{{Protocol: 17, Src: netip.MustParseAddrPort("10.1.0.2:4000"), Dst: netip.MustParseAddrPort("10.2.0.2:5060"),
 			Policy: "voice-sip", Path: "hq-mpls--branch-1-mpls", Packets: 5, Bytes: 500, FirstSeen: changed, LastSeen: changed.Add(time.Second)}},
-		Endpoints: []Endpoint{{Site: "hq", Name: "mpls", Up: true}},
+		Endpoints: []telemetry.Endpoint{{Site: "hq", Name: "mpls", Up: true}},
 	}
 	if err := w.Write(ctx, snap); err != nil {
 		t.Fatal(err)
@@ -123,7 +124,7 @@ func TestWriter(t *testing.T) {
 	// Only what changed is written; what is left out is deleted.
 	var changes int
 	before := n.Feed.Last()
-	snap.Paths["hq-mpls--branch-1-mpls"] = Path{Health: "DOWN", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 11, ProbesReceived: 9, TxPackets: 3, TxBytes: 300}
+	snap.Paths["hq-mpls--branch-1-mpls"] = telemetry.Path{Health: "DOWN", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 11, ProbesReceived: 9, TxPackets: 3, TxBytes: 300}
 	snap.Flows = nil
 	if err := w.Write(ctx, snap); err != nil {
 		t.Fatal(err)
@@ -147,10 +148,10 @@ func TestWriter(t *testing.T) {
 	}
 
 	// A new writer (a restarted node) clears a stale flow table.
-	if err := w.Write(ctx, &Snapshot{Flows: []Flow{{Protocol: 6, Src: netip.MustParseAddrPort("[2001:db8::1]:1"), Dst: netip.MustParseAddrPort("[2001:db8::2]:2"), Policy: "bulk"}}}); err != nil {
+	if err := w.Write(ctx, &telemetry.Snapshot{Flows: []telemetry.Flow{{Protocol: 6, Src: netip.MustParseAddrPort("[2001:db8::1]:1"), Dst: netip.MustParseAddrPort("[2001:db8::2]:2"), Policy: "bulk"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewWriter(n.Store).Write(ctx, &Snapshot{}); err != nil {
+	if err := telemetry.NewWriter(n.Store).Write(ctx, &telemetry.Snapshot{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := leaves(t, n, "/flows"); len(got) != 0 {

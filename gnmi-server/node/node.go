@@ -14,6 +14,8 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc"
 
+	"github.com/patronus-sdwan/patronus/collector/history"
+	"github.com/patronus-sdwan/patronus/dataplane/agent"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -38,6 +40,12 @@ type Config struct {
 	// Cluster, if set, replicates the store with Raft; without it the node
 	// commits Sets to its store alone.
 	Cluster *ClusterConfig
+	// Site, if set, is the site this node serves: it runs the site's
+	// dataplane (classifier, routing, probes, collectors).
+	Site string
+	// CollectInterval is how often the dataplane writes measured state
+	// (default 1 s).
+	CollectInterval time.Duration
 }
 
 // ClusterConfig configures replication.
@@ -66,6 +74,7 @@ type Node struct {
 
 	Repl    *replication.Node
 	Cluster *cluster.Cluster
+	Agent   *agent.Agent // nil unless the node serves a site
 
 	pub       *server.Publisher
 	committer server.Committer
@@ -122,6 +131,7 @@ func Open(cfg Config) (*Node, error) {
 		})
 		scfg.Committer, scfg.Reads = n.Cluster, n.Cluster
 	}
+	scfg.History = history.NewReader(st)
 	if scfg.Committer == nil {
 		scfg.Committer = server.LocalCommitter{Store: st, Engine: eng}
 	}
@@ -132,10 +142,19 @@ func Open(cfg Config) (*Node, error) {
 		n.closeParts()
 		return nil, err
 	}
+	if cfg.Site != "" {
+		n.Agent, err = agent.Start(agent.Config{Site: cfg.Site, NodeName: cfg.NodeName, Store: st, Feed: n.Feed, Engine: eng,
+			Interval: cfg.CollectInterval, Logger: cfg.Logger})
+		if err != nil {
+			n.closeParts()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.loops.Add(2)
+	n.loops.Add(3)
 	go n.clock(ctx)
+	go n.record(ctx)
 	go n.rollbacks(ctx)
 	return n, nil
 }
@@ -149,6 +168,9 @@ func (n *Node) Close() error {
 
 func (n *Node) closeParts() error {
 	var errs []error
+	if n.Agent != nil {
+		errs = append(errs, n.Agent.Close())
+	}
 	if n.Cluster != nil {
 		n.Cluster.Close()
 	}
@@ -179,6 +201,11 @@ func (n *Node) boot(cfg Config) error {
 			tx.Set(pathkey.Encode(elems), txn.EncodeValue(tv))
 		}
 		set(sysState("node-name"), str(cfg.NodeName))
+		if cfg.Site != "" {
+			set(sysState("site"), str(cfg.Site))
+		} else {
+			tx.Delete(pathkey.Encode(sysState("site")))
+		}
 		set(sysState("version"), str(Version))
 		set(sysState("boot-time"), u64(now))
 		set(sysState("current-datetime"), u64(now))
@@ -221,6 +248,43 @@ func (n *Node) clock(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// record samples the node's measured state into its history every
+// /system/stats-history/config/interval and trims what is older than the
+// retention.
+func (n *Node) record(ctx context.Context) {
+	defer n.loops.Done()
+	rec := history.NewRecorder(n.Store, n.Schema)
+	for {
+		interval := time.Duration(n.setting("interval", 10)) * time.Second
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		now := time.Now()
+		if err := rec.Sample(ctx, now); err != nil && ctx.Err() == nil {
+			n.log.Warn("recording stats history", "err", err)
+		}
+		retention := time.Duration(n.setting("retention", 604800)) * time.Second
+		if err := rec.Trim(ctx, now.Add(-retention)); err != nil && ctx.Err() == nil {
+			n.log.Warn("trimming stats history", "err", err)
+		}
+	}
+}
+
+// setting reads a /system/stats-history/config leaf in seconds.
+func (n *Node) setting(leaf string, def uint64) uint64 {
+	b, ok, err := n.Store.Get(pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "stats-history"}, {Name: "config"}, {Name: leaf}}))
+	if err != nil || !ok {
+		return def
+	}
+	tv, err := txn.DecodeValue(b)
+	if err != nil || tv.GetUintVal() == 0 {
+		return def
+	}
+	return tv.GetUintVal()
 }
 
 // rollbacks rolls back a confirmed commit that was not confirmed by its

@@ -650,7 +650,7 @@ func TestGetBadInputs(t *testing.T) {
 			code: codes.InvalidArgument},
 		{name: "History extension", req: &gpb.GetRequest{Path: []*gpb.Path{p("/sites")},
 			Extension: []*gnmi_ext.Extension{{Ext: &gnmi_ext.Extension_History{History: &gnmi_ext.History{}}}}},
-			code: codes.Unimplemented, mention: []string{"History"}},
+			code: codes.InvalidArgument, mention: []string{"History"}},
 		{name: "valid path without data", req: get(gpb.Encoding_JSON_IETF, p("/sites/site[name=nowhere]")),
 			code: codes.NotFound, mention: []string{"/sites/site[name=nowhere]"}},
 		{name: "valid leaf without data", req: get(gpb.Encoding_PROTO, p("/sites/site[name=hq]/config/description")),

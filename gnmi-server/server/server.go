@@ -88,8 +88,20 @@ type Config struct {
 	// Authorize, if set, is consulted on every RPC.
 	Authorize Authorizer
 	// User returns the authenticated user of a request, for audit records.
-	User   func(ctx context.Context) string
-	Logger *slog.Logger
+	User func(ctx context.Context) string
+	// History, if set, serves the History extension of Subscribe.
+	History History
+	Logger  *slog.Logger
+}
+
+// History reads a node's measured state as it was in the past.
+type History interface {
+	// At returns the recorded state as of the newest sample taken at or
+	// before t (ns since the epoch), and that sample's time.
+	At(t int64) (store.Reader, int64, error)
+	// Range calls fn for every sample taken in [start, end), in time
+	// order, with the leaves it changed (a nil Value: deleted).
+	Range(start, end int64, fn func(t int64, changes []store.Change) error) error
 }
 
 // Server is the gNMI service.
@@ -198,14 +210,19 @@ func (s *Server) Capabilities(ctx context.Context, req *gpb.CapabilityRequest) (
 		return nil, status.Error(codes.InvalidArgument, "Capabilities takes no extensions")
 	}
 	version, _ := proto.GetExtension(gpb.File_github_com_openconfig_gnmi_proto_gnmi_gnmi_proto.Options(), gpb.E_GnmiService).(string)
+	// Extensions this server understands, each as an empty instance.
+	exts := []*gnmi_ext.Extension{
+		{Ext: &gnmi_ext.Extension_Depth{Depth: &gnmi_ext.Depth{}}},
+		{Ext: &gnmi_ext.Extension_Commit{Commit: &gnmi_ext.Commit{}}},
+	}
+	if s.cfg.History != nil {
+		exts = append(exts, &gnmi_ext.Extension{Ext: &gnmi_ext.Extension_History{History: &gnmi_ext.History{}}})
+	}
 	return &gpb.CapabilityResponse{
 		SupportedModels:    s.cfg.Schema.Modules,
 		SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON, gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO},
 		GNMIVersion:        version,
-		// Extensions this server understands, each as an empty instance.
-		Extension: []*gnmi_ext.Extension{
-			{Ext: &gnmi_ext.Extension_Depth{Depth: &gnmi_ext.Depth{}}},
-		},
+		Extension:          exts,
 	}, nil
 }
 
@@ -265,7 +282,7 @@ func checkEncoding(e gpb.Encoding) error {
 }
 
 // depthOf returns the Depth extension's level (0: unlimited) and rejects
-// extensions that do not apply.
+// extensions that do not apply. History is Subscribe's, read by historyOf.
 func depthOf(exts []*gnmi_ext.Extension, rpc string) (uint32, error) {
 	var depth uint32
 	for _, x := range exts {
@@ -273,7 +290,9 @@ func depthOf(exts []*gnmi_ext.Extension, rpc string) (uint32, error) {
 		case *gnmi_ext.Extension_Depth:
 			depth = e.Depth.GetLevel()
 		case *gnmi_ext.Extension_History:
-			return 0, status.Errorf(codes.Unimplemented, "%s: the History extension is not supported yet", rpc)
+			if rpc != "Subscribe" {
+				return 0, status.Errorf(codes.InvalidArgument, "%s: the History extension applies to Subscribe only", rpc)
+			}
 		case *gnmi_ext.Extension_RegisteredExt:
 			return 0, status.Errorf(codes.Unimplemented, "%s: registered extension %d is not supported", rpc, e.RegisteredExt.GetId())
 		default:

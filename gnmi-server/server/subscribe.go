@@ -66,6 +66,9 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	if err := ss.init(req); err != nil {
 		return err
 	}
+	if h := historyOf(req.GetExtension()); h != nil {
+		return ss.history(h)
+	}
 	switch list.GetMode() {
 	case gpb.SubscriptionList_ONCE:
 		return ss.once()
@@ -217,35 +220,37 @@ func (ss *session) update(x *sub, l leaf) (*gpb.Update, error) {
 // leaf once, from one snapshot. It returns the snapshot's commit sequence.
 func (ss *session) sendAll(subs []*sub, ts int64) (uint64, error) {
 	var seq uint64
-	b := &batch{ss: ss}
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
 		seq = sq
-		seen := map[string]bool{}
-		for _, x := range subs {
-			err := ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
-				if seen[string(l.key)] {
-					return nil
-				}
-				seen[string(l.key)] = true
-				u, err := ss.update(x, l)
-				if err != nil {
-					return err
-				}
-				if x.lastSent != nil {
-					x.lastSent[string(l.key)] = txn.EncodeValue(l.value)
-				}
-				return b.add(ts, u, nil)
-			})
+		return ss.sendFrom(r, subs, ts)
+	})
+	return seq, err
+}
+
+// sendFrom sends every leaf of r that the given subs cover, each leaf once.
+func (ss *session) sendFrom(r store.Reader, subs []*sub, ts int64) error {
+	b := &batch{ss: ss}
+	seen := map[string]bool{}
+	for _, x := range subs {
+		err := ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
+			if seen[string(l.key)] {
+				return nil
+			}
+			seen[string(l.key)] = true
+			u, err := ss.update(x, l)
 			if err != nil {
 				return err
 			}
+			if x.lastSent != nil {
+				x.lastSent[string(l.key)] = txn.EncodeValue(l.value)
+			}
+			return b.add(ts, u, nil)
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
 	}
-	return seq, b.flush()
+	return b.flush()
 }
 
 func (ss *session) once() error {

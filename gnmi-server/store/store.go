@@ -326,6 +326,12 @@ func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	return pebbleReader{s.db}.Scan(prefix, fn)
 }
 
+// ScanRange reads committed keys k with lo <= k < hi in key order, like
+// Scan.
+func (s *Store) ScanRange(lo, hi []byte, fn func(key, value []byte) error) error {
+	return pebbleReader{s.db}.scanRange(lo, hi, fn)
+}
+
 // Metrics returns Pebble's metrics.
 func (s *Store) Metrics() *pebble.Metrics { return s.db.Metrics() }
 
@@ -350,7 +356,11 @@ func (r pebbleReader) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: pathkey.PrefixEnd(prefix)})
+	return r.scanRange(prefix, pathkey.PrefixEnd(prefix), fn)
+}
+
+func (r pebbleReader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
+	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
