@@ -57,11 +57,12 @@ type Config struct {
 
 // A Prober probes one path. Its methods are safe for concurrent use.
 type Prober struct {
-	cfg     Config // defaults applied; Interval and SLA are read under mu
+	cfg     Config // defaults applied; fixed after New
 	running atomic.Bool
-	reset   chan struct{} // Interval changed
+	reset   chan struct{} // the interval changed
 
-	// mu guards the tracker and cfg.Interval.
+	// mu guards the tracker (with its SLA) and the interval, which SetSLA
+	// and SetInterval change while Run reads them.
 	mu       sync.Mutex
 	tracker  *tracker
 	interval time.Duration
