@@ -79,8 +79,8 @@ type Writer struct {
 	last map[string][]byte
 }
 
-// NewWriter returns a writer into st. Leaves left by an earlier run are
-// cleared on the first Write.
+// NewWriter returns a writer into st. Measured leaves left by an earlier
+// run (a crash) are deleted by the first Write, unless it writes them.
 func NewWriter(st *store.Store) *Writer { return &Writer{st: st} }
 
 func u64(v uint64) []byte {
@@ -120,11 +120,39 @@ func at(base []*gpb.PathElem, names ...string) []*gpb.PathElem {
 	return out
 }
 
-// Prefixes of the measured subtrees, for clearing an earlier run's leaves.
+// measuredRoots are the subtrees holding measured leaves.
 func measuredRoots() [][]byte {
 	return [][]byte{
+		pathkey.Encode([]*gpb.PathElem{{Name: "paths"}}),
+		pathkey.Encode([]*gpb.PathElem{{Name: "policies"}}),
+		pathkey.Encode([]*gpb.PathElem{{Name: "sites"}}),
 		pathkey.Encode([]*gpb.PathElem{{Name: "flows"}}),
 	}
+}
+
+// measured reports whether elems is a leaf a Writer writes: an earlier run
+// left it if the new writer has not written it yet.
+func measured(elems []*gpb.PathElem) bool {
+	names := make([]string, len(elems))
+	for i, e := range elems {
+		names[i] = e.GetName()
+	}
+	switch {
+	case len(names) == 0:
+		return false
+	case names[0] == "flows":
+		return true
+	case names[0] == "paths" && len(names) >= 4 && names[2] == "state":
+		switch names[3] {
+		case "health-status", "latency", "jitter", "loss", "bandwidth", "last-change", "counters":
+			return true
+		}
+	case names[0] == "policies" && len(names) >= 4 && names[2] == "state":
+		return names[3] == "active-path" || names[3] == "counters"
+	case names[0] == "sites":
+		return len(names) == 6 && names[2] == "endpoints" && names[4] == "state" && names[5] == "oper-status"
+	}
+	return false
 }
 
 func (s *Snapshot) keys() keys {
@@ -221,10 +249,16 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 		clear(written)
 		deleted = deleted[:0]
 		if first {
-			// An earlier run's flow table is stale.
+			// What an earlier run measured is stale.
+			var dec pathkey.Decoder
 			for _, root := range measuredRoots() {
+				dec = pathkey.Decoder{}
 				if err := tx.Scan(root, func(k, _ []byte) error {
-					deleted = append(deleted, string(k))
+					if elems, err := dec.Decode(k); err == nil && measured(elems) {
+						if _, keep := want[string(k)]; !keep {
+							deleted = append(deleted, string(k))
+						}
+					}
 					return nil
 				}); err != nil {
 					return err

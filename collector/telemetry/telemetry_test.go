@@ -157,6 +157,15 @@ func TestWriter(t *testing.T) {
 	if got := leaves(t, n, "/flows"); len(got) != 0 {
 		t.Errorf("a new writer left an earlier run's flows: %v", got)
 	}
+	for _, p := range []string{"/policies/policy[name=voice-sip]/state/counters", "/paths/path[name=hq-mpls--branch-1-mpls]/state/health-status",
+		"/sites/site[name=hq]/endpoints/endpoint[name=mpls]/state/oper-status"} {
+		if got := leaves(t, n, p); len(got) != 0 {
+			t.Errorf("a new writer left an earlier run's %s: %v", p, got)
+		}
+	}
+	if got := leaves(t, n, "/policies/policy[name=voice-sip]/state/priority"); len(got) != 1 {
+		t.Errorf("a new writer's clean-up touched configuration mirrors: %v", got)
+	}
 
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
