@@ -13,7 +13,7 @@ BENCHTIME ?= 2s
 GOTEST_FLAGS ?=
 export FUZZTIME GOTEST_FLAGS
 
-.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check clusterbench
+.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check clusterbench lab-up lab-down
 
 help: ## list the targets
 	@echo 'Usage: make <target> [VAR=value]'
@@ -33,8 +33,8 @@ test: ## run the tests: Debian packages (installed when root), yanglint, go test
 
 # The recipes for gen and verify-gen are in Makefile.gen.mk.
 include Makefile.gen.mk
-gen: ## regenerate gen/model from the YANG modules in yang/
-verify-gen: ## fail if gen/model differs from what `make gen` would write
+gen: ## regenerate gen/model from yang/ and the eBPF objects from dataplane/*/bpf/*.c
+verify-gen: ## fail if gen/model or the eBPF objects differ from what `make gen` would write
 
 lint: ## gofmt, go vet and staticcheck (gen/ is skipped)
 	scripts/lint.sh
@@ -50,3 +50,9 @@ tidy-check: ## fail if `go mod tidy` would change go.mod or go.sum
 
 clusterbench: build ## compare a 3-node patronusd cluster with a 3-member etcd cluster (needs etcd-server); flags via ARGS=
 	cd tools/clusterbench && go run . -patronusd ../../bin/patronusd -out ../../bin/clusterbench.json $(ARGS)
+
+lab-up: ## build the lab (network namespaces patronus-*) and start a 3-site patronusd cluster in it (root); flags via ARGS=
+	go run ./tools/lab up $(ARGS)
+
+lab-down: ## stop the lab's daemons, delete its namespaces and /tmp/patronus-lab (root)
+	go run ./tools/lab down

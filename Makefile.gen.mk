@@ -1,7 +1,11 @@
-# Code generation from the YANG modules in yang/ (included by the main Makefile).
+# Code generation (included by the main Makefile).
 #
-#   make gen         regenerate gen/model/model.go from yang/*.yang
-#   make verify-gen  fail if gen/model/model.go differs from what `make gen` would produce
+#   make gen         regenerate gen/model/model.go from yang/*.yang, and the
+#                    eBPF objects of dataplane/ from their C sources (bpf2go)
+#   make verify-gen  fail if either differs from what `make gen` would produce
+#
+# The eBPF objects need clang and libbpf's headers (scripts/deps.sh installs
+# them when root); building Patronus does not, the objects are committed.
 #
 # The generator is ygot's, pinned as a `tool` in go.mod (go tool generator).
 # ygot writes the absolute path of its own source file (inside the module
@@ -41,13 +45,30 @@ gen-model-cmd = tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(GEN_GOFMT) -w "$$tmp/model.go" && \
 	mkdir -p "$$(dirname $(1))" && cp "$$tmp/model.go" $(1)
 
-.PHONY: gen verify-gen
+.PHONY: gen verify-gen gen-bpf verify-gen-bpf
 
-gen:
+GEN_BPF_PKGS := ./dataplane/classifier ./dataplane/impair
+GEN_BPF_DIRS := dataplane/classifier dataplane/impair
+
+gen: gen-bpf
 	@$(call gen-model-cmd,$(GEN_MODEL_FILE))
 	@echo "gen: wrote $(GEN_MODEL_FILE)"
 
-verify-gen:
+gen-bpf:
+	@bash -c '. scripts/deps.sh && deps_ensure "$${DEPS_BPF[@]}"'
+	$(GEN_GO) generate $(GEN_BPF_PKGS)
+
+# bpf2go writes in place: regenerate, then any difference from the commit is
+# drift.
+verify-gen-bpf: gen-bpf
+	@if [ -n "$$(git status --porcelain -- $(GEN_BPF_DIRS))" ]; then \
+		git status --short -- $(GEN_BPF_DIRS); git diff --stat -- $(GEN_BPF_DIRS); \
+		echo "verify-gen: FAIL: the eBPF objects in $(GEN_BPF_DIRS) differ from what their C sources give (or are not committed); commit the result of 'make gen'" >&2; \
+		exit 1; \
+	fi
+	@echo "verify-gen: eBPF objects are up to date"
+
+verify-gen: verify-gen-bpf
 	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	( $(call gen-model-cmd,"$$out/model.go") ) && \
 	if ! diff -u $(GEN_MODEL_FILE) "$$out/model.go" > "$$out/diff"; then \

@@ -13,15 +13,28 @@
 # root with apt-get installs it; anyone else is told exactly what to run.
 
 # DEPS_TEST lists, as package:command, what the tests need: yanglint checks
-# the YANG modules; ip builds the network namespaces of the fault tests.
+# the YANG modules; ip builds the network namespaces of the fault and lab
+# tests. DEPS_BPF is what regenerating the eBPF objects needs (make gen,
+# make verify-gen): clang and libbpf's headers. A "command" that starts
+# with / is a file that must exist.
 DEPS_TEST=(libyang2-tools:yanglint iproute2:ip)
+DEPS_BPF=(clang:clang libbpf-dev:/usr/include/bpf/bpf_helpers.h)
+
+# deps_have COMMAND-or-/FILE succeeds when the command is on PATH (or the
+# file exists).
+deps_have() {
+	case "$1" in
+	/*) [ -e "$1" ] ;;
+	*) command -v "$1" >/dev/null 2>&1 ;;
+	esac
+}
 
 # deps_ensure PACKAGE:COMMAND... installs the packages whose command is
 # missing, or explains how to and returns 1.
 deps_ensure() {
 	local missing=() pair
 	for pair in "$@"; do
-		command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+		deps_have "${pair#*:}" || missing+=("${pair%%:*}")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
 
@@ -31,7 +44,7 @@ deps_ensure() {
 		apt-get update -q || return 1
 		apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
 		for pair in "$@"; do
-			if ! command -v "${pair#*:}" >/dev/null 2>&1; then
+			if ! deps_have "${pair#*:}"; then
 				echo "deps: ${pair%%:*} is installed but ${pair#*:} is still not on PATH" >&2
 				return 1
 			fi

@@ -14,6 +14,7 @@ import (
 	"context"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -75,49 +76,33 @@ type Snapshot struct {
 // Writer writes snapshots into a store.
 type Writer struct {
 	st *store.Store
-	// last holds every key the writer has written and its value.
-	last map[string][]byte
+	// entities holds, for every path, policy, flow and endpoint the writer
+	// has written, the leaves it wrote and their values.
+	entities map[entityID]*entity
+	started  bool
+	scratch  []byte
+}
+
+// entityID names a path ('p'), policy ('o'), flow ('f') or endpoint ('e').
+type entityID struct {
+	kind byte
+	name string
+}
+
+type entity struct {
+	base   []byte            // encoded key of the entity's state container
+	leaves map[string][]byte // leaf (relative path) → value written
+	seen   bool              // in the snapshot being written
 }
 
 // NewWriter returns a writer into st. Measured leaves left by an earlier
 // run (a crash) are deleted by the first Write, unless it writes them.
-func NewWriter(st *store.Store) *Writer { return &Writer{st: st} }
-
-func u64(v uint64) []byte {
-	return txn.EncodeValue(&gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: v}})
+func NewWriter(st *store.Store) *Writer {
+	return &Writer{st: st, entities: map[entityID]*entity{}}
 }
 
-func str(s string) []byte {
-	return txn.EncodeValue(&gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}})
-}
-
-// percent encodes a percentage (decimal64, 3 fraction digits).
 func percent(f float64) []byte {
 	return txn.EncodeValue(&gpb.TypedValue{Value: &gpb.TypedValue_DecimalVal{DecimalVal: &gpb.Decimal64{Digits: int64(f*1000 + 0.5), Precision: 3}}})
-}
-
-func ts(t time.Time) []byte {
-	if t.IsZero() {
-		return nil
-	}
-	return u64(uint64(t.UnixNano()))
-}
-
-// keys builds the desired key→value map of a snapshot.
-type keys map[string][]byte
-
-func (k keys) put(elems []*gpb.PathElem, v []byte) {
-	if v != nil {
-		k[string(pathkey.Encode(elems))] = v
-	}
-}
-
-func at(base []*gpb.PathElem, names ...string) []*gpb.PathElem {
-	out := append(base[:len(base):len(base)], make([]*gpb.PathElem, 0, len(names))...)
-	for _, n := range names {
-		out = append(out, &gpb.PathElem{Name: n})
-	}
-	return out
 }
 
 // measuredRoots are the subtrees holding measured leaves.
@@ -155,153 +140,252 @@ func measured(elems []*gpb.PathElem) bool {
 	return false
 }
 
-func (s *Snapshot) keys() keys {
-	k := keys{}
-	for name, p := range s.Paths {
-		base := []*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": name}}, {Name: "state"}}
-		k.put(at(base, "health-status"), str(p.Health))
-		k.put(at(base, "latency"), u64(uint64(p.Latency/time.Microsecond)))
-		k.put(at(base, "jitter"), u64(uint64(p.Jitter/time.Microsecond)))
-		k.put(at(base, "loss"), percent(p.Loss))
-		if p.Bandwidth > 0 {
-			k.put(at(base, "bandwidth"), u64(p.Bandwidth))
+// write is one key to set (value) or delete (nil value).
+type write struct {
+	key, value []byte
+	base       []byte // the entity's state container
+}
+
+// batch collects the writes of one Write.
+type batch struct {
+	w      *Writer
+	writes []write
+	// fresh lists the entities first written by this Write: their
+	// configuration must still exist.
+	fresh []entityID
+}
+
+func (b *batch) entity(id entityID, base func() []*gpb.PathElem) *entity {
+	e := b.w.entities[id]
+	if e == nil {
+		e = &entity{base: pathkey.Encode(base()), leaves: map[string][]byte{}}
+		b.w.entities[id] = e
+		b.fresh = append(b.fresh, id)
+	}
+	e.seen = true
+	return e
+}
+
+// leaf records value (nil: absent) for the leaf rel of e if it changed.
+func (b *batch) leaf(e *entity, rel string, value []byte) {
+	old, had := e.leaves[rel]
+	if value == nil {
+		if had {
+			delete(e.leaves, rel)
+			b.writes = append(b.writes, write{key: leafKey(e.base, rel), base: e.base})
 		}
-		k.put(at(base, "last-change"), ts(p.LastChange))
-		k.put(at(base, "counters", "probes-sent"), u64(p.ProbesSent))
-		k.put(at(base, "counters", "probes-received"), u64(p.ProbesReceived))
-		k.put(at(base, "counters", "tx-packets"), u64(p.TxPackets))
-		k.put(at(base, "counters", "tx-bytes"), u64(p.TxBytes))
+		return
+	}
+	if had && bytes.Equal(old, value) {
+		return
+	}
+	v := bytes.Clone(value)
+	e.leaves[rel] = v
+	b.writes = append(b.writes, write{key: leafKey(e.base, rel), value: v, base: e.base})
+}
+
+func (b *batch) uint(e *entity, rel string, u uint64) {
+	b.w.scratch = txn.AppendUint(b.w.scratch[:0], u)
+	b.leaf(e, rel, b.w.scratch)
+}
+
+func (b *batch) str(e *entity, rel string, s string) {
+	b.w.scratch = txn.AppendString(b.w.scratch[:0], s)
+	b.leaf(e, rel, b.w.scratch)
+}
+
+func (b *batch) time(e *entity, rel string, t time.Time) {
+	if t.IsZero() {
+		b.leaf(e, rel, nil)
+		return
+	}
+	b.uint(e, rel, uint64(t.UnixNano()))
+}
+
+// leafKey appends the elements of rel ("counters/tx-bytes") to base.
+func leafKey(base []byte, rel string) []byte {
+	k := append([]byte(nil), base...)
+	for {
+		name, rest, more := strings.Cut(rel, "/")
+		k = pathkey.AppendElem(k, name, nil)
+		if !more {
+			return k
+		}
+		rel = rest
+	}
+}
+
+func (b *batch) add(s *Snapshot) {
+	for name, p := range s.Paths {
+		e := b.entity(entityID{'p', name}, func() []*gpb.PathElem {
+			return []*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": name}}, {Name: "state"}}
+		})
+		b.str(e, "health-status", p.Health)
+		b.uint(e, "latency", uint64(p.Latency/time.Microsecond))
+		b.uint(e, "jitter", uint64(p.Jitter/time.Microsecond))
+		b.leaf(e, "loss", percent(p.Loss))
+		if p.Bandwidth > 0 {
+			b.uint(e, "bandwidth", p.Bandwidth)
+		} else {
+			b.leaf(e, "bandwidth", nil)
+		}
+		b.time(e, "last-change", p.LastChange)
+		b.uint(e, "counters/probes-sent", p.ProbesSent)
+		b.uint(e, "counters/probes-received", p.ProbesReceived)
+		b.uint(e, "counters/tx-packets", p.TxPackets)
+		b.uint(e, "counters/tx-bytes", p.TxBytes)
 	}
 	for name, p := range s.Policies {
-		base := []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": name}}, {Name: "state"}}
+		e := b.entity(entityID{'o', name}, func() []*gpb.PathElem {
+			return []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": name}}, {Name: "state"}}
+		})
 		if p.ActivePath != "" {
-			k.put(at(base, "active-path"), str(p.ActivePath))
+			b.str(e, "active-path", p.ActivePath)
+		} else {
+			b.leaf(e, "active-path", nil)
 		}
-		k.put(at(base, "counters", "packets-matched"), u64(p.PacketsMatched))
-		k.put(at(base, "counters", "bytes-matched"), u64(p.BytesMatched))
-		k.put(at(base, "counters", "active-flows"), u64(p.ActiveFlows))
+		b.uint(e, "counters/packets-matched", p.PacketsMatched)
+		b.uint(e, "counters/bytes-matched", p.BytesMatched)
+		b.uint(e, "counters/active-flows", p.ActiveFlows)
 	}
 	for _, f := range s.Flows {
-		key := map[string]string{
-			"protocol":            strconv.Itoa(int(f.Protocol)),
-			"source-address":      f.Src.Addr().String(),
-			"source-port":         strconv.Itoa(int(f.Src.Port())),
-			"destination-address": f.Dst.Addr().String(),
-			"destination-port":    strconv.Itoa(int(f.Dst.Port())),
+		id := entityID{'f', string([]byte{f.Protocol}) + f.Src.String() + ">" + f.Dst.String()}
+		e := b.entity(id, func() []*gpb.PathElem {
+			key := map[string]string{
+				"protocol":            strconv.Itoa(int(f.Protocol)),
+				"source-address":      f.Src.Addr().String(),
+				"source-port":         strconv.Itoa(int(f.Src.Port())),
+				"destination-address": f.Dst.Addr().String(),
+				"destination-port":    strconv.Itoa(int(f.Dst.Port())),
+			}
+			return []*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}}
+		})
+		if len(e.leaves) == 0 {
+			b.uint(e, "protocol", uint64(f.Protocol))
+			b.str(e, "source-address", f.Src.Addr().String())
+			b.uint(e, "source-port", uint64(f.Src.Port()))
+			b.str(e, "destination-address", f.Dst.Addr().String())
+			b.uint(e, "destination-port", uint64(f.Dst.Port()))
 		}
-		base := []*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}}
-		k.put(at(base, "protocol"), u64(uint64(f.Protocol)))
-		k.put(at(base, "source-address"), str(f.Src.Addr().String()))
-		k.put(at(base, "source-port"), u64(uint64(f.Src.Port())))
-		k.put(at(base, "destination-address"), str(f.Dst.Addr().String()))
-		k.put(at(base, "destination-port"), u64(uint64(f.Dst.Port())))
-		k.put(at(base, "policy"), str(f.Policy))
+		b.str(e, "policy", f.Policy)
 		if f.Path != "" {
-			k.put(at(base, "path"), str(f.Path))
+			b.str(e, "path", f.Path)
+		} else {
+			b.leaf(e, "path", nil)
 		}
-		k.put(at(base, "packets"), u64(f.Packets))
-		k.put(at(base, "bytes"), u64(f.Bytes))
-		k.put(at(base, "first-seen"), ts(f.FirstSeen))
-		k.put(at(base, "last-seen"), ts(f.LastSeen))
+		b.uint(e, "packets", f.Packets)
+		b.uint(e, "bytes", f.Bytes)
+		b.time(e, "first-seen", f.FirstSeen)
+		b.time(e, "last-seen", f.LastSeen)
 	}
-	for _, e := range s.Endpoints {
+	for _, ep := range s.Endpoints {
+		e := b.entity(entityID{'e', ep.Site + "\x00" + ep.Name}, func() []*gpb.PathElem {
+			return []*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": ep.Site}}, {Name: "endpoints"},
+				{Name: "endpoint", Key: map[string]string{"name": ep.Name}}, {Name: "state"}}
+		})
 		status := "DOWN"
-		if e.Up {
+		if ep.Up {
 			status = "UP"
 		}
-		k.put([]*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": e.Site}}, {Name: "endpoints"},
-			{Name: "endpoint", Key: map[string]string{"name": e.Name}}, {Name: "state"}, {Name: "oper-status"}}, str(status))
+		b.str(e, "oper-status", status)
 	}
-	return k
 }
 
-// configKey is the key whose presence says that the list entry a measured
-// key belongs to still exists: measured leaves are written only below
+// configKey is the key whose presence says that the list entry an entity
+// belongs to still exists: measured leaves are written only below
 // configured paths, policies and endpoints (flows have no config).
-func configKey(key []byte) []byte {
-	elems, err := pathkey.Decode(key)
-	if err != nil || len(elems) < 2 {
+func configKey(id entityID, base []byte) []byte {
+	if id.kind == 'f' {
 		return nil
 	}
-	switch elems[0].GetName() {
-	case "paths", "policies":
-		return pathkey.Encode(append(elems[:2:2], &gpb.PathElem{Name: "config"}, &gpb.PathElem{Name: "name"}))
-	case "sites":
-		if len(elems) >= 4 {
-			return pathkey.Encode(append(elems[:4:4], &gpb.PathElem{Name: "config"}, &gpb.PathElem{Name: "name"}))
-		}
+	elems, err := pathkey.Decode(base)
+	if err != nil {
+		return nil
 	}
-	return nil
+	entry := elems[:len(elems)-1] // drop "state"
+	return pathkey.Encode(append(entry[:len(entry):len(entry)], &gpb.PathElem{Name: "config"}, &gpb.PathElem{Name: "name"}))
 }
 
-// Write makes the measured leaves in the store match s, writing only what
-// changed since the last Write. Leaves of a path, policy or endpoint that no
-// longer exists in the configuration are not written.
+// Write makes the measured leaves in the store match s, writing only the
+// leaves that changed since the last Write. A path, policy or endpoint
+// whose configuration does not exist when the writer first meets it is not
+// written (the agent plans from the same configuration, so one that is
+// deleted later leaves the snapshots at its next plan).
 func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
-	want := s.keys()
-	first := w.last == nil
-	if first {
-		w.last = map[string][]byte{}
+	for _, e := range w.entities {
+		e.seen = false
 	}
-	written := map[string][]byte{}
-	deleted := []string{}
+	b := &batch{w: w}
+	b.add(s)
+	var gone []entityID
+	for id, e := range w.entities {
+		if e.seen {
+			continue
+		}
+		for rel := range e.leaves {
+			b.writes = append(b.writes, write{key: leafKey(e.base, rel)})
+		}
+		gone = append(gone, id)
+	}
+	for _, id := range gone {
+		delete(w.entities, id)
+	}
+	first := !w.started
+	var skipped []entityID
 	err := w.st.Update(ctx, func(tx store.Tx) error {
-		clear(written)
-		deleted = deleted[:0]
+		skipped = skipped[:0]
+		skip := map[string]bool{}
+		for _, id := range b.fresh {
+			e := w.entities[id]
+			if ck := configKey(id, e.base); ck != nil {
+				if _, ok, err := tx.Get(ck); err != nil {
+					return err
+				} else if !ok {
+					skip[string(e.base)] = true
+					skipped = append(skipped, id)
+				}
+			}
+		}
 		if first {
 			// What an earlier run measured is stale.
+			var stale [][]byte
 			var dec pathkey.Decoder
 			for _, root := range measuredRoots() {
 				dec = pathkey.Decoder{}
 				if err := tx.Scan(root, func(k, _ []byte) error {
 					if elems, err := dec.Decode(k); err == nil && measured(elems) {
-						if _, keep := want[string(k)]; !keep {
-							deleted = append(deleted, string(k))
-						}
+						stale = append(stale, bytes.Clone(k))
 					}
 					return nil
 				}); err != nil {
 					return err
 				}
 			}
-			for _, k := range deleted {
-				tx.Delete([]byte(k))
+			for _, k := range stale {
+				tx.Delete(k)
 			}
 		}
-		exists := map[string]bool{}
-		for k, v := range want {
-			if old, ok := w.last[k]; ok && bytes.Equal(old, v) {
+		for _, wr := range b.writes {
+			if len(skip) > 0 && skip[string(wr.base)] {
 				continue
 			}
-			if ck := configKey([]byte(k)); ck != nil {
-				ok, seen := exists[string(ck)]
-				if !seen {
-					_, ok, _ = tx.Get(ck)
-					exists[string(ck)] = ok
-				}
-				if !ok {
-					continue
-				}
-			}
-			tx.Set([]byte(k), v)
-			written[k] = v
-		}
-		for k := range w.last {
-			if _, ok := want[k]; !ok {
-				tx.Delete([]byte(k))
-				deleted = append(deleted, k)
+			if wr.value == nil {
+				tx.Delete(wr.key)
+			} else {
+				tx.Set(wr.key, wr.value)
 			}
 		}
 		return nil
 	})
 	if err != nil {
+		// Nothing was written: forget what this Write recorded, so that
+		// the next one writes it again.
+		w.entities = map[entityID]*entity{}
 		return err
 	}
-	for k, v := range written {
-		w.last[k] = v
-	}
-	for _, k := range deleted {
-		delete(w.last, k)
+	w.started = true
+	for _, id := range skipped {
+		delete(w.entities, id)
 	}
 	return nil
 }
@@ -309,17 +393,19 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 // Close deletes every leaf the writer wrote: a node that stops serving its
 // site no longer reports measurements.
 func (w *Writer) Close(ctx context.Context) error {
-	if len(w.last) == 0 {
+	if len(w.entities) == 0 {
 		return nil
 	}
 	err := w.st.Update(ctx, func(tx store.Tx) error {
-		for k := range w.last {
-			tx.Delete([]byte(k))
+		for _, e := range w.entities {
+			for rel := range e.leaves {
+				tx.Delete(leafKey(e.base, rel))
+			}
 		}
 		return nil
 	})
 	if err == nil {
-		w.last = map[string][]byte{}
+		w.entities = map[entityID]*entity{}
 	}
 	return err
 }

@@ -28,6 +28,14 @@ func EncodeValue(tv *gpb.TypedValue) []byte {
 	return appendValue(nil, tv)
 }
 
+// AppendUint appends the stored form of an unsigned integer to b, as
+// EncodeValue would encode a UintVal, without building a TypedValue.
+func AppendUint(b []byte, u uint64) []byte { return binary.AppendUvarint(append(b, tagUint), u) }
+
+// AppendString appends the stored form of a string to b, as EncodeValue
+// would encode a StringVal.
+func AppendString(b []byte, s string) []byte { return append(append(b, tagString), s...) }
+
 func appendValue(b []byte, tv *gpb.TypedValue) []byte {
 	switch v := tv.GetValue().(type) {
 	case *gpb.TypedValue_StringVal:
