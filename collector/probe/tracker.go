@@ -233,6 +233,12 @@ func (t *tracker) advance() {
 func (t *tracker) resolve(p *sentProbe, s probeState, now time.Time) {
 	p.state = s
 	isLost := s == lost
+	if !isLost && (t.health.state == Unknown || t.health.state == Down) {
+		// The losses of a path that was not answering are what made it
+		// DOWN (or are a far end not started yet); they must not hold the
+		// path DEGRADED once it answers again: its loss is measured anew.
+		t.windowLen, t.windowBad, t.windowPos = 0, 0, 0
+	}
 	if t.windowLen == len(t.window) {
 		if t.window[t.windowPos] {
 			t.windowBad--

@@ -358,3 +358,25 @@ func BenchmarkTrackerProbe(b *testing.B) {
 		tr.events = tr.events[:0]
 	}
 }
+
+// TestTrackerLateStartIsNotLoss: probes lost before the far end first
+// answers (it was not started yet), or while the path was DOWN, do not hold
+// the path DEGRADED once it answers.
+func TestTrackerLateStartIsNotLoss(t *testing.T) {
+	var answering bool
+	rtt := func(uint64) (time.Duration, bool) { return 5 * time.Millisecond, answering }
+	s := newSim(testTracker(50, SLA{MaxLoss: 1}), 100*time.Millisecond, rtt)
+	s.run(2 * time.Second) // 20 probes into the void
+	answering = true
+	s.run(3 * time.Second)
+	if st := s.t.stats(); st.Health != Up || st.Loss != 0 {
+		t.Errorf("after a late start: %v at %.3f%% loss, want UP at 0%%", st.Health, st.Loss)
+	}
+	answering = false
+	s.run(time.Second) // DOWN
+	answering = true
+	s.run(2 * time.Second)
+	if st := s.t.stats(); st.Health != Up || st.Loss != 0 {
+		t.Errorf("after an outage: %v at %.3f%% loss, want UP at 0%% (changes %v)", st.Health, st.Loss, s.changes)
+	}
+}
