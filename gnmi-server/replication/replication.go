@@ -459,16 +459,11 @@ func (n *Node) TransferLeadership() error {
 // "") on every change, until the node closes. Changes that arrive while the
 // reader is busy are dropped: a reader should read the current Status then.
 func (n *Node) LeaderChanges() <-chan string {
-	obs := make(chan raft.Observation, 16)
-	out := make(chan string, 16)
-	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+	obs := n.observe(16, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	n.raft.RegisterObserver(o)
-	n.mu.Lock()
-	n.observers = append(n.observers, o)
-	n.mu.Unlock()
+	out := make(chan string, 16)
 	go func() {
 		defer close(out)
 		for {
@@ -538,18 +533,13 @@ func (n *Node) term() uint64 {
 
 // watchHeartbeats follows the leader's failed and resumed heartbeats.
 func (n *Node) watchHeartbeats() {
-	obs := make(chan raft.Observation, 64)
-	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+	obs := n.observe(64, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
 		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
 			return true
 		}
 		return false
 	})
-	n.raft.RegisterObserver(o)
-	n.mu.Lock()
-	n.observers = append(n.observers, o)
-	n.mu.Unlock()
 	go func() {
 		for {
 			select {
@@ -576,6 +566,18 @@ func (n *Node) watchHeartbeats() {
 			}
 		}
 	}()
+}
+
+// observe registers an observer of the observations filter accepts, which
+// Close deregisters; observations that find the channel full are dropped.
+func (n *Node) observe(buffer int, filter raft.FilterFn) chan raft.Observation {
+	obs := make(chan raft.Observation, buffer)
+	o := raft.NewObserver(obs, false, filter)
+	n.raft.RegisterObserver(o)
+	n.mu.Lock()
+	n.observers = append(n.observers, o)
+	n.mu.Unlock()
+	return obs
 }
 
 var _ io.Closer = (*Node)(nil)
