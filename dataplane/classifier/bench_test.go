@@ -9,14 +9,17 @@ import (
 	"github.com/cilium/ebpf/asm"
 )
 
-// benchFrame is a 128-byte UDP/IPv4 frame.
-var benchFrame = pkt{src: v4a, dst: v4b, proto: protoUDP, sport: 4000, dport: 443, payload: 86}.frame()
+// benchFrame and benchFrame6 are 128-byte UDP frames over IPv4 and IPv6.
+var (
+	benchFrame  = pkt{src: v4a, dst: v4b, proto: protoUDP, sport: 4000, dport: 443, payload: 86}.frame()
+	benchFrame6 = pkt{src: v6a, dst: v6b, proto: protoUDP, sport: 4000, dport: 443, payload: 66}.frame()
+)
 
 // benchProgram reports the kernel's mean time per run of prog over frame
 // as ns/op.
-func benchProgram(b *testing.B, prog *ebpf.Program, want uint32) {
+func benchProgram(b *testing.B, prog *ebpf.Program, frame []byte, want uint32) {
 	b.Helper()
-	ret, d, err := prog.Benchmark(benchFrame, b.N, nil)
+	ret, d, err := prog.Benchmark(frame, b.N, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,21 +44,29 @@ func BenchmarkEmpty(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer prog.Close()
-	benchProgram(b, prog, retNext)
+	benchProgram(b, prog, benchFrame, retNext)
 }
 
-// BenchmarkFlowHit measures a packet of a known flow on a steered rule.
+// BenchmarkFlowHit measures a packet of a known flow on a steered rule,
+// over IPv4 and IPv6.
 func BenchmarkFlowHit(b *testing.B) {
-	c := newTestClassifier(b, false)
-	rules := benchRules(64)
-	rules = append(rules, Rule{ID: 1000, Priority: 1000, Action: Steer, Mark: Mark(3), SetDSCP: -1})
-	if err := c.SetRules(rules); err != nil {
-		b.Fatal(err)
+	for _, bc := range []struct {
+		name  string
+		frame []byte
+	}{{"v4", benchFrame}, {"v6", benchFrame6}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newTestClassifier(b, false)
+			rules := benchRules(64)
+			rules = append(rules, Rule{ID: 1000, Priority: 1000, Action: Steer, Mark: Mark(3), SetDSCP: -1})
+			if err := c.SetRules(rules); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := c.objs.Classify.Test(bc.frame); err != nil {
+				b.Fatal(err)
+			}
+			benchProgram(b, c.objs.Classify, bc.frame, retNext)
+		})
 	}
-	if _, _, err := c.objs.Classify.Test(benchFrame); err != nil {
-		b.Fatal(err)
-	}
-	benchProgram(b, c.objs.Classify, retNext)
 }
 
 // BenchmarkMiss measures a packet that walks the whole table without
@@ -67,7 +78,7 @@ func BenchmarkMiss(b *testing.B) {
 			if err := c.SetRules(benchRules(n)); err != nil {
 				b.Fatal(err)
 			}
-			benchProgram(b, c.objs.Classify, retNext)
+			benchProgram(b, c.objs.Classify, benchFrame, retNext)
 		})
 	}
 }

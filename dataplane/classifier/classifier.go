@@ -3,8 +3,8 @@
 // every packet against the priority-ordered policy table (/policies), then
 // steers it onto a path by setting skb->mark, drops it, or leaves it to
 // ordinary routing, optionally rewriting its DSCP. It keeps per-policy and
-// per-path counters and an LRU flow table (/flows) whose entries pin a flow
-// to its path while that path stays eligible.
+// per-path counters and LRU flow tables (/flows), one per address family,
+// whose entries pin a flow to its path while that path stays eligible.
 //
 // Nothing is pinned in bpffs: every program, map and tcx link belongs to the
 // process, so a crashed run leaves nothing behind in the kernel and there is
@@ -13,7 +13,7 @@
 // This is the only package of Patronus that imports cilium/ebpf.
 package classifier
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type rule -type ruleset -type flow_key -type flow_val -type counter -type clock_sample classifier bpf/classifier.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type rule4 -type rule6 -type ruleset -type flow4_key -type flow6_key -type flow_val -type counter -type clock_sample classifier bpf/classifier.c -- -I/usr/include/x86_64-linux-gnu
 
 import (
 	"cmp"
@@ -37,8 +37,9 @@ const (
 	MaxRules = 1024
 	// MaxPaths bounds every path index.
 	MaxPaths = 1024
-	// MaxFlows is the size of the LRU flow table; the least recently used
-	// flow is evicted when it is full.
+	// MaxFlows is the size of each family's LRU flow table (IPv4 and
+	// IPv6 flows are kept apart); the least recently used flow of the
+	// family is evicted when its table is full.
 	MaxFlows = 65536
 )
 
@@ -301,8 +302,15 @@ func (c *Classifier) SetRules(rules []Rule) error {
 		if r.Disabled {
 			continue
 		}
-		rs.Rules[rs.Count] = r.encode()
-		rs.Count++
+		r4, r6 := r.encode()
+		if r4 != nil {
+			rs.Rules4[rs.Count4] = *r4
+			rs.Count4++
+		}
+		if r6 != nil {
+			rs.Rules6[rs.Count6] = *r6
+			rs.Count6++
+		}
 	}
 
 	c.mu.Lock()
@@ -339,7 +347,7 @@ func (c *Classifier) SetRules(rules []Rule) error {
 	}
 	// Flows check their cached decision against this copy of the
 	// generation; until it is written they keep the old decisions.
-	if err := c.objs.Generation.Put(uint32(0), gen); err != nil {
+	if err := c.objs.Generation.Set(gen); err != nil {
 		return fmt.Errorf("classifier: publish rule set generation: %w", err)
 	}
 	c.generation = gen
@@ -386,69 +394,104 @@ func checkMark(mark uint32) error {
 	return nil
 }
 
-// Rule flags, shared with bpf/classifier.c.
-const (
-	flagProto = 1 << 0
-	flagDSCP  = 1 << 1
-)
-
 const noDSCP = 0xFF
 
-func (r *Rule) encode() classifierRule {
-	e := classifierRule{
-		Id:      r.ID,
-		SportLo: 0, SportHi: 0xFFFF,
-		DportLo: 0, DportHi: 0xFFFF,
-		Action:  uint8(r.Action),
-		SetDscp: noDSCP,
-	}
-	e.Src, e.SrcMask = encodePrefix(r.Src)
-	e.Dst, e.DstMask = encodePrefix(r.Dst)
-	for _, p := range []netip.Prefix{r.Src, r.Dst} {
-		if p.IsValid() {
-			e.Family = 6
-			if p.Addr().Is4() {
-				e.Family = 4
-			}
-		}
-	}
-	if !r.SrcPorts.any() {
-		e.SportLo, e.SportHi = r.SrcPorts.Lo, r.SrcPorts.Hi
-	}
-	if !r.DstPorts.any() {
-		e.DportLo, e.DportHi = r.DstPorts.Lo, r.DstPorts.Hi
-	}
-	if r.Protocol != nil {
-		e.Flags |= flagProto
-		e.Proto = *r.Protocol
-	}
-	if r.DSCP != nil {
-		e.Flags |= flagDSCP
-		e.Dscp = *r.DSCP
-	}
-	if r.SetDSCP >= 0 {
-		e.SetDscp = uint8(r.SetDSCP)
-	}
-	return e
+// ruleMatch is what the kernel compares besides addresses, in the form
+// bpf/classifier.c tests it: protocol and DSCP as one masked 16-bit word,
+// ports as (port - lo) <= span.
+type ruleMatch struct {
+	pd, pdMask                             uint16
+	sportLo, sportSpan, dportLo, dportSpan uint16
 }
 
-// encodePrefix returns the prefix's masked address and mask as the kernel
-// compares them: 16 bytes in network order (IPv4 mapped into ::ffff:0:0/96)
-// read as two native-endian words. An invalid prefix has mask 0: any.
-func encodePrefix(p netip.Prefix) (addr, mask [2]uint64) {
-	if !p.IsValid() {
-		return
+func (r *Rule) match() ruleMatch {
+	m := ruleMatch{sportSpan: 0xFFFF, dportSpan: 0xFFFF}
+	if r.Protocol != nil {
+		m.pd |= uint16(*r.Protocol)
+		m.pdMask |= 0x00FF
 	}
-	bits := p.Bits()
-	if p.Addr().Is4() {
-		bits += 96
+	if r.DSCP != nil {
+		m.pd |= uint16(*r.DSCP) << 8
+		m.pdMask |= 0xFF00
 	}
-	a := p.Masked().Addr().As16()
-	var m [16]byte
+	if !r.SrcPorts.any() {
+		m.sportLo, m.sportSpan = r.SrcPorts.Lo, r.SrcPorts.Hi-r.SrcPorts.Lo
+	}
+	if !r.DstPorts.any() {
+		m.dportLo, m.dportSpan = r.DstPorts.Lo, r.DstPorts.Hi-r.DstPorts.Lo
+	}
+	return m
+}
+
+// encode returns the rule as the kernel's IPv4 and IPv6 tables hold it; a
+// rule with prefixes is nil in the other family's table.
+func (r *Rule) encode() (*classifierRule4, *classifierRule6) {
+	fam4, fam6 := true, true
+	for _, p := range []netip.Prefix{r.Src, r.Dst} {
+		if p.IsValid() {
+			fam4, fam6 = p.Addr().Is4(), !p.Addr().Is4()
+		}
+	}
+	m := r.match()
+	setDSCP := uint8(noDSCP)
+	if r.SetDSCP >= 0 {
+		setDSCP = uint8(r.SetDSCP)
+	}
+	var (
+		r4 *classifierRule4
+		r6 *classifierRule6
+	)
+	if fam4 {
+		r4 = &classifierRule4{
+			Pd: m.pd, PdMask: m.pdMask,
+			SportLo: m.sportLo, SportSpan: m.sportSpan,
+			DportLo: m.dportLo, DportSpan: m.dportSpan,
+			Id: r.ID, Action: uint8(r.Action), SetDscp: setDSCP,
+		}
+		r4.Src, r4.SrcMask = encodePrefix4(r.Src)
+		r4.Dst, r4.DstMask = encodePrefix4(r.Dst)
+	}
+	if fam6 {
+		r6 = &classifierRule6{
+			Pd: m.pd, PdMask: m.pdMask,
+			SportLo: m.sportLo, SportSpan: m.sportSpan,
+			DportLo: m.dportLo, DportSpan: m.dportSpan,
+			Id: r.ID, Action: uint8(r.Action), SetDscp: setDSCP,
+		}
+		r6.Src, r6.SrcMask = encodePrefix6(r.Src)
+		r6.Dst, r6.DstMask = encodePrefix6(r.Dst)
+	}
+	return r4, r6
+}
+
+// prefixMask returns the first bits bits set of n bytes.
+func prefixMask(bits, n int) []byte {
+	m := make([]byte, n)
 	for i := range bits {
 		m[i/8] |= 0x80 >> (i % 8)
 	}
-	return words(a), words(m)
+	return m
+}
+
+// encodePrefix4 returns an IPv4 prefix's masked address and mask as the
+// kernel compares them: 4 bytes in network order read as a native-endian
+// word. An invalid prefix has mask 0: any.
+func encodePrefix4(p netip.Prefix) (addr, mask uint32) {
+	if !p.IsValid() {
+		return 0, 0
+	}
+	a := p.Masked().Addr().As4()
+	return binary.LittleEndian.Uint32(a[:]), binary.LittleEndian.Uint32(prefixMask(p.Bits(), 4))
+}
+
+// encodePrefix6 returns an IPv6 prefix's masked address and mask as the
+// kernel compares them: 16 bytes in network order read as two
+// native-endian words. An invalid prefix has mask 0: any.
+func encodePrefix6(p netip.Prefix) (addr, mask [2]uint64) {
+	if !p.IsValid() {
+		return
+	}
+	return words(p.Masked().Addr().As16()), words([16]byte(prefixMask(p.Bits(), 16)))
 }
 
 func words(b [16]byte) [2]uint64 {
@@ -459,6 +502,12 @@ func unwords(w [2]uint64) [16]byte {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:8], w[0])
 	binary.LittleEndian.PutUint64(b[8:], w[1])
+	return b
+}
+
+func unword4(w uint32) [4]byte {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], w)
 	return b
 }
 
@@ -590,27 +639,19 @@ func (c clock) time(jiffies uint64) time.Time {
 	return c.wall.Add(-time.Duration(int64(c.jiffies-jiffies)) * c.tick)
 }
 
-// Flows calls fn for each entry of the flow table until fn returns false.
-// The table may change during the walk; an entry is reported at most once.
+// Flows calls fn for each entry of the flow tables, IPv4 then IPv6, until
+// fn returns false. The tables may change during the walk; an entry is
+// reported at most once.
 func (c *Classifier) Flows(fn func(Flow) bool) error {
 	clk, err := c.now()
 	if err != nil {
 		return fmt.Errorf("classifier: flows: %w", err)
 	}
-	var (
-		k classifierFlowKey
-		v classifierFlowVal
-	)
-	it := c.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		src, dst := netip.AddrFrom16(unwords(k.Src)), netip.AddrFrom16(unwords(k.Dst))
-		if k.Family == 4 {
-			src, dst = src.Unmap(), dst.Unmap()
-		}
-		f := Flow{
-			Protocol:  k.Proto,
-			Src:       netip.AddrPortFrom(src, k.Sport),
-			Dst:       netip.AddrPortFrom(dst, k.Dport),
+	flow := func(v *classifierFlowVal, proto uint8, src, dst netip.AddrPort) Flow {
+		return Flow{
+			Protocol:  proto,
+			Src:       src,
+			Dst:       dst,
 			RuleID:    v.RuleId,
 			Action:    Action(v.Action),
 			Mark:      v.Mark,
@@ -619,12 +660,33 @@ func (c *Classifier) Flows(fn func(Flow) bool) error {
 			FirstSeen: clk.time(v.FirstSeen),
 			LastSeen:  clk.time(v.LastSeen),
 		}
-		if !fn(f) {
+	}
+	var (
+		k4 classifierFlow4Key
+		k6 classifierFlow6Key
+		v  classifierFlowVal
+	)
+	it := c.objs.Flows4.Iterate()
+	for it.Next(&k4, &v) {
+		src := netip.AddrPortFrom(netip.AddrFrom4(unword4(k4.Saddr)), k4.Sport)
+		dst := netip.AddrPortFrom(netip.AddrFrom4(unword4(k4.Daddr)), k4.Dport)
+		if !fn(flow(&v, k4.Proto, src, dst)) {
 			return nil
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("classifier: flows: %w", err)
+		return fmt.Errorf("classifier: IPv4 flows: %w", err)
+	}
+	it = c.objs.Flows6.Iterate()
+	for it.Next(&k6, &v) {
+		src := netip.AddrPortFrom(netip.AddrFrom16(unwords(k6.Src)), k6.Sport)
+		dst := netip.AddrPortFrom(netip.AddrFrom16(unwords(k6.Dst)), k6.Dport)
+		if !fn(flow(&v, k6.Proto, src, dst)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("classifier: IPv6 flows: %w", err)
 	}
 	return nil
 }
@@ -643,29 +705,43 @@ func (c *Classifier) ExpireFlows(idle time.Duration) (int, error) {
 	if ticks := uint64(idle/clk.tick) + 1; ticks < clk.jiffies {
 		cutoff = clk.jiffies - ticks
 	}
+	n4, err := expire[classifierFlow4Key](c.objs.Flows4, cutoff)
+	if err != nil {
+		return n4, fmt.Errorf("classifier: expire IPv4 flows: %w", err)
+	}
+	n6, err := expire[classifierFlow6Key](c.objs.Flows6, cutoff)
+	if err != nil {
+		return n4 + n6, fmt.Errorf("classifier: expire IPv6 flows: %w", err)
+	}
+	return n4 + n6, nil
+}
+
+// expire deletes the entries of the flow table m last seen before cutoff
+// and returns how many it deleted.
+func expire[K any](m *ebpf.Map, cutoff uint64) (int, error) {
 	var (
-		k     classifierFlowKey
+		k     K
 		v     classifierFlowVal
-		stale []classifierFlowKey
+		stale []K
 	)
-	it := c.objs.Flows.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if v.LastSeen < cutoff {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("classifier: expire flows: %w", err)
+		return 0, err
 	}
 	n := 0
 	for _, k := range stale {
-		err := c.objs.Flows.Delete(&k)
+		err := m.Delete(&k)
 		switch {
 		case err == nil:
 			n++
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 		default:
-			return n, fmt.Errorf("classifier: expire flows: %w", err)
+			return n, err
 		}
 	}
 	return n, nil

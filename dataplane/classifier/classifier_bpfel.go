@@ -25,15 +25,24 @@ type classifierCounter struct {
 	Bytes   uint64
 }
 
-type classifierFlowKey struct {
-	_      structs.HostLayout
-	Src    [2]uint64
-	Dst    [2]uint64
-	Sport  uint16
-	Dport  uint16
-	Family uint8
-	Proto  uint8
-	Pad    [2]uint8
+type classifierFlow4Key struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type classifierFlow6Key struct {
+	_     structs.HostLayout
+	Src   [2]uint64
+	Dst   [2]uint64
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
 }
 
 type classifierFlowVal struct {
@@ -50,31 +59,50 @@ type classifierFlowVal struct {
 	Pad        [2]uint8
 }
 
-type classifierRule struct {
-	_       structs.HostLayout
-	Src     [2]uint64
-	SrcMask [2]uint64
-	Dst     [2]uint64
-	DstMask [2]uint64
-	Id      uint32
-	SportLo uint16
-	SportHi uint16
-	DportLo uint16
-	DportHi uint16
-	Flags   uint8
-	Family  uint8
-	Proto   uint8
-	Dscp    uint8
-	Action  uint8
-	SetDscp uint8
-	Pad     [6]uint8
+type classifierRule4 struct {
+	_         structs.HostLayout
+	Src       uint32
+	SrcMask   uint32
+	Dst       uint32
+	DstMask   uint32
+	Pd        uint16
+	PdMask    uint16
+	SportLo   uint16
+	SportSpan uint16
+	DportLo   uint16
+	DportSpan uint16
+	Id        uint32
+	Action    uint8
+	SetDscp   uint8
+	Pad       [2]uint8
+}
+
+type classifierRule6 struct {
+	_         structs.HostLayout
+	Src       [2]uint64
+	SrcMask   [2]uint64
+	Dst       [2]uint64
+	DstMask   [2]uint64
+	Pd        uint16
+	PdMask    uint16
+	SportLo   uint16
+	SportSpan uint16
+	DportLo   uint16
+	DportSpan uint16
+	Id        uint32
+	Action    uint8
+	SetDscp   uint8
+	Pad       [6]uint8
 }
 
 type classifierRuleset struct {
 	_          structs.HostLayout
-	Count      uint32
 	Generation uint32
-	Rules      [1024]classifierRule
+	Count4     uint32
+	Count6     uint32
+	Pad        uint32
+	Rules4     [1024]classifierRule4
+	Rules6     [1024]classifierRule6
 }
 
 // Names of all BPF objects in the ELF.
@@ -83,14 +111,15 @@ type classifierRuleset struct {
 const (
 	classifierMapClock            = "clock"
 	classifierMapEligible         = "eligible"
-	classifierMapFlows            = "flows"
-	classifierMapGeneration       = "generation"
+	classifierMapFlows4           = "flows4"
+	classifierMapFlows6           = "flows6"
 	classifierMapPathStats        = "path_stats"
 	classifierMapRuleStats        = "rule_stats"
 	classifierMapRulesets         = "rulesets"
 	classifierMapSteer            = "steer"
 	classifierProgClassify        = "classify"
 	classifierProgSampleClock     = "sample_clock"
+	classifierVarGeneration       = "generation"
 	classifierVarNoFlowCache      = "no_flow_cache"
 	classifierVarRulesetBtfAnchor = "ruleset_btf_anchor"
 )
@@ -145,20 +174,21 @@ type classifierProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierMapSpecs struct {
-	Clock      *ebpf.MapSpec `ebpf:"clock"`
-	Eligible   *ebpf.MapSpec `ebpf:"eligible"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	Generation *ebpf.MapSpec `ebpf:"generation"`
-	PathStats  *ebpf.MapSpec `ebpf:"path_stats"`
-	RuleStats  *ebpf.MapSpec `ebpf:"rule_stats"`
-	Rulesets   *ebpf.MapSpec `ebpf:"rulesets"`
-	Steer      *ebpf.MapSpec `ebpf:"steer"`
+	Clock     *ebpf.MapSpec `ebpf:"clock"`
+	Eligible  *ebpf.MapSpec `ebpf:"eligible"`
+	Flows4    *ebpf.MapSpec `ebpf:"flows4"`
+	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
+	PathStats *ebpf.MapSpec `ebpf:"path_stats"`
+	RuleStats *ebpf.MapSpec `ebpf:"rule_stats"`
+	Rulesets  *ebpf.MapSpec `ebpf:"rulesets"`
+	Steer     *ebpf.MapSpec `ebpf:"steer"`
 }
 
 // classifierVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
+	Generation       *ebpf.VariableSpec `ebpf:"generation"`
 	NoFlowCache      *ebpf.VariableSpec `ebpf:"no_flow_cache"`
 	RulesetBtfAnchor *ebpf.VariableSpec `ebpf:"ruleset_btf_anchor"`
 }
@@ -183,22 +213,22 @@ func (o *classifierObjects) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierMaps struct {
-	Clock      *ebpf.Map `ebpf:"clock"`
-	Eligible   *ebpf.Map `ebpf:"eligible"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	Generation *ebpf.Map `ebpf:"generation"`
-	PathStats  *ebpf.Map `ebpf:"path_stats"`
-	RuleStats  *ebpf.Map `ebpf:"rule_stats"`
-	Rulesets   *ebpf.Map `ebpf:"rulesets"`
-	Steer      *ebpf.Map `ebpf:"steer"`
+	Clock     *ebpf.Map `ebpf:"clock"`
+	Eligible  *ebpf.Map `ebpf:"eligible"`
+	Flows4    *ebpf.Map `ebpf:"flows4"`
+	Flows6    *ebpf.Map `ebpf:"flows6"`
+	PathStats *ebpf.Map `ebpf:"path_stats"`
+	RuleStats *ebpf.Map `ebpf:"rule_stats"`
+	Rulesets  *ebpf.Map `ebpf:"rulesets"`
+	Steer     *ebpf.Map `ebpf:"steer"`
 }
 
 func (m *classifierMaps) Close() error {
 	return _ClassifierClose(
 		m.Clock,
 		m.Eligible,
-		m.Flows,
-		m.Generation,
+		m.Flows4,
+		m.Flows6,
 		m.PathStats,
 		m.RuleStats,
 		m.Rulesets,
@@ -210,6 +240,7 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
+	Generation       *ebpf.Variable `ebpf:"generation"`
 	NoFlowCache      *ebpf.Variable `ebpf:"no_flow_cache"`
 	RulesetBtfAnchor *ebpf.Variable `ebpf:"ruleset_btf_anchor"`
 }

@@ -32,46 +32,78 @@ enum action {
 	ACTION_DROP = 2,
 };
 
-enum rule_flags {
-	RF_PROTO = 1 << 0,
-	RF_DSCP = 1 << 1,
+/* Rules are split by address family in user space: a rule without a prefix
+ * is in both lists, a rule with prefixes only in its family's. Every test
+ * of a rule is a masked compare, so a rule is tested without branches but
+ * the one that ends the test:
+ *  - addresses: (addr & mask) ^ want, mask 0 for any;
+ *  - protocol and DSCP: pd is proto | dscp << 8 of the packet, compared
+ *    under pd_mask (0xff for each field that must match);
+ *  - ports: (__u16)(port - lo) <= span, span 0xffff for any. */
+struct rule4 {
+	__be32 src; /* network order, read as a native-endian word */
+	__be32 src_mask;
+	__be32 dst;
+	__be32 dst_mask;
+	__u16 pd;
+	__u16 pd_mask;
+	__u16 sport_lo;
+	__u16 sport_span;
+	__u16 dport_lo;
+	__u16 dport_span;
+	__u32 id;
+	__u8 action;
+	__u8 set_dscp; /* NO_DSCP: leave it */
+	__u8 _pad[2];
 };
 
-/* Addresses are 16 bytes in network order (IPv4 mapped to ::ffff:a.b.c.d),
- * read as two native-endian u64 so a prefix test is two AND/XOR pairs. */
-struct rule {
+/* IPv6 addresses are 16 bytes in network order read as two native-endian
+ * u64, so a prefix test is two AND/XOR pairs. */
+struct rule6 {
 	__u64 src[2];
 	__u64 src_mask[2];
 	__u64 dst[2];
 	__u64 dst_mask[2];
-	__u32 id;
+	__u16 pd;
+	__u16 pd_mask;
 	__u16 sport_lo;
-	__u16 sport_hi;
+	__u16 sport_span;
 	__u16 dport_lo;
-	__u16 dport_hi;
-	__u8 flags;
-	__u8 family; /* 0 any, 4 or 6 */
-	__u8 proto;
-	__u8 dscp;
+	__u16 dport_span;
+	__u32 id;
 	__u8 action;
-	__u8 set_dscp; /* NO_DSCP: leave it */
+	__u8 set_dscp;
 	__u8 _pad[6];
 };
 
 struct ruleset {
-	__u32 count;
 	__u32 generation;
-	struct rule rules[MAX_RULES];
+	__u32 count4;
+	__u32 count6;
+	__u32 _pad;
+	struct rule4 rules4[MAX_RULES];
+	struct rule6 rules6[MAX_RULES];
 };
 
-struct flow_key {
+/* Flow keys, one table per family so that an IPv4 flow hashes and compares
+ * 16 bytes rather than 40. Ports are in host order, 0 when the packet has
+ * none (other protocols, IPv4 fragments after the first). */
+struct flow4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+struct flow6_key {
 	__u64 src[2];
 	__u64 dst[2];
 	__u16 sport;
 	__u16 dport;
-	__u8 family;
 	__u8 proto;
-	__u8 _pad[2];
+	__u8 _pad[3];
 };
 
 struct flow_val {
@@ -107,15 +139,11 @@ struct {
 	});
 } rulesets SEC(".maps");
 
-/* The generation of the installed rule set, written after the swap, so a
- * packet of a known flow needs no rule-set lookup to see that its cached
- * decision is current. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} generation SEC(".maps");
+/* The generation of the installed rule set, written (through the
+ * memory-mapped .bss) after the swap, so a packet of a known flow needs no
+ * rule-set lookup to see that its cached decision is current. 0 until the
+ * first rule set. */
+volatile __u32 generation;
 
 /* Current path mark per rule id; 0 means no eligible path. */
 struct {
@@ -147,12 +175,20 @@ struct {
 	__type(value, struct counter);
 } path_stats SEC(".maps");
 
+/* One LRU table per family, each of MAX_FLOWS entries. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_FLOWS);
-	__type(key, struct flow_key);
+	__type(key, struct flow4_key);
 	__type(value, struct flow_val);
-} flows SEC(".maps");
+} flows4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct flow6_key);
+	__type(value, struct flow_val);
+} flows6 SEC(".maps");
 
 /* clang 14 emits the value type of an inner map definition as a forward
  * declaration; this anchor makes it emit struct ruleset in full. */
@@ -161,36 +197,167 @@ const struct ruleset *const ruleset_btf_anchor = 0;
 /* Set at load time only by benchmarks, to measure the rule walk. */
 volatile const __u32 no_flow_cache = 0;
 
-struct match_ctx {
+/* Rules tested per bpf_loop step: a step is a call and a return, which
+ * (with return-thunk mitigations) cost about as much as the 8 rules. */
+#define BATCH 8
+
+struct match4_ctx {
 	struct ruleset *rs;
-	struct flow_key k;
-	__u8 dscp;
+	__be32 saddr;
+	__be32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u16 pd;
+	__u32 n;
 	__s32 found;
 };
 
-static long match_rule(__u32 i, struct match_ctx *c)
-{
-	if (i >= MAX_RULES)
-		return 1;
-	struct rule *r = &c->rs->rules[i];
+struct match6_ctx {
+	struct ruleset *rs;
+	__u64 src[2];
+	__u64 dst[2];
+	__u16 sport;
+	__u16 dport;
+	__u16 pd;
+	__u32 n;
+	__s32 found;
+};
 
-	if (r->family && r->family != c->k.family)
+static long match4(__u32 step, struct match4_ctx *c)
+{
+#pragma unroll
+	for (__u32 j = 0; j < BATCH; j++) {
+		__u32 i = step * BATCH + j;
+		if (i >= c->n)
+			return 1;
+		/* n <= MAX_RULES: the mask only tells the verifier so. */
+		struct rule4 *r = &c->rs->rules4[i & (MAX_RULES - 1)];
+		if (((c->saddr & r->src_mask) ^ r->src) |
+		    ((c->daddr & r->dst_mask) ^ r->dst) |
+		    ((c->pd ^ r->pd) & r->pd_mask))
+			continue;
+		if ((__u16)(c->sport - r->sport_lo) > r->sport_span ||
+		    (__u16)(c->dport - r->dport_lo) > r->dport_span)
+			continue;
+		c->found = i;
+		return 1;
+	}
+	return 0;
+}
+
+static long match6(__u32 step, struct match6_ctx *c)
+{
+#pragma unroll
+	for (__u32 j = 0; j < BATCH; j++) {
+		__u32 i = step * BATCH + j;
+		if (i >= c->n)
+			return 1;
+		/* n <= MAX_RULES: the mask only tells the verifier so. */
+		struct rule6 *r = &c->rs->rules6[i & (MAX_RULES - 1)];
+		if (((c->src[0] & r->src_mask[0]) ^ r->src[0]) |
+		    ((c->src[1] & r->src_mask[1]) ^ r->src[1]) |
+		    ((c->dst[0] & r->dst_mask[0]) ^ r->dst[0]) |
+		    ((c->dst[1] & r->dst_mask[1]) ^ r->dst[1]) |
+		    ((c->pd ^ r->pd) & r->pd_mask))
+			continue;
+		if ((__u16)(c->sport - r->sport_lo) > r->sport_span ||
+		    (__u16)(c->dport - r->dport_lo) > r->dport_span)
+			continue;
+		c->found = i;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 clamp_rules(__u32 n)
+{
+	return n < MAX_RULES ? n : MAX_RULES;
+}
+
+/* What a rule set decides for a flow. */
+struct decision {
+	__u32 rule_id; /* NO_RULE: no rule matched */
+	__u32 gen;     /* of the rule set that decided */
+	__u8 action;
+	__u8 set_dscp;
+};
+
+static __always_inline struct ruleset *current_ruleset(void)
+{
+	__u32 zero = 0;
+	void *inner = bpf_map_lookup_elem(&rulesets, &zero);
+	if (!inner)
 		return 0;
-	if (((c->k.src[0] & r->src_mask[0]) ^ r->src[0]) |
-	    ((c->k.src[1] & r->src_mask[1]) ^ r->src[1]) |
-	    ((c->k.dst[0] & r->dst_mask[0]) ^ r->dst[0]) |
-	    ((c->k.dst[1] & r->dst_mask[1]) ^ r->dst[1]))
-		return 0;
-	if ((r->flags & RF_PROTO) && r->proto != c->k.proto)
-		return 0;
-	if ((r->flags & RF_DSCP) && r->dscp != c->dscp)
-		return 0;
-	if (c->k.sport < r->sport_lo || c->k.sport > r->sport_hi)
-		return 0;
-	if (c->k.dport < r->dport_lo || c->k.dport > r->dport_hi)
-		return 0;
-	c->found = i;
-	return 1;
+	return bpf_map_lookup_elem(inner, &zero);
+}
+
+/* decide4 and decide6 fill d from the first rule of the current set that
+ * matches; they return -1 when there is no rule set. */
+static __always_inline int decide4(const struct flow4_key *k, __u16 pd, struct decision *d)
+{
+	struct ruleset *rs = current_ruleset();
+	if (!rs)
+		return -1;
+	struct match4_ctx mc = {
+		.rs = rs,
+		.saddr = k->saddr,
+		.daddr = k->daddr,
+		.sport = k->sport,
+		.dport = k->dport,
+		.pd = pd,
+		.n = clamp_rules(rs->count4),
+		.found = -1,
+	};
+	bpf_loop((mc.n + BATCH - 1) / BATCH, match4, &mc, 0);
+	/* The set evaluated, which may already be newer than the published
+	 * generation. */
+	d->gen = rs->generation;
+	if (mc.found >= 0 && mc.found < MAX_RULES) {
+		struct rule4 *r = &rs->rules4[mc.found];
+		d->rule_id = r->id;
+		d->action = r->action;
+		d->set_dscp = r->set_dscp;
+	}
+	return 0;
+}
+
+static __always_inline int decide6(const struct flow6_key *k, __u16 pd, struct decision *d)
+{
+	struct ruleset *rs = current_ruleset();
+	if (!rs)
+		return -1;
+	struct match6_ctx mc = {
+		.rs = rs,
+		.src = {k->src[0], k->src[1]},
+		.dst = {k->dst[0], k->dst[1]},
+		.sport = k->sport,
+		.dport = k->dport,
+		.pd = pd,
+		.n = clamp_rules(rs->count6),
+		.found = -1,
+	};
+	bpf_loop((mc.n + BATCH - 1) / BATCH, match6, &mc, 0);
+	d->gen = rs->generation;
+	if (mc.found >= 0 && mc.found < MAX_RULES) {
+		struct rule6 *r = &rs->rules6[mc.found];
+		d->rule_id = r->id;
+		d->action = r->action;
+		d->set_dscp = r->set_dscp;
+	}
+	return 0;
+}
+
+/* New flows are inserted by functions of their own: inlined, the two
+ * updates would be merged into one on a chosen map, which the verifier
+ * cannot turn into a direct call. */
+static __noinline void insert4(const struct flow4_key *k, const struct flow_val *v)
+{
+	bpf_map_update_elem(&flows4, k, v, BPF_NOEXIST);
+}
+
+static __noinline void insert6(const struct flow6_key *k, const struct flow_val *v)
+{
+	bpf_map_update_elem(&flows6, k, v, BPF_NOEXIST);
 }
 
 static __always_inline int mark_valid(__u32 mark)
@@ -231,8 +398,12 @@ int classify(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct match_ctx mc = {.found = -1};
-	__u8 tos_hi = 0, tos_lo = 0; /* first two header bytes, for set-dscp */
+	struct flow4_key k4;
+	struct flow6_key k6;
+	int is4;
+	__u8 proto, dscp;
+	__u16 sport = 0, dport = 0;
+	__u8 tos_hi, tos_lo; /* first two header bytes, for set-dscp */
 	void *l4 = 0;
 
 	if ((void *)(eth + 1) > data_end)
@@ -245,85 +416,90 @@ int classify(struct __sk_buff *skb)
 		__u32 ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
 			return TCX_NEXT;
-		mc.k.family = 4;
-		mc.k.proto = ip->protocol;
-		mc.k.src[1] = ((__u64)ip->saddr << 32) | 0xffff0000ULL;
-		mc.k.dst[1] = ((__u64)ip->daddr << 32) | 0xffff0000ULL;
-		mc.dscp = ip->tos >> 2;
+		is4 = 1;
+		proto = ip->protocol;
 		tos_hi = ((__u8 *)ip)[0];
 		tos_lo = ip->tos;
+		dscp = tos_lo >> 2;
 		/* Only the first fragment carries ports. */
 		if (!(ip->frag_off & bpf_htons(0x1fff)))
 			l4 = (void *)ip + ihl;
+		k4 = (struct flow4_key){.saddr = ip->saddr, .daddr = ip->daddr};
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > data_end)
 			return TCX_NEXT;
-		mc.k.family = 6;
-		mc.k.proto = ip6->nexthdr;
-		__builtin_memcpy(mc.k.src, &ip6->saddr, 16);
-		__builtin_memcpy(mc.k.dst, &ip6->daddr, 16);
+		is4 = 0;
+		proto = ip6->nexthdr;
 		tos_hi = ((__u8 *)ip6)[0];
 		tos_lo = ((__u8 *)ip6)[1];
-		mc.dscp = (((tos_hi & 0x0f) << 4) | (tos_lo >> 4)) >> 2;
+		dscp = (((tos_hi & 0x0f) << 4) | (tos_lo >> 4)) >> 2;
 		l4 = ip6 + 1;
+		k6 = (struct flow6_key){};
+		__builtin_memcpy(k6.src, &ip6->saddr, 16);
+		__builtin_memcpy(k6.dst, &ip6->daddr, 16);
 	} else {
 		return TCX_NEXT;
 	}
 
-	if (l4 && (mc.k.proto == IPPROTO_TCP || mc.k.proto == IPPROTO_UDP)) {
+	if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
 		__be16 *ports = l4;
 		if ((void *)(ports + 2) > data_end)
 			return TCX_NEXT;
-		mc.k.sport = bpf_ntohs(ports[0]);
-		mc.k.dport = bpf_ntohs(ports[1]);
+		sport = bpf_ntohs(ports[0]);
+		dport = bpf_ntohs(ports[1]);
 	}
 
-	__u32 zero = 0;
-	__u32 *genp = bpf_map_lookup_elem(&generation, &zero);
-	if (!genp || !*genp)
+	__u32 gen = generation;
+	if (!gen)
 		return TCX_NEXT; /* no rule set yet */
 	/* Flow times are in jiffies: one tick is plenty for flow ages, and
 	 * reading it costs nothing next to a clock read. */
 	__u64 now = bpf_jiffies64();
 	__u64 len = skb->len;
 
+	/* Each family has its own lookup, followed by its own code: the
+	 * verifier inlines a lookup only where the map is known, so the two
+	 * calls must not be merged into one on a chosen map. */
 	struct flow_val *f = 0;
-	if (!no_flow_cache)
-		f = bpf_map_lookup_elem(&flows, &mc.k);
+	struct decision d = {.rule_id = NO_RULE, .action = ACTION_PASS, .set_dscp = NO_DSCP};
+	__u16 pd = proto | (__u16)dscp << 8;
+	int fresh;
+	if (is4) {
+		k4.proto = proto;
+		k4.sport = sport;
+		k4.dport = dport;
+		if (!no_flow_cache)
+			f = bpf_map_lookup_elem(&flows4, &k4);
+		fresh = !f || f->generation != gen;
+		if (fresh && decide4(&k4, pd, &d) < 0)
+			return TCX_NEXT;
+	} else {
+		k6.proto = proto;
+		k6.sport = sport;
+		k6.dport = dport;
+		if (!no_flow_cache)
+			f = bpf_map_lookup_elem(&flows6, &k6);
+		fresh = !f || f->generation != gen;
+		if (fresh && decide6(&k6, pd, &d) < 0)
+			return TCX_NEXT;
+	}
 
-	__u32 rule_id = NO_RULE, mark = 0, gen = *genp;
-	__u8 action = ACTION_PASS, set_dscp = NO_DSCP;
-	int fresh = 0;
-	if (f && f->generation == gen) {
+	__u32 rule_id, mark = 0;
+	__u8 action, set_dscp;
+	if (!fresh) {
 		rule_id = f->rule_id;
 		action = f->action;
 		set_dscp = f->set_dscp;
 		mark = f->mark;
 	} else {
-		void *inner = bpf_map_lookup_elem(&rulesets, &zero);
-		if (!inner)
-			return TCX_NEXT;
-		struct ruleset *rs = bpf_map_lookup_elem(inner, &zero);
-		if (!rs)
-			return TCX_NEXT;
-		/* The set evaluated, which may already be newer than gen. */
-		gen = rs->generation;
-		mc.rs = rs;
-		__u32 n = rs->count;
-		if (n > MAX_RULES)
-			n = MAX_RULES;
-		bpf_loop(n, match_rule, &mc, 0);
-		if (mc.found >= 0 && mc.found < MAX_RULES) {
-			struct rule *r = &rs->rules[mc.found];
-			rule_id = r->id;
-			action = r->action;
-			set_dscp = r->set_dscp;
-		}
+		rule_id = d.rule_id;
+		action = d.action;
+		set_dscp = d.set_dscp;
+		gen = d.gen;
 		/* The same rule after a rule-set change keeps its path. */
 		if (f && f->rule_id == rule_id)
 			mark = f->mark;
-		fresh = 1;
 	}
 
 	if (action == ACTION_STEER && rule_id != NO_RULE)
@@ -360,7 +536,10 @@ int classify(struct __sk_buff *skb)
 			.action = action,
 			.set_dscp = set_dscp,
 		};
-		bpf_map_update_elem(&flows, &mc.k, &v, BPF_NOEXIST);
+		if (is4)
+			insert4(&k4, &v);
+		else
+			insert6(&k6, &v);
 	}
 
 	if (rule_id != NO_RULE)
@@ -372,8 +551,8 @@ int classify(struct __sk_buff *skb)
 		count(&path_stats, mark & MARK_MASK, len);
 	}
 
-	if (set_dscp < 64 && set_dscp != mc.dscp) {
-		if (mc.k.family == 4) {
+	if (set_dscp < 64 && set_dscp != dscp) {
+		if (is4) {
 			__u8 tos = (set_dscp << 2) | (tos_lo & 3);
 			__be16 old = bpf_htons(((__u16)tos_hi << 8) | tos_lo);
 			__be16 new = bpf_htons(((__u16)tos_hi << 8) | tos);
