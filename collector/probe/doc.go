@@ -63,8 +63,11 @@
 //
 // A reply that arrives after its probe was declared lost is late: it is
 // counted in Stats.ProbesLate and feeds the timeout estimator (so a path whose
-// RTT jumps above the timeout is relearnt rather than declared dead), but it
-// changes neither the loss, the latency, the jitter nor ProbesReceived.
+// RTT jumps above the timeout is relearnt rather than declared dead). It
+// already counted towards DOWN, but the loss rate takes it back while it is
+// in the window: a probe delayed past its timeout (a busy machine) is not a
+// lost packet, and must not hold a path DEGRADED. It changes neither the
+// latency, the jitter nor ProbesReceived.
 //
 // # Health
 //

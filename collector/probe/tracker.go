@@ -53,6 +53,11 @@ type sentProbe struct {
 	sent     time.Time
 	deadline time.Time
 	state    probeState
+	// slot, resolvedAt and epoch place a resolved probe in the loss
+	// window, so that a late reply can take its loss back.
+	slot       int
+	resolvedAt uint64
+	epoch      uint64
 }
 
 // trackerConfig is the tracker's configuration, defaults applied.
@@ -84,6 +89,8 @@ type tracker struct {
 	windowPos int
 	windowLen int
 	windowBad int
+	resolved  uint64 // results recorded in the window
+	epoch     uint64 // bumped when the window is cleared
 
 	latency, jitter, lastRTT time.Duration
 	haveRTT                  bool
@@ -179,6 +186,12 @@ func (t *tracker) reply(seq uint64, stamp int64, now time.Time) {
 		t.estimate(rtt)
 		t.late++
 		p.state = lateAnswered
+		// It was late, not lost: the loss rate takes it back if it is
+		// still in the window (it already counted towards DOWN).
+		if p.epoch == t.epoch && t.resolved-p.resolvedAt <= uint64(t.windowLen) && t.window[p.slot] {
+			t.window[p.slot] = false
+			t.windowBad--
+		}
 	}
 }
 
@@ -238,7 +251,10 @@ func (t *tracker) resolve(p *sentProbe, s probeState, now time.Time) {
 		// DOWN (or are a far end not started yet); they must not hold the
 		// path DEGRADED once it answers again: its loss is measured anew.
 		t.windowLen, t.windowBad, t.windowPos = 0, 0, 0
+		t.epoch++
 	}
+	p.slot, p.resolvedAt, p.epoch = t.windowPos, t.resolved, t.epoch
+	t.resolved++
 	if t.windowLen == len(t.window) {
 		if t.window[t.windowPos] {
 			t.windowBad--
