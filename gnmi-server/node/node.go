@@ -256,14 +256,21 @@ func (n *Node) clock(ctx context.Context) {
 func (n *Node) record(ctx context.Context) {
 	defer n.loops.Done()
 	rec := history.NewRecorder(n.Store, n.Schema)
+	// The interval is read every second, so that a change applies at once.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := time.Now()
 	for {
-		interval := time.Duration(n.setting("interval", 10)) * time.Second
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case now = <-tick.C:
 		}
-		now := time.Now()
+		if now.Sub(last) < time.Duration(n.setting("interval", 10))*time.Second {
+			continue
+		}
+		last = now
 		if err := rec.Sample(ctx, now); err != nil && ctx.Err() == nil {
 			n.log.Warn("recording stats history", "err", err)
 		}
