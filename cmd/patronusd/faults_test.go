@@ -156,6 +156,7 @@ func (l *netLab) heal(a, b int) error {
 func launchIn(t testing.TB, ns, name string, args []string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, name: name, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	args = withAdminPassword(args, nil)
 	d.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, patronusdBin}, args...)...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/gen/model"
+	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 )
 
 // Set by TestMain.
@@ -46,7 +47,16 @@ var (
 	patronusdBin string
 	gnmiCLIBin   string
 	gnmiCLIErr   error
+	// adminPasswordFile holds testAdminPassword; launch passes it to every
+	// daemon that is given no admin password otherwise.
+	adminPasswordFile string
 )
+
+// testAdminPassword is the first admin's password of the test daemons.
+const testAdminPassword = "it-admin-pw"
+
+// adminCreds authenticates a test client as the first admin.
+var adminCreds = auth.Password{Username: "admin", Password: testAdminPassword}
 
 const scenarioConfig = "../../testdata/scenario1/config.json"
 
@@ -58,6 +68,11 @@ func TestMain(m *testing.M) {
 	}
 	patronusdBin = filepath.Join(dir, "patronusd")
 	gnmiCLIBin = filepath.Join(dir, "gnmi_cli")
+	adminPasswordFile = filepath.Join(dir, "admin-password")
+	if err := os.WriteFile(adminPasswordFile, []byte(testAdminPassword+"\n"), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
 	var wg sync.WaitGroup
 	var daemonErr error
 	wg.Add(2)
@@ -117,6 +132,8 @@ type daemon struct {
 	state  *os.ProcessState
 	conn   *grpc.ClientConn
 	Client gpb.GNMIClient
+	// creds authenticate Client; nil means adminCreds.
+	creds credentials.PerRPCCredentials
 }
 
 // freeAddr returns a loopback address nobody listens on right now.
@@ -131,9 +148,19 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-// launch starts patronusd with exactly args (plus env) and does not wait for
-// it to serve. The process is killed when the test ends, and its stderr
-// logged if the test failed.
+// withAdminPassword adds --admin-password-file with testAdminPassword to
+// args unless args or env give the admin password some other way.
+func withAdminPassword(args, env []string) []string {
+	if slices.Contains(args, "--admin-password-file") || slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATRONUS_ADMIN_PASSWORD") }) {
+		return args
+	}
+	return append(slices.Clone(args), "--admin-password-file", adminPasswordFile)
+}
+
+// launch starts patronusd with args (plus env) and does not wait for it to
+// serve. The process is killed when the test ends, and its stderr logged if
+// the test failed. Unless args or env say otherwise, the daemon's first
+// admin has testAdminPassword.
 func launch(t testing.TB, name string, args, env []string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, name: name, stderr: &lockedBuffer{}, done: make(chan struct{})}
@@ -141,6 +168,7 @@ func launch(t testing.TB, name string, args, env []string) *daemon {
 		// Every daemon is a (single-node) Raft cluster: keep them apart.
 		args = append(slices.Clone(args), "--raft-listen", freeAddr(t))
 	}
+	args = withAdminPassword(args, env)
 	d.cmd = exec.Command(patronusdBin, args...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr = d.stderr
@@ -205,8 +233,13 @@ func (d *daemon) wait(timeout time.Duration) (int, bool) {
 	}
 }
 
-// ready dials addr with creds and polls Capabilities until it answers (10 s).
+// ready dials addr with creds, authenticated as d.creds (adminCreds by
+// default), and polls Capabilities until it answers (10 s).
 func (d *daemon) ready(addr string, creds credentials.TransportCredentials) error {
+	var user credentials.PerRPCCredentials = adminCreds
+	if d.creds != nil {
+		user = d.creds
+	}
 	// Wait for the port first: a gRPC client that found it closed would
 	// back off for a second before trying again.
 	deadline := time.Now().Add(10 * time.Second)
@@ -224,7 +257,7 @@ func (d *daemon) ready(addr string, creds credentials.TransportCredentials) erro
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(user),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return err
@@ -941,12 +974,31 @@ func TestGnmiCLI(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		all := append([]string{"-a", d.Addr, "-insecure", "-timeout", "5s", "-log_dir", logDir}, args...)
-		out, err := exec.CommandContext(ctx, gnmiCLIBin, all...).CombinedOutput()
+		// gnmi_cli takes the credentials from GNMI_USER and GNMI_PASS
+		// with -with_user_pass, and sends them as "username"/"password".
+		all := append([]string{"-a", d.Addr, "-insecure", "-timeout", "5s", "-log_dir", logDir, "-with_user_pass"}, args...)
+		cmd := exec.CommandContext(ctx, gnmiCLIBin, all...)
+		cmd.Env = append(os.Environ(), "GNMI_USER=admin", "GNMI_PASS="+testAdminPassword)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("gnmi_cli %q: %v\n%s", all, err, out)
 		}
 		return string(out)
+	}
+	// Without credentials, and with a wrong password, nothing is served.
+	for _, env := range [][]string{nil, {"GNMI_USER=admin", "GNMI_PASS=wrong"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		args := []string{"-a", d.Addr, "-insecure", "-timeout", "5s", "-log_dir", logDir, "-capabilities"}
+		if env != nil {
+			args = append(args, "-with_user_pass")
+		}
+		cmd := exec.CommandContext(ctx, gnmiCLIBin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), "Unauthenticated") {
+			t.Errorf("gnmi_cli -capabilities with env %q: %v, want an Unauthenticated failure:\n%s", env, err, out)
+		}
 	}
 	const descPath = `path:{elem:{name:"sites"} elem:{name:"site" key:{key:"name" value:"hq"}} elem:{name:"config"} elem:{name:"description"}}`
 
@@ -1461,7 +1513,7 @@ func TestRestartDurability(t *testing.T) {
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for w := 0; w < clients; w++ {
-			conn, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(adminCreds))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1709,7 +1761,7 @@ func TestFlagsAndExitCodes(t *testing.T) {
 		// Verified against the generated certificate as a CA, 127.0.0.1 is valid.
 		pool := x509.NewCertPool()
 		pool.AddCert(cert)
-		conn2, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+		conn2, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})), grpc.WithPerRPCCredentials(adminCreds))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,7 +44,8 @@ func (n *labNode) start() {
 	t := n.t
 	m := n.site.Mgmt().String()
 	args := []string{"netns", "exec", n.lab.Router(n.site), patronusdBin, "--insecure", "--node-name", n.site.Name, "--site", n.site.Name,
-		"--data-dir", n.dir, "--listen", m + ":9339", "--http", m + ":9341", "--raft-listen", m + ":9340"}
+		"--data-dir", n.dir, "--listen", m + ":9339", "--http", m + ":9341", "--raft-listen", m + ":9340",
+		"--admin-password-file", adminPasswordFile}
 	if n.join != "" {
 		args = append(args, "--join", n.join)
 	}
@@ -58,7 +59,7 @@ func (n *labNode) start() {
 	n.done = done
 	go func() { n.cmd.Wait(); close(done) }()
 	if n.conn == nil {
-		conn, err := grpc.NewClient(n.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		conn, err := grpc.NewClient(n.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(adminCreds),
 			grpc.WithContextDialer(topo.Dialer(n.lab.MgmtNS())))
 		if err != nil {
 			t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
 )
@@ -35,6 +36,7 @@ import (
 type options struct {
 	listen, http, raftListen, dataDir, nodeName, join, site string
 	tlsCert, tlsKey, tlsCA, adminPasswordFile, logLevel     string
+	adminPassword                                           string // read from the file or PATRONUS_ADMIN_PASSWORD
 	nonvoter, insecure                                      bool
 	minSample                                               time.Duration
 	snapshotThreshold, trailingLogs                         uint64
@@ -62,7 +64,7 @@ func parseFlags(args []string) (*options, bool, error) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA that client certificates must chain to (not in this build)")
-	fs.StringVar(&o.adminPasswordFile, "admin-password-file", "", "first admin's password (not in this build)")
+	fs.StringVar(&o.adminPasswordFile, "admin-password-file", "", "file whose first line is the admin's password: the first admin's when a new cluster bootstraps, and the credential of a --join (default: env PATRONUS_ADMIN_PASSWORD; else a bootstrap generates one and prints it once on stderr)")
 	fs.BoolVar(&o.insecure, "insecure", false, "plaintext gRPC, for loopback development and tests only")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 8192, "Raft log entries between snapshots")
@@ -99,12 +101,22 @@ func parseFlags(args []string) (*options, bool, error) {
 		return nil, false, errors.New("--nonvoter needs --join: a new cluster's first node is a voter")
 	case o.tlsCA != "":
 		return nil, false, errors.New("--tls-ca: client certificate authentication is not available in this build")
-	case o.adminPasswordFile != "":
-		return nil, false, errors.New("--admin-password-file: users are not available in this build")
 	case (o.tlsCert == "") != (o.tlsKey == ""):
 		return nil, false, errors.New("--tls-cert and --tls-key go together")
 	case o.nodeName == "":
 		return nil, false, errors.New("--node-name is empty and the host name is unknown")
+	}
+	if o.adminPasswordFile != "" {
+		b, err := os.ReadFile(o.adminPasswordFile)
+		if err != nil {
+			return nil, false, fmt.Errorf("--admin-password-file: %v", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		if o.adminPassword = strings.TrimRight(line, "\r"); o.adminPassword == "" {
+			return nil, false, fmt.Errorf("--admin-password-file %s: the first line is empty", o.adminPasswordFile)
+		}
+	} else {
+		o.adminPassword = os.Getenv("PATRONUS_ADMIN_PASSWORD")
 	}
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "node-name" })
@@ -158,15 +170,16 @@ func run(args []string) error {
 	}
 	gopts = append(gopts, grpc.MaxRecvMsgSize(64<<20))
 
-	dial := func(addr string) (*grpc.ClientConn, error) {
+	dial := func(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		// Members reach each other's gNMI servers with the transport they
 		// serve. Mutual authentication with a cluster CA comes with the
-		// security work; until then a member's certificate is not verified.
+		// security work; until then a member's certificate is not verified
+		// (members authenticate with the cluster secret in the metadata).
 		creds := insecure.NewCredentials()
 		if !o.insecure {
 			creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // see above
 		}
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
 	}
 	n, err := node.Open(node.Config{
 		DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log, Site: o.site,
@@ -174,10 +187,20 @@ func run(args []string) error {
 			RaftAddr: o.raftListen, GNMIAddr: lis.Addr().String(), Join: o.join, Nonvoter: o.nonvoter, Dial: dial,
 			SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLogs,
 		},
+		// Authentication is always on in patronusd; --insecure only drops TLS.
+		Auth: &auth.Config{AdminPassword: o.adminPassword, PrintPassword: printAdminPassword},
 	})
 	if err != nil {
 		lis.Close()
 		return err
+	}
+	var joinCreds credentials.PerRPCCredentials
+	if o.join != "" {
+		if joinCreds, err = joinCredentials(n, o); err != nil {
+			n.Close()
+			lis.Close()
+			return err
+		}
 	}
 	if n.Repl != nil {
 		// Serve only once the log's entries are applied, or after a bound
@@ -189,8 +212,10 @@ func run(args []string) error {
 		cancel()
 	}
 	if o.join != "" {
-		go join(log, dial, o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
+		go join(log, func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) },
+			o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
 	}
+	gopts = append(gopts, grpc.ChainUnaryInterceptor(n.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
 	reflection.Register(gs)
@@ -267,6 +292,26 @@ func join(log *slog.Logger, dial func(string) (*grpc.ClientConn, error), addr st
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// printAdminPassword shows a generated first admin's password, once, on
+// stderr; it is never logged or stored in clear.
+func printAdminPassword(password string) {
+	fmt.Fprintf(os.Stderr, "patronusd: the new cluster's first admin is user %q with password %s (shown only this once; change it with a Set of /system/aaa/users/user[username=%s]/config/password)\n", auth.FirstAdmin, password, auth.FirstAdmin)
+}
+
+// joinCredentials are those of a --join: a node that already belongs to
+// the cluster (a restart) has the cluster secret in its store and joins as
+// a member; a new node has nothing yet and joins as the admin, with the
+// password of --admin-password-file or PATRONUS_ADMIN_PASSWORD.
+func joinCredentials(n *node.Node, o *options) (credentials.PerRPCCredentials, error) {
+	if _, ok := n.Auth.ClusterSecret(); ok {
+		return n.Auth.MemberCredentials(o.nodeName), nil
+	}
+	if o.adminPassword == "" {
+		return nil, errors.New("--join: a new member authenticates its join as user admin; give --admin-password-file or PATRONUS_ADMIN_PASSWORD")
+	}
+	return auth.Password{Username: auth.FirstAdmin, Password: o.adminPassword}, nil
 }
 
 // stableNodeName keeps a node's name with its data: the Raft configuration

@@ -37,9 +37,15 @@ type Config struct {
 	Repl               *replication.Node
 	Store              *store.Store
 	Engine             *txn.Engine
-	// Dial opens a client connection to another member's gNMI server.
-	Dial   func(addr string) (*grpc.ClientConn, error)
-	Logger *slog.Logger
+	// Dial opens a client connection to another member's gNMI server; with
+	// authentication on, the connection carries this member's credentials.
+	Dial func(addr string) (*grpc.ClientConn, error)
+	// Bootstrap, if set, adds to the first commit of a new cluster (the one
+	// in which its first leader records itself as a member) what a cluster
+	// starts with, such as the first admin and the cluster secret; the
+	// function it returns is called once that commit succeeded.
+	Bootstrap func(req *gpb.SetRequest, meta *txn.Meta) (committed func())
+	Logger    *slog.Logger
 }
 
 // Cluster is this node's membership in the cluster.
@@ -141,7 +147,7 @@ func retryable(err error) bool {
 		return false
 	}
 	msg := st.Message()
-	for _, s := range []string{notLeader, "no cluster leader", "while dialing", "connection refused", "cannot reach the leader"} {
+	for _, s := range []string{notLeader, "no cluster leader", "while dialing", "connection refused", "cannot reach the leader", "nothing was sent"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
@@ -169,7 +175,8 @@ func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta
 	if meta.Commit != nil {
 		req.Extension = append(req.Extension, server.CommitExtension(meta.Commit))
 	}
-	out := metadata.Pairs(server.ForwardedPeerHeader, meta.Peer)
+	// The leader authorizes and audits the Set as the client's user.
+	out := metadata.Pairs(server.ForwardedPeerHeader, meta.Peer, server.ForwardedUserHeader, meta.User)
 	var header metadata.MD
 	resp, err := client.Set(metadata.NewOutgoingContext(ctx, out), req, grpc.Header(&header))
 	if err != nil {

@@ -77,6 +77,11 @@ func (c *Cluster) recordSelf(ctx context.Context) {
 			Val:  &gpb.TypedValue{Value: &gpb.TypedValue_JsonIetfVal{JsonIetfVal: []byte(`{"interval":10,"retention":604800}`)}},
 		})
 	}
+	meta := txn.Meta{User: InternalUser, Node: c.cfg.NodeName}
+	var committed func()
+	if _, ok, err := c.cfg.Store.Get([]byte(txn.ClusterSecretKey)); err == nil && !ok && c.cfg.Bootstrap != nil {
+		committed = c.cfg.Bootstrap(req, &meta)
+	}
 	ops, err := Ops(c.cfg.Engine, req)
 	if err != nil {
 		c.log.Error("recording this node as a cluster member", "err", err)
@@ -84,10 +89,18 @@ func (c *Cluster) recordSelf(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := c.Commit(cctx, ops, txn.Meta{User: "patronusd", Node: c.cfg.NodeName}); err != nil {
+	if _, err := c.Commit(cctx, ops, meta); err != nil {
 		c.log.Warn("recording this node as a cluster member", "err", err)
+		return
+	}
+	if committed != nil {
+		committed()
 	}
 }
+
+// InternalUser names the node itself in the audit records of the changes it
+// makes on its own.
+const InternalUser = "patronusd"
 
 // MemberRequest is the SetRequest that records a node in
 // /system/cluster/members; a joining node sends it to any member.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/patronus-sdwan/patronus/collector/history"
 	"github.com/patronus-sdwan/patronus/dataplane/agent"
+	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -46,6 +47,13 @@ type Config struct {
 	// CollectInterval is how often the dataplane writes measured state
 	// (default 1 s).
 	CollectInterval time.Duration
+	// Auth, if set, turns authentication and authorization on: the node's
+	// Auth then authenticates requests (its interceptors must be installed
+	// on the gRPC server), and the server authorizes them and hides
+	// /system/aaa from all but admins. Its Store, Engine, NodeName and
+	// Logger are filled in by Open. Without it every request is allowed
+	// (in-process tests).
+	Auth *auth.Config
 }
 
 // ClusterConfig configures replication.
@@ -60,8 +68,9 @@ type ClusterConfig struct {
 	Timing   replication.Timing
 	// SnapshotThreshold and TrailingLogs tune Raft snapshots (0: defaults).
 	SnapshotThreshold, TrailingLogs uint64
-	// Dial connects to another member's gNMI server.
-	Dial func(addr string) (*grpc.ClientConn, error)
+	// Dial connects to another member's gNMI server, with opts added to
+	// its own options (the member credentials, with authentication on).
+	Dial func(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 }
 
 // Node is a running node.
@@ -75,6 +84,8 @@ type Node struct {
 	Repl    *replication.Node
 	Cluster *cluster.Cluster
 	Agent   *agent.Agent // nil unless the node serves a site
+	// Auth authenticates requests; nil unless Config.Auth was set.
+	Auth *auth.Authenticator
 
 	pub       *server.Publisher
 	committer server.Committer
@@ -101,9 +112,19 @@ func Open(cfg Config) (*Node, error) {
 	}
 	f := feed.New(cfg.FeedSlots, cfg.FeedChanges)
 	pub := server.NewPublisher(sch, f)
+	onCommit := pub.OnCommit
+	changes := &auth.Changes{}
+	if cfg.Auth != nil {
+		// The authenticator hears of every commit, so that no request is
+		// served from a verification made before its user changed.
+		onCommit = func(c store.Commit) {
+			changes.Observe(c)
+			pub.OnCommit(c)
+		}
+	}
 	// With replication the Raft log is the durable record (see
 	// store.Options.NoSync).
-	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: pub.OnCommit, NoSync: cfg.Cluster != nil})
+	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil})
 	if err != nil {
 		pub.Close()
 		return nil, err
@@ -113,6 +134,14 @@ func Open(cfg Config) (*Node, error) {
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
+	}
+	var authn *auth.Authenticator
+	if cfg.Auth != nil {
+		ac := *cfg.Auth
+		ac.Store, ac.Engine, ac.NodeName, ac.Logger, ac.Changes = st, eng, cfg.NodeName, cfg.Logger, changes
+		authn = auth.New(ac)
+		n.Auth = authn
+		scfg.Authorize, scfg.Visible, scfg.User = authn.Authorize, authn.Visible, authn.UserName
 	}
 	if c := cfg.Cluster; c != nil {
 		n.Repl, err = replication.Open(replication.Config{
@@ -125,10 +154,17 @@ func Open(cfg Config) (*Node, error) {
 			pub.Close()
 			return nil, err
 		}
-		n.Cluster = cluster.Start(cluster.Config{
+		ccfg := cluster.Config{
 			NodeName: cfg.NodeName, GNMIAddr: c.GNMIAddr, RaftAddr: c.RaftAddr, Nonvoter: c.Nonvoter,
-			Repl: n.Repl, Store: st, Engine: eng, Dial: c.Dial, Logger: cfg.Logger,
-		})
+			Repl: n.Repl, Store: st, Engine: eng, Logger: cfg.Logger,
+		}
+		ccfg.Dial = func(addr string) (*grpc.ClientConn, error) { return c.Dial(addr) }
+		if authn != nil {
+			creds := authn.MemberCredentials(cfg.NodeName)
+			ccfg.Dial = func(addr string) (*grpc.ClientConn, error) { return c.Dial(addr, grpc.WithPerRPCCredentials(creds)) }
+			ccfg.Bootstrap = authn.Bootstrap
+		}
+		n.Cluster = cluster.Start(ccfg)
 		scfg.Committer, scfg.Reads = n.Cluster, n.Cluster
 	}
 	scfg.History = history.NewReader(st)
@@ -314,7 +350,7 @@ func (n *Node) rollbacks(ctx context.Context) {
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = n.committer.Commit(cctx, nil, txn.Meta{User: "patronusd", Node: n.name, Commit: &txn.CommitAction{Kind: txn.CommitRollback, ID: p.ID}})
+			_, err = n.committer.Commit(cctx, nil, txn.Meta{User: cluster.InternalUser, Node: n.name, Commit: &txn.CommitAction{Kind: txn.CommitRollback, ID: p.ID}})
 			cancel()
 			if err != nil {
 				n.log.Warn("rolling back an unconfirmed commit", "id", p.ID, "err", err)

@@ -554,7 +554,9 @@ func (n *Node) watchHeartbeats() {
 					if n.failing == nil {
 						n.failing = map[raft.ServerID]time.Time{}
 					}
-					if last, ok := n.failing[d.PeerID]; !ok || !d.LastContact.IsZero() || last.IsZero() {
+					// The last contact only moves forward: a later failure may
+					// report none, or an older one.
+					if last, ok := n.failing[d.PeerID]; !ok || d.LastContact.After(last) {
 						n.failing[d.PeerID] = d.LastContact
 					}
 				case raft.ResumedHeartbeatObservation:

@@ -3,11 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
@@ -45,59 +41,11 @@ func startNode(b *testing.B, withScale bool) *nodetest.Node {
 	return n
 }
 
-// reportLatency adds p50 and p99 metrics from per-operation durations.
-func reportLatency(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(d[len(d)*99/100].Microseconds()), "p99-µs")
-}
-
-// runClients runs total operations spread over clients goroutines and
-// reports throughput and latency.
-func runClients(b *testing.B, clients int, op func(i int) error) {
-	var next atomic.Int64
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, b.N/clients+1)
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					break
-				}
-				t0 := time.Now()
-				if err := op(i); err != nil {
-					b.Error(err)
-					return
-				}
-				local = append(local, time.Since(t0))
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	reportLatency(b, lat)
-}
-
 // BenchmarkGetLeaf: Get of one leaf with the scale set loaded, 16 clients.
 func BenchmarkGetLeaf(b *testing.B) {
 	n := startNode(b, true)
 	req := &gpb.GetRequest{Path: []*gpb.Path{nodetest.Path(b, "/sites/site[name=site-042]/endpoints/endpoint[name=e1]/config/address")}, Encoding: gpb.Encoding_JSON_IETF}
-	runClients(b, 16, func(int) error {
+	nodetest.RunClients(b, 16, func(int) error {
 		_, err := n.Client.Get(context.Background(), req)
 		return err
 	})
@@ -107,7 +55,7 @@ func BenchmarkGetLeaf(b *testing.B) {
 func BenchmarkGetPolicies(b *testing.B) {
 	n := startNode(b, true)
 	req := &gpb.GetRequest{Path: []*gpb.Path{nodetest.Path(b, "/policies")}, Encoding: gpb.Encoding_JSON_IETF}
-	runClients(b, 1, func(int) error {
+	nodetest.RunClients(b, 1, func(int) error {
 		_, err := n.Client.Get(context.Background(), req)
 		return err
 	})
@@ -130,7 +78,7 @@ func BenchmarkSetLeaf(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			n := startNode(b, withScale)
-			runClients(b, 1, func(i int) error {
+			nodetest.RunClients(b, 1, func(i int) error {
 				_, err := n.Client.Set(context.Background(), leafSet(b, i))
 				return err
 			})
@@ -143,7 +91,7 @@ func BenchmarkSetLeaf(b *testing.B) {
 func BenchmarkSetPolicyPriority(b *testing.B) {
 	n := startNode(b, true)
 	p := nodetest.Path(b, "/policies/policy[name=policy-0001]/config/priority")
-	runClients(b, 1, func(i int) error {
+	nodetest.RunClients(b, 1, func(i int) error {
 		_, err := n.Client.Set(context.Background(), &gpb.SetRequest{Update: []*gpb.Update{{Path: p, Val: &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: uint64(5000 + i%2)}}}}})
 		return err
 	})
@@ -153,7 +101,7 @@ func BenchmarkSetPolicyPriority(b *testing.B) {
 // commit: many Sets per fsync).
 func BenchmarkSetConcurrent(b *testing.B) {
 	n := startNode(b, true)
-	runClients(b, 64, func(i int) error {
+	nodetest.RunClients(b, 64, func(i int) error {
 		req := &gpb.SetRequest{Update: []*gpb.Update{{
 			Path: nodetest.Path(b, fmt.Sprintf("/sites/site[name=%s]/config/description", scale.SiteName(i%100))),
 			Val:  &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprintf("d%d", i)}},
@@ -171,7 +119,7 @@ func BenchmarkSet100Updates(b *testing.B) {
 	for s := 0; s < 100; s++ {
 		paths = append(paths, nodetest.Path(b, fmt.Sprintf("/sites/site[name=%s]/config/description", scale.SiteName(s))))
 	}
-	runClients(b, 1, func(i int) error {
+	nodetest.RunClients(b, 1, func(i int) error {
 		req := &gpb.SetRequest{}
 		for _, p := range paths {
 			req.Update = append(req.Update, &gpb.Update{Path: p, Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprintf("d%d", i)}}})

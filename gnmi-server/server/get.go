@@ -35,6 +35,8 @@ type query struct {
 	// which is read from the leaf it stands for.
 	alias []*gpb.PathElem
 	wild  bool // holds "..."
+	// visible, if set, is the caller's filter of the leaves it may read.
+	visible func([]*gpb.PathElem) bool
 	// leaf marks a concrete path to one leaf, read with a point lookup of key.
 	leaf bool
 	key  []byte
@@ -108,7 +110,13 @@ func aliasElems(names []string) []*gpb.PathElem {
 	return out
 }
 
-// scan reads the leaves that match q and pass keep.
+// shows reports whether the caller may read the leaf at elems.
+func (q *query) shows(elems []*gpb.PathElem) bool {
+	return q.visible == nil || q.visible(elems)
+}
+
+// scan reads the leaves that match q, pass keep and are visible to the
+// caller.
 func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) bool, fn func(leaf) error) error {
 	if q.leaf {
 		v, ok, err := r.Get(q.key)
@@ -116,7 +124,7 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 			return err
 		}
 		n := q.nodes[len(q.nodes)-1]
-		if n.WriteOnly || !keep(n, len(q.elems)) {
+		if n.WriteOnly || !keep(n, len(q.elems)) || !q.shows(q.elems) {
 			return nil
 		}
 		tv, err := txn.DecodeValue(v)
@@ -136,6 +144,9 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 			return err
 		}
 		if !q.matcher.Exact() && !q.matcher.Match(elems) {
+			return nil
+		}
+		if !q.shows(elems) {
 			return nil
 		}
 		n := nodes.lookup(s.cfg.Schema, elems)
@@ -195,6 +206,7 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 	}
 	queries := make([]*query, 0, len(req.GetPath()))
 	paths := make([]*gpb.Path, 0, len(req.GetPath()))
+	visible := s.visible(ctx)
 	for _, p := range req.GetPath() {
 		elems, err := fullPath(req.GetPrefix(), p)
 		if err != nil {
@@ -204,6 +216,7 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 		if err != nil {
 			return nil, err
 		}
+		q.visible = visible
 		queries = append(queries, q)
 		paths = append(paths, &gpb.Path{Elem: elems})
 	}
@@ -220,7 +233,12 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 					break // this node may serve it
 				}
 				if err == nil {
-					resp, err := leader.Get(metadata.NewOutgoingContext(ctx, metadata.Pairs(ConsistencyHeader, "linearizable")), req)
+					out := metadata.Pairs(ConsistencyHeader, "linearizable")
+					if s.cfg.User != nil {
+						// The leader filters the answer for the caller.
+						out.Set(ForwardedUserHeader, s.cfg.User(ctx))
+					}
+					resp, err := leader.Get(metadata.NewOutgoingContext(ctx, out), req)
 					if status.Code(err) != codes.Unavailable {
 						return resp, err
 					}

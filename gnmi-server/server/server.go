@@ -87,8 +87,16 @@ type Config struct {
 	TargetDefinedInterval time.Duration
 	// Authorize, if set, is consulted on every RPC.
 	Authorize Authorizer
-	// User returns the authenticated user of a request, for audit records.
+	// User returns the authenticated user of a request, for audit records
+	// and for the reads and Sets this node forwards to the leader on the
+	// user's behalf.
 	User func(ctx context.Context) string
+	// Visible, if set, returns the filter of the leaves the caller in ctx
+	// may read: Get, Subscribe (initial sync, polls, samples, streamed
+	// changes and history) leave out every leaf whose path it rejects. A
+	// nil filter, like a nil Visible, shows everything. It is called once
+	// per request and its filter once per leaf, so the filter must be cheap.
+	Visible func(ctx context.Context) func(elems []*gpb.PathElem) bool
 	// History, if set, serves the History extension of Subscribe.
 	History History
 	Logger  *slog.Logger
@@ -224,6 +232,14 @@ func (s *Server) Capabilities(ctx context.Context, req *gpb.CapabilityRequest) (
 		GNMIVersion:        version,
 		Extension:          exts,
 	}, nil
+}
+
+// visible returns the caller's leaf filter, nil when everything is visible.
+func (s *Server) visible(ctx context.Context) func([]*gpb.PathElem) bool {
+	if s.cfg.Visible == nil {
+		return nil
+	}
+	return s.cfg.Visible(ctx)
 }
 
 func (s *Server) authorize(ctx context.Context, rpc string, paths []*gpb.Path) error {

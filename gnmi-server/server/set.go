@@ -169,6 +169,12 @@ const (
 	// ForwardedPeerHeader carries the original client's address on a Set a
 	// follower forwards to the leader.
 	ForwardedPeerHeader = "patronus-forwarded-peer"
+	// ForwardedUserHeader carries the original client's user name on a
+	// Set or linearizable Get that a follower forwards to the leader. The
+	// leader believes it only from a member authenticated with the
+	// cluster's own credential, and authorizes and audits the request as
+	// that user.
+	ForwardedUserHeader = "patronus-forwarded-user"
 	// ConsistencyHeader set to "linearizable" on a Get asks for a read that
 	// reflects every write acknowledged before it, on any node.
 	ConsistencyHeader = "patronus-consistency"

@@ -95,6 +95,7 @@ func (ss *session) init(req *gpb.SubscribeRequest) error {
 	}
 	var paths []*gpb.Path
 	stream := ss.list.GetMode() == gpb.SubscriptionList_STREAM
+	visible := s.visible(ss.stream.Context())
 	for _, x := range ss.list.GetSubscription() {
 		elems, err := fullPath(ss.list.GetPrefix(), x.GetPath())
 		if err != nil {
@@ -104,6 +105,7 @@ func (ss *session) init(req *gpb.SubscribeRequest) error {
 		if err != nil {
 			return err
 		}
+		q.visible = visible
 		paths = append(paths, &gpb.Path{Elem: elems})
 		base := &sub{q: q, heartbeat: time.Duration(x.GetHeartbeatInterval()), suppress: x.GetSuppressRedundant()}
 		if !stream {
@@ -455,7 +457,7 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 				continue
 			}
 			for _, x := range subs {
-				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, n, len(ch.Elems)) {
+				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, n, len(ch.Elems)) || !x.q.shows(ch.Elems) {
 					continue
 				}
 				k := string(ch.Key)

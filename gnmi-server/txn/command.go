@@ -15,14 +15,18 @@ import (
 // A command is a prepared SetRequest as replication carries it: the
 // operations with their decoded, canonical leaves (passwords already
 // hashed), so that applying it is deterministic on every node.
-const commandVersion = 2
+const commandVersion = 3
+
+// commandVersion2 is the previous format, without the cluster secret; a log
+// written by an older build still holds such entries.
+const commandVersion2 = 2
 
 var errBadCommand = errors.New("txn: malformed command")
 
 // EncodeCommand serializes prepared ops and their meta.
 func EncodeCommand(ops []Op, meta Meta) []byte {
 	b := []byte{commandVersion}
-	for _, s := range []string{meta.User, meta.Peer, meta.Node} {
+	for _, s := range []string{meta.User, meta.Peer, meta.Node, meta.ClusterSecret} {
 		b = appendBytes(b, []byte(s))
 	}
 	b = binary.AppendVarint(b, meta.Time)
@@ -79,11 +83,14 @@ func (r *reader) bytes() []byte {
 // DecodeCommand parses a command made by EncodeCommand.
 func DecodeCommand(s *schema.Schema, b []byte) ([]Op, Meta, error) {
 	var meta Meta
-	if len(b) == 0 || b[0] != commandVersion {
+	if len(b) == 0 || (b[0] != commandVersion && b[0] != commandVersion2) {
 		return nil, meta, fmt.Errorf("txn: unknown command version")
 	}
 	r := &reader{b: b[1:]}
 	meta.User, meta.Peer, meta.Node = string(r.bytes()), string(r.bytes()), string(r.bytes())
+	if b[0] == commandVersion {
+		meta.ClusterSecret = string(r.bytes())
+	}
 	t, n := binary.Varint(r.b)
 	if n <= 0 {
 		return nil, meta, errBadCommand

@@ -70,6 +70,13 @@ func writePending(tx store.Tx, p Pending) {
 // Apply applies ops to tx as one validated transaction, with meta.Commit's
 // commit-confirmed action if any. On error the caller must discard tx.
 func (e *Engine) Apply(tx store.Tx, ops []Op, meta Meta) (*Result, error) {
+	if meta.ClusterSecret != "" {
+		if _, ok, err := tx.Get([]byte(ClusterSecretKey)); err != nil {
+			return nil, err
+		} else if !ok {
+			tx.Set([]byte(ClusterSecretKey), []byte(meta.ClusterSecret))
+		}
+	}
 	pending, err := ReadPending(tx)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,11 @@ const (
 	metaPrefix     = "\xfdm/" // counters
 )
 
+// ClusterSecretKey holds the secret with which the members of a cluster
+// authenticate to each other. It is replicated (in the log and in
+// snapshots) but, like every internal key, never served by Get or Subscribe.
+const ClusterSecretKey = "\xfds/cluster-secret"
+
 // IsInternal reports whether a stored key is bookkeeping, not data.
 func IsInternal(key []byte) bool { return len(key) > 0 && key[0] >= InternalPrefix }
 
@@ -69,6 +74,10 @@ type Meta struct {
 	Time int64
 	// Commit is the commit-confirmed action of the Set, if any.
 	Commit *CommitAction
+	// ClusterSecret, if set, becomes the cluster's internal credential
+	// (ClusterSecretKey) unless the store already holds one. Only the
+	// first commit of a new cluster carries it.
+	ClusterSecret string
 }
 
 // Op is one operation of a SetRequest with its path made absolute.

@@ -190,11 +190,25 @@ func poll(timeout time.Duration, what string, fn func() error) error {
 	}
 }
 
-func dial(addr string) *grpc.ClientConn {
+// adminPassword is the first admin's password of the patronusd cluster
+// (patronusd always authenticates; etcd ignores the metadata).
+const adminPassword = "clusterbench-admin"
+
+// password sends patronusd's first admin's credentials in the metadata.
+type password struct{}
+
+func (password) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"username": "admin", "password": adminPassword}, nil
+}
+
+// RequireTransportSecurity is false: the benchmark runs --insecure on loopback.
+func (password) RequireTransportSecurity() bool { return false }
+
+func dial(addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	// Fail fast, and reconnect quickly to a member that comes back.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
-			Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond}}))
+			Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond}})}, opts...)...)
 	must(err, "dial "+addr)
 	return cc
 }
@@ -260,16 +274,19 @@ func jsonVal(s string) *gpb.TypedValue {
 
 func startPatronus() *patronus {
 	c := &patronus{}
+	pwFile := filepath.Join(tmpDir, "admin-password")
+	must(os.WriteFile(pwFile, []byte(adminPassword+"\n"), 0o600), "admin password file")
 	for i := range 3 {
 		name, addr, httpAddr := fmt.Sprintf("n%d", i+1), freeAddr(), freeAddr()
 		args := []string{*flagPatronusd, "--insecure", "--node-name", name, "--data-dir", filepath.Join(tmpDir, "patronus-"+name),
-			"--listen", addr, "--http", httpAddr, "--raft-listen", freeAddr(), "--log-level", "warn"}
+			"--listen", addr, "--http", httpAddr, "--raft-listen", freeAddr(), "--log-level", "warn",
+			"--admin-password-file", pwFile}
 		c.https = append(c.https, httpAddr)
 		if i > 0 { // they retry until n1 leads
 			args = append(args, "--join", c.addrs[0])
 		}
 		c.procs, c.addrs = append(c.procs, &proc{name: "patronus-" + name, args: args}), append(c.addrs, addr)
-		c.cs = append(c.cs, gpb.NewGNMIClient(dial(addr)))
+		c.cs = append(c.cs, gpb.NewGNMIClient(dial(addr, grpc.WithPerRPCCredentials(password{}))))
 		c.procs[i].start()
 	}
 	must(poll(60*time.Second, "patronus cluster of 3", func() error { _, err := c.leader(); return err }), "patronus")

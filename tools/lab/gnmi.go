@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -26,9 +30,49 @@ func gnmiAddr(s topo.Site) string {
 	return netip.AddrPortFrom(s.Mgmt(), gnmiPort).String()
 }
 
+// passwordFile holds the lab cluster's admin password: up writes it and
+// hands it to every daemon (--admin-password-file); the other commands
+// read it to authenticate as user admin.
+var passwordFile = filepath.Join(dir, "admin-password")
+
+// labPassword returns the lab's admin password, creating it if need be.
+func labPassword() (string, error) {
+	b, err := os.ReadFile(passwordFile)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !os.IsNotExist(err) {
+		return "", err
+	}
+	raw := make([]byte, 18)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	pw := base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return pw, os.WriteFile(passwordFile, []byte(pw+"\n"), 0o600)
+}
+
+// password sends the lab's admin credentials in the request metadata.
+type password string
+
+func (p password) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"username": "admin", "password": string(p)}, nil
+}
+
+// RequireTransportSecurity is false: the lab runs --insecure on its own
+// management network.
+func (password) RequireTransportSecurity() bool { return false }
+
 func dial(tp *topo.Topology, s topo.Site) (*client, error) {
+	pw, err := labPassword()
+	if err != nil {
+		return nil, fmt.Errorf("the lab's admin password: %w", err)
+	}
 	cc, err := grpc.NewClient("passthrough:///"+gnmiAddr(s),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(password(pw)),
 		grpc.WithContextDialer(topo.Dialer(tp.MgmtNS())))
 	if err != nil {
 		return nil, fmt.Errorf("gNMI client of %s: %w", s.Name, err)

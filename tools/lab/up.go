@@ -124,7 +124,8 @@ The lab is up. patronusd of hq, branch-1 and branch-2 listen on 10.255.0.{1,2,3}
   go run ./tools/lab down                                 stop and remove everything
 
   tail -f /tmp/patronus-lab/*.log
-  ip netns exec patronus-mgmt go tool gnmi_cli -a 10.255.0.1:9339 -insecure \
+  GNMI_USER=admin GNMI_PASS=$(cat /tmp/patronus-lab/admin-password) \
+    ip netns exec patronus-mgmt go tool gnmi_cli -a 10.255.0.1:9339 -insecure -with_user_pass \
       -qt s -pi 1s -q /paths/path/state/health-status
   ip netns exec patronus-hq ip rule; ip -n patronus-hq route show table all
   ip -n patronus-wan -s link                              the WAN links' counters
@@ -139,7 +140,11 @@ func startDaemon(tp *topo.Topology, s topo.Site, bin string, join bool) error {
 		"--data-dir", filepath.Join(dir, s.Name),
 		"--listen", netip.AddrPortFrom(m, gnmiPort).String(),
 		"--http", netip.AddrPortFrom(m, httpPort).String(),
-		"--raft-listen", netip.AddrPortFrom(m, raftPort).String()}
+		"--raft-listen", netip.AddrPortFrom(m, raftPort).String(),
+		"--admin-password-file", passwordFile}
+	if _, err := labPassword(); err != nil {
+		return fmt.Errorf("the lab's admin password: %w", err)
+	}
 	if join {
 		args = append(args, "--join", gnmiAddr(topo.Sites[0]))
 	}

@@ -4,6 +4,8 @@
 package nodetest
 
 import (
+	"context"
+	"encoding/json"
 	"net"
 	"testing"
 	"time"
@@ -13,7 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
+	"github.com/patronus-sdwan/patronus/gnmi-server/server"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
 )
 
 // Node is a node under test.
@@ -33,6 +38,10 @@ type Options struct {
 	MinSampleInterval time.Duration
 	FeedSlots         int
 	FeedChanges       int
+	// Auth, if set, turns authentication on (see node.Config.Auth); the
+	// node then has no users until the test adds them (AddUser), and
+	// Client carries no credentials (see Dial).
+	Auth *auth.Config
 }
 
 // Start starts a node and stops it when the test ends.
@@ -41,7 +50,7 @@ func Start(t testing.TB, o Options) *Node {
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
-	n, err := node.Open(node.Config{DataDir: o.Dir, NodeName: "test-node", MinSampleInterval: o.MinSampleInterval, FeedSlots: o.FeedSlots, FeedChanges: o.FeedChanges})
+	n, err := node.Open(node.Config{DataDir: o.Dir, NodeName: "test-node", MinSampleInterval: o.MinSampleInterval, FeedSlots: o.FeedSlots, FeedChanges: o.FeedChanges, Auth: o.Auth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +58,11 @@ func Start(t testing.TB, o Options) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)}
+	if n.Auth != nil {
+		sopts = append(sopts, grpc.ChainUnaryInterceptor(n.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
+	}
+	gs := grpc.NewServer(sopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -71,6 +84,41 @@ func Start(t testing.TB, o Options) *Node {
 	tn.stop = stop
 	t.Cleanup(stop)
 	return tn
+}
+
+// Dial returns a client of the node with opts (such as
+// grpc.WithPerRPCCredentials) added; it is closed when the test ends.
+func (n *Node) Dial(t testing.TB, opts ...grpc.DialOption) gpb.GNMIClient {
+	t.Helper()
+	conn, err := grpc.NewClient(n.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return gpb.NewGNMIClient(conn)
+}
+
+// As returns a client of the node that authenticates as user with password.
+func (n *Node) As(t testing.TB, user, password string) gpb.GNMIClient {
+	t.Helper()
+	return n.Dial(t, grpc.WithPerRPCCredentials(auth.Password{Username: user, Password: password}))
+}
+
+// AddUser creates or replaces a user of /system/aaa with role (ADMIN,
+// OPERATOR or VIEWER) and password, committed straight to the store.
+func (n *Node) AddUser(t testing.TB, user, role, password string) {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]string{"username": user, "role": role, "password": password})
+	ops := []txn.Op{{Kind: gpb.UpdateResult_REPLACE, Elems: []*gpb.PathElem{{Name: "system"}, {Name: "aaa"}, {Name: "users"},
+		{Name: "user", Key: map[string]string{"username": user}}, {Name: "config"}}, Value: JSONIETF(doc)}}
+	if err := n.Engine.Prepare(ops); err != nil {
+		t.Fatal(err)
+	}
+	c := server.LocalCommitter{Store: n.Store, Engine: n.Engine}
+	if _, err := c.Commit(context.Background(), ops, txn.Meta{User: "nodetest", Node: "test-node"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Stop stops the node now (it is also stopped when the test ends).
