@@ -1084,7 +1084,8 @@ func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 		start := time.Now()
 		for i := 0; i < 70; i++ {
 			v := fmt.Sprintf("%03d %s", i, big)
-			if err := setLeaf(ctxT(t, 20*time.Second), leader.client(), siteDescPath(t, "big"), strVal(v)); err != nil {
+			ctx := ctxT(t, 20*time.Second)
+			if err := retryIdempotent(ctx, func() error { return setLeaf(ctx, leader.client(), siteDescPath(t, "big"), strVal(v)) }); err != nil {
 				t.Fatalf("big Set %d: %v", i, err)
 			}
 			acked["big"] = v
@@ -1419,13 +1420,23 @@ func TestMemberReachability(t *testing.T) {
 	}
 	// Once the leader's heartbeats have failed for a while, the last
 	// contact stays where the member last answered.
+	st1, err1 := clusterState(ctxT(t, 5*time.Second), leader.client())
 	_, settled, err := contacts(ctxT(t, 5*time.Second), leader.client())
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || err1 != nil {
+		t.Fatal(err, err1)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	if _, last, err := contacts(ctxT(t, 5*time.Second), leader.client()); err != nil || last[victim.name] != settled[victim.name] {
-		t.Errorf("the killed member's last-contact moved on the leader: %d, then %d (%v)", settled[victim.name], last[victim.name], err)
+	_, last, err := contacts(ctxT(t, 5*time.Second), leader.client())
+	st2, err2 := clusterState(ctxT(t, 5*time.Second), leader.client())
+	switch {
+	case err != nil || err2 != nil:
+		t.Fatal(err, err2)
+	case st1.Role != "LEADER" || st2.Role != "LEADER" || st1.Term != st2.Term:
+		// A new leader starts its own judgement; on a machine loaded
+		// enough for an election the check is moot.
+		t.Logf("leadership moved during the check (%+v, then %+v): last-contact not judged", st1, st2)
+	case last[victim.name] != settled[victim.name]:
+		t.Errorf("the killed member's last-contact moved on the leader: %d, then %d", settled[victim.name], last[victim.name])
 	}
 	victim.launch()
 	if err := victim.ready(); err != nil {
@@ -1462,7 +1473,11 @@ func TestLinearizableGetOnFollower(t *testing.T) {
 		}
 		val := fmt.Sprintf("v%d", i)
 		var hdr metadata.MD
-		if _, err := w.client().Set(ctxT(t, 10*time.Second), &gpb.SetRequest{Update: []*gpb.Update{{Path: siteDescPath(t, "lin"), Val: strVal(val)}}}, grpc.Header(&hdr)); err != nil {
+		ctx := ctxT(t, 10*time.Second)
+		if err := retryIdempotent(ctx, func() error {
+			_, err := w.client().Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: siteDescPath(t, "lin"), Val: strVal(val)}}}, grpc.Header(&hdr))
+			return err
+		}); err != nil {
 			t.Fatalf("Set on %s: %v", w.name, err)
 		}
 		if v := hdr.Get("patronus-index"); len(v) > 0 {

@@ -367,6 +367,24 @@ func setLeaf(ctx context.Context, c gpb.GNMIClient, p *gpb.Path, v *gpb.TypedVal
 	return err
 }
 
+// retryIdempotent runs set, which must be idempotent (writing the same
+// value again changes nothing), again while it fails with UNAVAILABLE: an
+// election on a loaded machine makes the outcome of a Set in flight
+// unknown, and a client that can repeat its write safely does so.
+func retryIdempotent(ctx context.Context, set func() error) error {
+	for {
+		err := set()
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func get(t testing.TB, c gpb.GNMIClient, req *gpb.GetRequest) *gpb.GetResponse {
 	t.Helper()
 	resp, err := c.Get(ctxT(t, 10*time.Second), req)
