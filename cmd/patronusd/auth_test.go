@@ -153,8 +153,8 @@ func TestForwardedSetAuthorization(t *testing.T) {
 	}
 	// The leader's audit record names the operator.
 	resp := get(t, leader.client(), &gpb.GetRequest{Path: []*gpb.Path{path(t, "/system/audit/record[sequence=*]/state")}, Encoding: gpb.Encoding_PROTO})
-	user := map[string]string{} // sequence → user
-	var seq string
+	user, result := map[string]string{}, map[string]string{} // by sequence
+	var named []string                                       // sequences of records naming the path
 	for _, n := range resp.GetNotification() {
 		for _, u := range n.GetUpdate() {
 			elems := u.GetPath().GetElem()
@@ -162,13 +162,23 @@ func TestForwardedSetAuthorization(t *testing.T) {
 			switch elems[len(elems)-1].GetName() {
 			case "user":
 				user[s] = u.GetVal().GetStringVal()
+			case "result":
+				result[s] = u.GetVal().GetStringVal()
 			case "paths":
 				for _, e := range u.GetVal().GetLeaflistVal().GetElement() {
 					if strings.HasPrefix(e.GetStringVal(), "/sites/site[name=fw]") {
-						seq = s
+						named = append(named, s)
 					}
 				}
 			}
+		}
+	}
+	// The viewer's refused attempts are audited too (REJECTED); the
+	// accepted Set is the OK one.
+	var seq string
+	for _, s := range named {
+		if result[s] == "OK" {
+			seq = s
 		}
 	}
 	if seq == "" || user[seq] != "op" {

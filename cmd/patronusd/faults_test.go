@@ -219,7 +219,8 @@ func TestPartitionedLeader(t *testing.T) {
 	idx := func(n *cnode) int { return int(n.name[1] - '0') }
 	startNode := func(n *cnode) {
 		t.Helper()
-		n.d = launchIn(t, ns(n), n.name, n.args())
+		// Plaintext on the test's own namespaces and bridge.
+		n.d = launchIn(t, ns(n), n.name, append(n.args(), "--insecure-non-loopback-dangerous"))
 		n.d.Addr, n.d.HTTP, n.d.Dir = n.addr, n.http, n.dir
 		if err := n.ready(); err != nil {
 			t.Fatalf("%s: %v", n.name, err)

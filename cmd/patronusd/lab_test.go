@@ -43,7 +43,7 @@ func (n *labNode) addr() string { return n.site.Mgmt().String() + ":9339" }
 func (n *labNode) start() {
 	t := n.t
 	m := n.site.Mgmt().String()
-	args := []string{"netns", "exec", n.lab.Router(n.site), patronusdBin, "--insecure", "--node-name", n.site.Name, "--site", n.site.Name,
+	args := []string{"netns", "exec", n.lab.Router(n.site), patronusdBin, "--insecure", "--insecure-non-loopback-dangerous", "--node-name", n.site.Name, "--site", n.site.Name,
 		"--data-dir", n.dir, "--listen", m + ":9339", "--http", m + ":9341", "--raft-listen", m + ":9340",
 		"--admin-password-file", adminPasswordFile}
 	if n.join != "" {
@@ -280,11 +280,22 @@ func TestLab(t *testing.T) {
 				hq.uint(policyState("video", "counters/packets-matched")) == n/2 &&
 				hq.uint(policyState("block-telnet", "counters/packets-matched")) >= 1
 		})
-		if got := hq.uint(pathState(mplsPath, "counters/tx-packets")); got != n {
-			t.Errorf("%s tx-packets = %d, want the %d voice-sip datagrams", mplsPath, got, n)
-		}
-		if got := hq.uint(pathState(inetPath, "counters/tx-packets")); got != n/2 {
-			t.Errorf("%s tx-packets = %d, want the %d video datagrams", inetPath, got, n/2)
+		mpls, inet := hq.uint(pathState(mplsPath, "counters/tx-packets")), hq.uint(pathState(inetPath, "counters/tx-packets"))
+		if events := eventTypes(t, hq); events["FAILOVER"] {
+			// Nothing impairs a path yet: a failover now means the machine
+			// stalled the probes long enough to take a path DOWN (3 × 50 ms),
+			// and some datagrams rightly took the other path.
+			t.Logf("a path changed under load during the burst (events %v): %d on MPLS, %d on the Internet", events, mpls, inet)
+			if mpls+inet != n+n/2 {
+				t.Errorf("%d + %d datagrams counted on the paths, want %d", mpls, inet, n+n/2)
+			}
+		} else {
+			if mpls != n {
+				t.Errorf("%s tx-packets = %d, want the %d voice-sip datagrams", mplsPath, mpls, n)
+			}
+			if inet != n/2 {
+				t.Errorf("%s tx-packets = %d, want the %d video datagrams", inetPath, inet, n/2)
+			}
 		}
 		if got := hq.uint(policyState("voice-sip", "counters/bytes-matched")); got < n*(28+100) {
 			t.Errorf("voice-sip bytes-matched = %d, too few for %d datagrams", got, n)

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,8 +38,9 @@ type options struct {
 	listen, http, raftListen, dataDir, nodeName, join, site string
 	tlsCert, tlsKey, tlsCA, adminPasswordFile, logLevel     string
 	adminPassword                                           string // read from the file or PATRONUS_ADMIN_PASSWORD
-	nonvoter, insecure                                      bool
-	minSample                                               time.Duration
+	nonvoter, insecure, insecureNonLoopback                 bool
+	minSample, defaultDeadline                              time.Duration
+	maxMsgSize                                              byteSize
 	snapshotThreshold, trailingLogs                         uint64
 }
 
@@ -63,9 +65,13 @@ func parseFlags(args []string) (*options, bool, error) {
 	fs.StringVar(&o.site, "site", "", "the site this node serves: runs its dataplane (eBPF classifier, policy routing, probes); needs root")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
-	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA that client certificates must chain to (not in this build)")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "CA (PEM) that client certificates must chain to: a client that presents one is the user its Subject CommonName names, without a password (mTLS)")
 	fs.StringVar(&o.adminPasswordFile, "admin-password-file", "", "file whose first line is the admin's password: the first admin's when a new cluster bootstraps, and the credential of a --join (default: env PATRONUS_ADMIN_PASSWORD; else a bootstrap generates one and prints it once on stderr)")
-	fs.BoolVar(&o.insecure, "insecure", false, "plaintext gRPC, for loopback development and tests only")
+	fs.BoolVar(&o.insecure, "insecure", false, "plaintext gRPC, for loopback development and tests only (refused on another --listen address)")
+	fs.BoolVar(&o.insecureNonLoopback, "insecure-non-loopback-dangerous", false, "allow --insecure on a --listen address that is not loopback: passwords and data cross the network in clear (an isolated lab only)")
+	o.maxMsgSize = 16 << 20
+	fs.Var(&o.maxMsgSize, "max-msg-size", "largest gRPC message a client may send (a SetRequest); larger ones get RESOURCE_EXHAUSTED")
+	fs.DurationVar(&o.defaultDeadline, "default-deadline", auth.DefaultDeadline, "deadline of a Get, Set or Capabilities that arrives without one (0: none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Uint64Var(&o.snapshotThreshold, "raft-snapshot-threshold", 8192, "Raft log entries between snapshots")
 	fs.Uint64Var(&o.trailingLogs, "raft-trailing-logs", 10240, "Raft log entries a snapshot leaves for followers that lag")
@@ -99,8 +105,14 @@ func parseFlags(args []string) (*options, bool, error) {
 	switch {
 	case o.nonvoter && o.join == "":
 		return nil, false, errors.New("--nonvoter needs --join: a new cluster's first node is a voter")
-	case o.tlsCA != "":
-		return nil, false, errors.New("--tls-ca: client certificate authentication is not available in this build")
+	case o.tlsCA != "" && o.insecure:
+		return nil, false, errors.New("--tls-ca needs TLS: it cannot go with --insecure")
+	case o.insecureNonLoopback && !o.insecure:
+		return nil, false, errors.New("--insecure-non-loopback-dangerous goes with --insecure")
+	case o.maxMsgSize < minMsgSize:
+		return nil, false, fmt.Errorf("--max-msg-size %v: at least %v", o.maxMsgSize, byteSize(minMsgSize))
+	case o.defaultDeadline < 0:
+		return nil, false, fmt.Errorf("--default-deadline %v: negative", o.defaultDeadline)
 	case (o.tlsCert == "") != (o.tlsKey == ""):
 		return nil, false, errors.New("--tls-cert and --tls-key go together")
 	case o.nodeName == "":
@@ -145,6 +157,17 @@ func run(args []string) error {
 	if err := stableNodeName(o, nodeNameSet); err != nil {
 		return err
 	}
+	if o.insecure && !o.insecureNonLoopback {
+		if ok, err := loopback(o.listen); err != nil || !ok {
+			return fmt.Errorf("--insecure: --listen %s is not a loopback address, and plaintext gRPC would carry passwords and data across the network in clear; serve TLS, or add --insecure-non-loopback-dangerous on an isolated network", o.listen)
+		}
+	}
+	var clientCAs *x509.CertPool
+	if o.tlsCA != "" {
+		if clientCAs, err = loadCA(o.tlsCA); err != nil {
+			return err
+		}
+	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %v", o.listen, err)
@@ -163,12 +186,20 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		log.Info("TLS enabled", "sha256-fingerprint", fingerprint)
-		gopts = append(gopts, grpc.Creds(credentials.NewServerTLSFromCert(cert)))
+		tc := &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+		if clientCAs != nil {
+			// If given, not required: clients with a password (gnmic -u/-p)
+			// and the members' own calls, which carry the cluster secret and
+			// no certificate, keep working. A certificate that is given must
+			// verify, or the handshake fails.
+			tc.ClientCAs, tc.ClientAuth = clientCAs, tls.VerifyClientCertIfGiven
+		}
+		log.Info("TLS enabled", "sha256-fingerprint", fingerprint, "client-certificates", clientCAs != nil)
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	} else {
 		log.Warn("plaintext gRPC (--insecure): for loopback development and tests only")
 	}
-	gopts = append(gopts, grpc.MaxRecvMsgSize(64<<20))
+	gopts = append(gopts, grpc.MaxRecvMsgSize(int(o.maxMsgSize)))
 
 	dial := func(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		// Members reach each other's gNMI servers with the transport they
@@ -215,7 +246,8 @@ func run(args []string) error {
 		go join(log, func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) },
 			o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
 	}
-	gopts = append(gopts, grpc.ChainUnaryInterceptor(n.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
+	gopts = append(gopts, grpc.ChainUnaryInterceptor(auth.DeadlineInterceptor(o.defaultDeadline), n.Auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
 	reflection.Register(gs)
@@ -224,10 +256,15 @@ func run(args []string) error {
 	if hlis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.Handler())
-		// Profiles for diagnosing a node; --http is loopback by default.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// Profiles for diagnosing a node, on loopback only: they are
+		// unauthenticated, show the node's internals and cost CPU while
+		// they run. Metrics and health checks are served wherever --http
+		// listens, in plaintext by design (they hold no configuration).
+		if ok, _ := loopback(o.http); ok {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

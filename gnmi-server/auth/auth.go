@@ -4,7 +4,9 @@
 // /system/aaa/users/user[username]/config; a client names itself with the
 // gRPC metadata keys "username" and "password", as the gNMI specification's
 // authentication note and clients such as gnmic (-u/-p) and gnmi_cli
-// (-username/-password) have it. Members of a cluster authenticate to each
+// (-username/-password) have it, or with a client certificate that the TLS
+// handshake verified, whose Subject CommonName names the user (see
+// CertUser). Members of a cluster authenticate to each
 // other with the cluster's own secret (see MemberUser), and a member that
 // forwards a request on a user's behalf names that user, who is then
 // authorized as if it had called the leader itself.
@@ -153,6 +155,11 @@ type Config struct {
 	EventBurst int
 	// CacheSize bounds the verified credentials remembered.
 	CacheSize int
+	// Audit, if set, hears of every failed login (those that become
+	// AUTH_FAILURE events, and those refused while the user or peer is
+	// locked out), for its LOGIN REJECTED audit record; it must not block.
+	// It is never given the password.
+	Audit func(rej txn.Rejection)
 
 	// AdminPassword is the first admin's password when this node
 	// bootstraps a new cluster; empty means one is generated and handed
@@ -389,6 +396,7 @@ func (a *Authenticator) Authenticate(ctx context.Context) (User, error) {
 		return User{Name: name, Role: role}, nil
 	}
 	if err := a.refused(name, ip); err != nil {
+		a.audit(name, ip, err)
 		return User{}, err
 	}
 	if !ok && !a.anyUser() {
@@ -547,6 +555,7 @@ func quote(name string) string {
 // event appends an AUTH_FAILURE event to this node's /system/events, within
 // the event rate; failures beyond it are counted in the next event.
 func (a *Authenticator) event(name, ip, why string) {
+	a.audit(name, ip, status.Error(codes.Unauthenticated, why))
 	a.mu.Lock()
 	if !a.events.Allow() {
 		a.suppressed++
@@ -572,6 +581,17 @@ func (a *Authenticator) event(name, ip, why string) {
 	if err != nil {
 		a.log.Warn("recording an AUTH_FAILURE event", "err", err)
 	}
+}
+
+// audit hands a failed login to Config.Audit: the user as presented, the
+// peer and why.
+func (a *Authenticator) audit(name, ip string, err error) {
+	if a.cfg.Audit == nil {
+		return
+	}
+	st := status.Convert(err)
+	a.cfg.Audit(txn.Rejection{User: name, Peer: ip, Node: a.cfg.NodeName, Operation: "LOGIN",
+		Message: txn.CodeName(st.Code()) + ": " + st.Message(), Time: time.Now().UnixNano()})
 }
 
 // NewPassword returns a random password of 24 URL-safe characters.

@@ -77,6 +77,13 @@ func (a *Authenticator) Visible(ctx context.Context) func([]*gpb.PathElem) bool 
 
 func outsideAAA(elems []*gpb.PathElem) bool { return !inAAA(elems) }
 
+// IsMember reports whether the caller in ctx is a cluster member,
+// authenticated with the cluster secret; it is the server's IsMember hook.
+func (a *Authenticator) IsMember(ctx context.Context) bool {
+	u, _ := FromContext(ctx)
+	return u.Member != ""
+}
+
 // UserName returns the name of the caller in ctx, for audit records.
 func (a *Authenticator) UserName(ctx context.Context) string {
 	u, _ := FromContext(ctx)

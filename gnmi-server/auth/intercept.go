@@ -15,7 +15,7 @@ import (
 // the caller in the handler's context (FromContext).
 func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		u, err := a.Authenticate(ctx)
+		u, err := a.authenticate(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +32,7 @@ func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
-		u, err := a.Authenticate(ctx)
+		u, err := a.authenticate(ctx)
 		if err != nil {
 			return err
 		}

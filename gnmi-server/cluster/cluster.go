@@ -135,6 +135,49 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 	}
 }
 
+// Reject commits the audit record of a request refused before the log: on
+// the leader it proposes it, on a follower it hands it to the leader (a Set
+// with server.AuditExtension, authenticated as this member).
+func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
+	for {
+		if c.cfg.Repl.IsLeader() {
+			_, err := c.cfg.Repl.Reject(ctx, rej)
+			switch {
+			case errors.Is(err, replication.ErrNotLeader):
+			case errors.Is(err, replication.ErrUnknown):
+				return status.Error(codes.Unavailable, err.Error())
+			default:
+				return err
+			}
+		} else if leader := c.cfg.Repl.Leader(); leader != "" {
+			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(server.ForwardedPeerHeader)) > 0 {
+				return status.Error(codes.Unavailable, notLeader)
+			}
+			err := c.forwardRejection(ctx, leader, rej)
+			if err == nil || !retryable(err) {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return status.Error(codes.Unavailable, "no cluster leader took the audit record")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) forwardRejection(ctx context.Context, leader string, rej txn.Rejection) error {
+	client, err := c.client(leader)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "cannot reach the leader %s: %v", leader, err)
+	}
+	// The header marks the call as forwarded, so that a leader that has
+	// just lost its place answers notLeader rather than forwarding again.
+	out := metadata.Pairs(server.ForwardedPeerHeader, rej.Peer)
+	_, err = client.Set(metadata.NewOutgoingContext(ctx, out), server.AuditRecord(rej))
+	return err
+}
+
 // notLeader is the message of a forwarded Set that reached a node that is
 // no longer the leader, before anything was proposed.
 const notLeader = "not the leader; nothing was changed"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/patronus-sdwan/patronus/collector/history"
 	"github.com/patronus-sdwan/patronus/dataplane/agent"
+	"github.com/patronus-sdwan/patronus/gnmi-server/audit"
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
@@ -89,6 +90,7 @@ type Node struct {
 
 	pub       *server.Publisher
 	committer server.Committer
+	audit     *audit.Recorder
 	cancel    context.CancelFunc
 	name      string
 	log       *slog.Logger
@@ -135,13 +137,18 @@ func Open(cfg Config) (*Node, error) {
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
 	}
+	// Refused requests are audited through the committer, once it exists.
+	n.audit = audit.New(audit.Config{Node: cfg.NodeName, Logger: cfg.Logger,
+		Write: func(ctx context.Context, rej txn.Rejection) error { return n.committer.Reject(ctx, rej) }})
+	scfg.Rejected = n.audit.Record
 	var authn *auth.Authenticator
 	if cfg.Auth != nil {
 		ac := *cfg.Auth
 		ac.Store, ac.Engine, ac.NodeName, ac.Logger, ac.Changes = st, eng, cfg.NodeName, cfg.Logger, changes
+		ac.Audit = n.audit.Record
 		authn = auth.New(ac)
 		n.Auth = authn
-		scfg.Authorize, scfg.Visible, scfg.User = authn.Authorize, authn.Visible, authn.UserName
+		scfg.Authorize, scfg.Visible, scfg.User, scfg.IsMember = authn.Authorize, authn.Visible, authn.UserName, authn.IsMember
 	}
 	if c := cfg.Cluster; c != nil {
 		n.Repl, err = replication.Open(replication.Config{
@@ -150,6 +157,7 @@ func Open(cfg Config) (*Node, error) {
 			SnapshotThreshold: c.SnapshotThreshold, TrailingLogs: c.TrailingLogs,
 		})
 		if err != nil {
+			n.audit.Close()
 			st.Close()
 			pub.Close()
 			return nil, err
@@ -203,6 +211,7 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) closeParts() error {
+	n.audit.Close()
 	var errs []error
 	if n.Agent != nil {
 		errs = append(errs, n.Agent.Close())

@@ -45,27 +45,39 @@ type applyResult struct {
 
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
+// ApplyBatch applies each entry as its own store transaction, in log order.
+//
+// A Set the engine rejects (a validation error against the replicated state)
+// leaves nothing of itself: its transaction is discarded, and a second
+// transaction right after it writes the REJECTED audit record instead, with
+// the entry's index. Every node does the same at the same point of the log,
+// so the record is replicated without a log entry of its own. An audit-only
+// command (a request refused before the log) writes its record the same way.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	fns := make([]func(store.Tx) error, 0, len(logs))
+	// owner[j] is the entry whose result fns[j]'s error belongs to, or -1
+	// for the audit record of a rejected Set (its failure is not the
+	// client's: the client gets the Set's own error).
+	owner := make([]int, 0, len(logs))
 	results := make([]*applyResult, len(logs))
 	for i, l := range logs {
 		idx := l.Index
 		r := &applyResult{}
 		results[i] = r
 		out[i] = r
-		var ops []txn.Op
-		var meta txn.Meta
+		var cmd *txn.Command
 		if l.Type == raft.LogCommand {
-			var err error
-			if ops, meta, err = txn.DecodeCommand(f.schema, l.Data); err != nil {
+			c, err := txn.DecodeCommand(f.schema, l.Data)
+			if err != nil {
 				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
-				ops = nil
+			} else {
+				cmd = &c
 			}
 		}
-		// Node-local records (events) name this node.
-		meta.Node = f.node
-		fns = append(fns, func(tx store.Tx) error {
+		// once runs fn unless the entry was applied before (a replay after
+		// a restart), and then marks it applied.
+		once := func(tx store.Tx, fn func() error) error {
 			applied, err := readApplied(tx)
 			if err != nil {
 				return err
@@ -73,28 +85,61 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if idx <= applied {
 				return nil
 			}
-			if ops != nil {
-				res, err := f.eng.Apply(tx, ops, meta)
-				if err != nil {
-					r.err = err
+			if fn != nil {
+				if err := fn(); err != nil {
 					return err
 				}
-				r.res = res
 			}
 			tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
 			return nil
-		})
+		}
+		switch {
+		case cmd == nil:
+			fns = append(fns, func(tx store.Tx) error { return once(tx, nil) })
+			owner = append(owner, i)
+		case cmd.Rejection != nil:
+			rej := *cmd.Rejection
+			fns = append(fns, func(tx store.Tx) error {
+				return once(tx, func() error { return f.eng.RecordRejected(tx, rej, f.node) })
+			})
+			owner = append(owner, i)
+		default:
+			ops, meta := cmd.Ops, cmd.Meta
+			// Node-local records (events) name this node.
+			meta.Node = f.node
+			fns = append(fns, func(tx store.Tx) error {
+				return once(tx, func() error {
+					res, err := f.eng.Apply(tx, ops, meta)
+					if err != nil {
+						r.err = err
+						return err
+					}
+					r.res = res
+					return nil
+				})
+			})
+			owner = append(owner, i)
+			fns = append(fns, func(tx store.Tx) error {
+				var te *txn.Error
+				if !errors.As(r.err, &te) {
+					return nil // applied, skipped, or failed for want of the store
+				}
+				return once(tx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+			})
+			owner = append(owner, -1)
+		}
 	}
 	errs := f.st.UpdateBatch(context.Background(), fns)
 	var failed bool
-	for i, err := range errs {
-		if err != nil && results[i].err == nil {
+	for j, err := range errs {
+		if i := owner[j]; err != nil && i >= 0 && results[i].err == nil {
 			results[i].err = err
 		}
 		failed = failed || err != nil
 	}
 	if failed {
-		// Rejected entries changed nothing; record that they were applied.
+		// Entries whose transaction failed changed nothing; record that
+		// they were applied.
 		last := logs[len(logs)-1].Index
 		f.st.Update(context.Background(), func(tx store.Tx) error {
 			if applied, err := readApplied(tx); err != nil || applied >= last {

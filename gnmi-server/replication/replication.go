@@ -298,7 +298,35 @@ func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Res
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	cmd := txn.EncodeCommand(ops, meta)
+	r, idx, err := n.propose(txn.EncodeCommand(ops, meta), timeout)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.res, idx, r.err
+}
+
+// Reject proposes the audit-only record of a request refused before the
+// log and returns once it is committed and applied here, with the entry's
+// index. It must be called on the leader.
+func (n *Node) Reject(ctx context.Context, rej txn.Rejection) (uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	if rej.Time == 0 {
+		rej.Time = time.Now().UnixNano()
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	r, idx, err := n.propose(txn.EncodeRejection(rej), timeout)
+	if err != nil {
+		return 0, err
+	}
+	return idx, r.err
+}
+
+func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64, error) {
 	if err := n.roomFor(len(cmd)); err != nil {
 		return nil, 0, err
 	}
@@ -312,8 +340,7 @@ func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Res
 		}
 		return nil, 0, fmt.Errorf("replication: %w", err)
 	}
-	r := f.Response().(*applyResult)
-	return r.res, f.Index(), r.err
+	return f.Response().(*applyResult), f.Index(), nil
 }
 
 // diskReserve is the free space the data dir must keep beyond an entry's

@@ -39,8 +39,14 @@ type Authorizer func(ctx context.Context, rpc string, paths []*gpb.Path) error
 
 // Committer commits the prepared operations of a Set as one transaction and
 // returns its result once the change is durable and visible on this node.
+//
+// A Set that Commit rejects for a validation error is audited by Commit
+// itself (result REJECTED), in the transaction that would have applied it.
 type Committer interface {
 	Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error)
+	// Reject durably records, as an audit-only transaction, a request
+	// refused before it reached Commit.
+	Reject(ctx context.Context, rej txn.Rejection) error
 }
 
 // Reads serves linearizable reads: Linearize returns nil once this node may
@@ -56,7 +62,8 @@ type LocalCommitter struct {
 	Engine *txn.Engine
 }
 
-// Commit runs the operations as one store transaction.
+// Commit runs the operations as one store transaction. If the engine
+// rejects them, the audit record of the rejection is written instead.
 func (c LocalCommitter) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
 	var res *txn.Result
 	err := c.Store.Update(ctx, func(tx store.Tx) error {
@@ -64,7 +71,19 @@ func (c LocalCommitter) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta)
 		res = r
 		return err
 	})
+	var te *txn.Error
+	if errors.As(err, &te) {
+		// The client gets the Set's own error, whatever becomes of its record.
+		rej := txn.Rejected(ops, meta, te)
+		rej.Node = meta.Node
+		_ = c.Reject(context.WithoutCancel(ctx), rej)
+	}
 	return res, err
+}
+
+// Reject writes the audit record of a refused request.
+func (c LocalCommitter) Reject(ctx context.Context, rej txn.Rejection) error {
+	return c.Store.Update(ctx, func(tx store.Tx) error { return c.Engine.RecordRejected(tx, rej, rej.Node) })
 }
 
 // Config configures a Server.
@@ -97,6 +116,15 @@ type Config struct {
 	// nil filter, like a nil Visible, shows everything. It is called once
 	// per request and its filter once per leaf, so the filter must be cheap.
 	Visible func(ctx context.Context) func(elems []*gpb.PathElem) bool
+	// Rejected, if set, hears of every Set refused before it reached the
+	// Committer (a malformed request, a refusal by Authorize, a value the
+	// schema rejects), to audit it; it must not block.
+	Rejected func(rej txn.Rejection)
+	// IsMember reports whether the caller in ctx is a member of the cluster
+	// (authenticated with the cluster's own credential); only a member may
+	// hand this node an audit record to commit (AuditExtension). Nil means
+	// every caller may: there is no authentication.
+	IsMember func(ctx context.Context) bool
 	// History, if set, serves the History extension of Subscribe.
 	History History
 	Logger  *slog.Logger

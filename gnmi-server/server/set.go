@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -22,30 +22,13 @@ import (
 )
 
 // Set applies the request as one transaction and answers once it is durable.
+//
+// A Set refused here (a malformed request or extension, a refusal by
+// Authorize, a value the schema rejects) is handed to Config.Rejected for
+// its audit record; one the engine rejects is audited by the Committer.
+// Either way the client gets the refusal's own code and message.
 func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse, error) {
-	var commit *txn.CommitAction
-	for _, x := range req.GetExtension() {
-		switch e := x.GetExt().(type) {
-		case *gnmi_ext.Extension_Commit:
-			var err error
-			if commit, err = commitAction(e.Commit); err != nil {
-				return nil, err
-			}
-		default:
-			return nil, status.Errorf(codes.InvalidArgument, "Set: extension %T does not apply to Set", x.GetExt())
-		}
-	}
-	ops, paths, err := setOps(req)
-	if err != nil {
-		return nil, err
-	}
-	if len(ops) == 0 && (commit == nil || commit.Kind == txn.CommitStart) {
-		return nil, status.Error(codes.InvalidArgument, "SetRequest has no delete, replace or update")
-	}
-	if err := s.authorize(ctx, "Set", paths); err != nil {
-		return nil, err
-	}
-	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName, Commit: commit}
+	meta := txn.Meta{Peer: peerOf(ctx), Node: s.cfg.NodeName}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(ForwardedPeerHeader)) > 0 {
 		// A Set forwarded by a follower: audit the client's own address.
 		meta.Peer = md.Get(ForwardedPeerHeader)[0]
@@ -53,8 +36,36 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 	if s.cfg.User != nil {
 		meta.User = s.cfg.User(ctx)
 	}
+	var commit *txn.CommitAction
+	for _, x := range req.GetExtension() {
+		switch e := x.GetExt().(type) {
+		case *gnmi_ext.Extension_Commit:
+			var err error
+			if commit, err = commitAction(e.Commit); err != nil {
+				return nil, s.rejected(meta, requestPaths(req), err)
+			}
+		case *gnmi_ext.Extension_RegisteredExt:
+			if e.RegisteredExt.GetId() == AuditExtension {
+				return s.audit(ctx, req, e.RegisteredExt.GetMsg())
+			}
+			return nil, s.rejected(meta, requestPaths(req), status.Errorf(codes.InvalidArgument, "Set: registered extension %d does not apply to Set", e.RegisteredExt.GetId()))
+		default:
+			return nil, s.rejected(meta, requestPaths(req), status.Errorf(codes.InvalidArgument, "Set: extension %T does not apply to Set", x.GetExt()))
+		}
+	}
+	meta.Commit = commit
+	ops, paths, err := setOps(req)
+	if err != nil {
+		return nil, s.rejected(meta, requestPaths(req), err)
+	}
+	if len(ops) == 0 && (commit == nil || commit.Kind == txn.CommitStart) {
+		return nil, s.rejected(meta, nil, status.Error(codes.InvalidArgument, "SetRequest has no delete, replace or update"))
+	}
+	if err := s.authorize(ctx, "Set", paths); err != nil {
+		return nil, s.rejected(meta, txn.OpPaths(ops), err)
+	}
 	if err := s.cfg.Engine.Prepare(ops); err != nil {
-		return nil, setError(err, ops)
+		return nil, s.rejected(meta, txn.OpPaths(ops), setError(err, ops))
 	}
 	res, err := s.cfg.Committer.Commit(ctx, ops, meta)
 	if err != nil {
@@ -68,6 +79,66 @@ func (s *Server) Set(ctx context.Context, req *gpb.SetRequest) (*gpb.SetResponse
 		resp.Response = append(resp.Response, &gpb.UpdateResult{Path: op.Path, Op: op.Kind})
 	}
 	return resp, nil
+}
+
+// rejected hands the refusal of a Set to Config.Rejected and returns err,
+// the status the client gets.
+func (s *Server) rejected(meta txn.Meta, paths []string, err error) error {
+	if s.cfg.Rejected != nil {
+		st := status.Convert(err)
+		s.cfg.Rejected(txn.Rejection{User: meta.User, Peer: meta.Peer, Node: meta.Node, Operation: txn.Operation(meta.Commit),
+			Paths: paths, Message: txn.CodeName(st.Code()) + ": " + st.Message(), Time: time.Now().UnixNano()})
+	}
+	return err
+}
+
+// requestPaths lists the paths a request names, prefix joined, for the audit
+// record of a request too malformed to become operations.
+func requestPaths(req *gpb.SetRequest) []string {
+	var out []string
+	add := func(p *gpb.Path) {
+		out = append(out, pathkey.String(append(slices.Clone(req.GetPrefix().GetElem()), p.GetElem()...)))
+	}
+	for _, p := range req.GetDelete() {
+		add(p)
+	}
+	for _, u := range append(append([]*gpb.Update{}, req.GetUnionReplace()...), req.GetReplace()...) {
+		add(u.GetPath())
+	}
+	for _, u := range req.GetUpdate() {
+		add(u.GetPath())
+	}
+	return out
+}
+
+// AuditExtension is the registered extension with which a member hands the
+// leader the audit record of a request it refused before the log (a
+// txn.EncodeRejection command), for the leader to commit. The Set carries
+// no operation.
+const AuditExtension gnmi_ext.ExtensionID = 0x50a7
+
+// audit commits the audit record a member forwarded.
+func (s *Server) audit(ctx context.Context, req *gpb.SetRequest, msg []byte) (*gpb.SetResponse, error) {
+	if s.cfg.IsMember != nil && !s.cfg.IsMember(ctx) {
+		return nil, status.Error(codes.PermissionDenied, "Set: only a cluster member may submit an audit record")
+	}
+	if len(req.GetDelete())+len(req.GetReplace())+len(req.GetUpdate())+len(req.GetUnionReplace()) > 0 || len(req.GetExtension()) != 1 {
+		return nil, status.Error(codes.InvalidArgument, "Set: an audit record travels alone")
+	}
+	cmd, err := txn.DecodeCommand(s.cfg.Schema, msg)
+	if err != nil || cmd.Rejection == nil {
+		return nil, status.Error(codes.InvalidArgument, "Set: malformed audit record")
+	}
+	if err := s.cfg.Committer.Reject(ctx, *cmd.Rejection); err != nil {
+		return nil, setError(err, nil)
+	}
+	return &gpb.SetResponse{Timestamp: time.Now().UnixNano()}, nil
+}
+
+// AuditRecord is the Set with which a member forwards rej to the leader.
+func AuditRecord(rej txn.Rejection) *gpb.SetRequest {
+	return &gpb.SetRequest{Extension: []*gnmi_ext.Extension{{Ext: &gnmi_ext.Extension_RegisteredExt{
+		RegisteredExt: &gnmi_ext.RegisteredExtension{Id: AuditExtension, Msg: txn.EncodeRejection(rej)}}}}}
 }
 
 // DefaultRollback is the rollback duration of a confirmed commit that names
@@ -184,12 +255,7 @@ const (
 func setError(err error, ops []txn.Op) error {
 	var te *txn.Error
 	if errors.As(err, &te) {
-		where := "the resulting configuration"
-		if te.Op >= 0 && te.Op < len(ops) {
-			op := ops[te.Op]
-			where = fmt.Sprintf("operation %d (%s %s)", te.Op+1, op.Kind, pathkey.String(op.Elems))
-		}
-		return status.Errorf(te.Code, "%s: %s; nothing was changed", where, te.Error())
+		return status.Error(te.Code, te.Describe(ops))
 	}
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

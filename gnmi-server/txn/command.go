@@ -12,20 +12,39 @@ import (
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
 )
 
-// A command is a prepared SetRequest as replication carries it: the
-// operations with their decoded, canonical leaves (passwords already
-// hashed), so that applying it is deterministic on every node.
-const commandVersion = 3
+// A command is what replication carries: a prepared SetRequest, with the
+// operations' decoded, canonical leaves (passwords already hashed), so that
+// applying it is deterministic on every node; or the audit record of a
+// request refused before it reached the log (a Rejection).
+//
+// Version 4 follows the version byte with the command's kind; versions 3
+// (a Set with the cluster secret) and 2 (a Set without it) are Sets only, as
+// a log written by an older build still holds them.
+const (
+	commandVersion  = 4
+	commandVersion3 = 3
+	commandVersion2 = 2
+)
 
-// commandVersion2 is the previous format, without the cluster secret; a log
-// written by an older build still holds such entries.
-const commandVersion2 = 2
+// Command kinds of version 4.
+const (
+	kindSet       = 0
+	kindRejection = 1
+)
+
+// Command is a decoded command: a Set (Ops and Meta) or, when Rejection is
+// set, an audit-only record.
+type Command struct {
+	Ops       []Op
+	Meta      Meta
+	Rejection *Rejection
+}
 
 var errBadCommand = errors.New("txn: malformed command")
 
 // EncodeCommand serializes prepared ops and their meta.
 func EncodeCommand(ops []Op, meta Meta) []byte {
-	b := []byte{commandVersion}
+	b := []byte{commandVersion, kindSet}
 	for _, s := range []string{meta.User, meta.Peer, meta.Node, meta.ClusterSecret} {
 		b = appendBytes(b, []byte(s))
 	}
@@ -80,16 +99,78 @@ func (r *reader) bytes() []byte {
 	return v
 }
 
-// DecodeCommand parses a command made by EncodeCommand.
-func DecodeCommand(s *schema.Schema, b []byte) ([]Op, Meta, error) {
-	var meta Meta
-	if len(b) == 0 || (b[0] != commandVersion && b[0] != commandVersion2) {
-		return nil, meta, fmt.Errorf("txn: unknown command version")
+// EncodeRejection serializes an audit-only record.
+func EncodeRejection(rej Rejection) []byte {
+	b := []byte{commandVersion, kindRejection}
+	for _, s := range []string{rej.User, rej.Peer, rej.Node, rej.Operation, rej.Message} {
+		b = appendBytes(b, []byte(s))
 	}
-	r := &reader{b: b[1:]}
+	b = binary.AppendVarint(b, rej.Time)
+	b = binary.AppendUvarint(b, uint64(len(rej.Paths)))
+	for _, p := range rej.Paths {
+		b = appendBytes(b, []byte(p))
+	}
+	return b
+}
+
+// DecodeCommand parses a command made by EncodeCommand or EncodeRejection.
+func DecodeCommand(s *schema.Schema, b []byte) (Command, error) {
+	if len(b) == 0 {
+		return Command{}, errBadCommand
+	}
+	switch b[0] {
+	case commandVersion2, commandVersion3:
+		ops, meta, err := decodeSet(s, b[1:], b[0] == commandVersion3)
+		return Command{Ops: ops, Meta: meta}, err
+	case commandVersion:
+		if len(b) < 2 {
+			return Command{}, errBadCommand
+		}
+		switch b[1] {
+		case kindSet:
+			ops, meta, err := decodeSet(s, b[2:], true)
+			return Command{Ops: ops, Meta: meta}, err
+		case kindRejection:
+			rej, err := decodeRejection(b[2:])
+			return Command{Rejection: rej}, err
+		}
+		return Command{}, fmt.Errorf("txn: unknown command kind %d", b[1])
+	}
+	return Command{}, fmt.Errorf("txn: unknown command version %d", b[0])
+}
+
+func decodeRejection(b []byte) (*Rejection, error) {
+	r := &reader{b: b}
+	rej := &Rejection{User: string(r.bytes()), Peer: string(r.bytes()), Node: string(r.bytes()), Operation: string(r.bytes()), Message: string(r.bytes())}
+	t, n := binary.Varint(r.b)
+	if r.err != nil || n <= 0 {
+		return nil, errBadCommand
+	}
+	rej.Time, r.b = t, r.b[n:]
+	np := r.uvarint()
+	if r.err != nil || np > uint64(len(r.b)) {
+		return nil, errBadCommand
+	}
+	for i := uint64(0); i < np && r.err == nil; i++ {
+		rej.Paths = append(rej.Paths, string(r.bytes()))
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return nil, errBadCommand
+	}
+	return rej, nil
+}
+
+// decodeSet parses the body of a Set command; withSecret tells whether the
+// format carries the cluster secret (version 3 on).
+func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, error) {
+	var meta Meta
+	r := &reader{b: body}
 	meta.User, meta.Peer, meta.Node = string(r.bytes()), string(r.bytes()), string(r.bytes())
-	if b[0] == commandVersion {
+	if withSecret {
 		meta.ClusterSecret = string(r.bytes())
+	}
+	if r.err != nil {
+		return nil, meta, r.err
 	}
 	t, n := binary.Varint(r.b)
 	if n <= 0 {

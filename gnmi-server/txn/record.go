@@ -5,9 +5,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"golang.org/x/crypto/argon2"
+	"google.golang.org/grpc/codes"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 	"github.com/patronus-sdwan/patronus/gnmi-server/store"
@@ -66,32 +69,10 @@ func trim(tx store.Tx, container, list string, seq uint64) error {
 // record writes the audit record and events of a successful Set (operation
 // SET, COMMIT_CONFIRM or ROLLBACK).
 func (e *Engine) record(tx store.Tx, res *Result, meta Meta, operation, message string, sites []string) error {
-	seq, err := NextSeq(tx, "audit")
+	seq, err := e.writeAudit(tx, auditRecord{time: res.Time, user: meta.User, peer: meta.Peer, operation: operation,
+		paths: res.Changed, result: "OK", message: message})
 	if err != nil {
 		return err
-	}
-	base := []*gpb.PathElem{{Name: "system"}, {Name: "audit"}, {Name: "record", Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}}
-	put := func(name string, tv *gpb.TypedValue) {
-		tx.Set(pathkey.Encode(append(base[:4:4], &gpb.PathElem{Name: name})), EncodeValue(tv))
-	}
-	paths := &gpb.ScalarArray{}
-	for _, p := range res.Changed {
-		paths.Element = append(paths.Element, strVal(p))
-	}
-	put("sequence", uintVal(seq))
-	put("timestamp", uintVal(uint64(res.Time)))
-	put("user", strVal(meta.User))
-	put("peer", strVal(meta.Peer))
-	put("operation", strVal(operation))
-	if message != "" {
-		put("message", strVal(message))
-	}
-	put("paths", &gpb.TypedValue{Value: &gpb.TypedValue_LeaflistVal{LeaflistVal: paths}})
-	put("result", strVal("OK"))
-	if seq > e.AuditRing {
-		if err := trim(tx, "audit", "record", seq-e.AuditRing); err != nil {
-			return err
-		}
 	}
 	for _, s := range sites {
 		subject := pathkey.String([]*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": s}}})
@@ -104,6 +85,133 @@ func (e *Engine) record(tx store.Tx, res *Result, meta Meta, operation, message 
 		msg += "; " + message
 	}
 	return e.AppendEvent(tx, Event{Severity: "INFO", Type: "CONFIG_COMMIT", Message: msg, Node: meta.Node})
+}
+
+type auditRecord struct {
+	time                          int64
+	user, peer, operation, result string
+	message                       string
+	paths                         []string
+}
+
+// writeAudit appends an audit record and trims the oldest beyond the ring;
+// it returns the record's sequence number.
+func (e *Engine) writeAudit(tx store.Tx, r auditRecord) (uint64, error) {
+	seq, err := NextSeq(tx, "audit")
+	if err != nil {
+		return 0, err
+	}
+	base := []*gpb.PathElem{{Name: "system"}, {Name: "audit"}, {Name: "record", Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}}
+	put := func(name string, tv *gpb.TypedValue) {
+		tx.Set(pathkey.Encode(append(base[:4:4], &gpb.PathElem{Name: name})), EncodeValue(tv))
+	}
+	paths := &gpb.ScalarArray{}
+	for _, p := range r.paths {
+		paths.Element = append(paths.Element, strVal(p))
+	}
+	put("sequence", uintVal(seq))
+	put("timestamp", uintVal(uint64(r.time)))
+	put("user", strVal(r.user))
+	put("peer", strVal(r.peer))
+	put("operation", strVal(r.operation))
+	if r.message != "" {
+		put("message", strVal(r.message))
+	}
+	put("paths", &gpb.TypedValue{Value: &gpb.TypedValue_LeaflistVal{LeaflistVal: paths}})
+	put("result", strVal(r.result))
+	if seq > e.AuditRing {
+		if err := trim(tx, "audit", "record", seq-e.AuditRing); err != nil {
+			return 0, err
+		}
+	}
+	return seq, nil
+}
+
+// Rejection is the audit record of a refused request: a Set that failed
+// validation, authorization or decoding, or a failed login. It names the
+// paths the request named, never their values.
+type Rejection struct {
+	User, Peer string
+	// Node is the node that refused the request, if it was refused before
+	// the replication log (empty for a Set the state machine rejected).
+	Node string
+	// Operation is SET, COMMIT_CONFIRM, ROLLBACK or LOGIN.
+	Operation string
+	Paths     []string
+	// Message is the error the client got, with its code.
+	Message string
+	// Time is when the request was refused (ns since the epoch); zero
+	// means the store transaction's time.
+	Time int64
+}
+
+// Operation is the audit operation of a Set with commit action c.
+func Operation(c *CommitAction) string {
+	if c != nil {
+		switch c.Kind {
+		case CommitConfirm:
+			return "COMMIT_CONFIRM"
+		case CommitCancel, CommitRollback:
+			return "ROLLBACK"
+		}
+	}
+	return "SET"
+}
+
+// OpPaths lists the absolute paths ops name, in order.
+func OpPaths(ops []Op) []string {
+	out := make([]string, 0, len(ops))
+	for _, op := range ops {
+		out = append(out, pathkey.String(op.Elems))
+	}
+	return out
+}
+
+// Rejected is the audit record of a Set of ops that failed with err.
+func Rejected(ops []Op, meta Meta, err *Error) Rejection {
+	return Rejection{User: meta.User, Peer: meta.Peer, Operation: Operation(meta.Commit), Paths: OpPaths(ops),
+		Message: CodeName(err.Code) + ": " + err.Describe(ops), Time: meta.Time}
+}
+
+// Describe is the message a client gets for a Set of ops that failed with
+// e: the operation (or the resulting configuration) at fault and why.
+func (e *Error) Describe(ops []Op) string {
+	where := "the resulting configuration"
+	if e.Op >= 0 && e.Op < len(ops) {
+		op := ops[e.Op]
+		where = fmt.Sprintf("operation %d (%s %s)", e.Op+1, op.Kind, pathkey.String(op.Elems))
+	}
+	return fmt.Sprintf("%s: %s; nothing was changed", where, e.Error())
+}
+
+// CodeName spells a gRPC code as the gRPC specification does
+// (INVALID_ARGUMENT, PERMISSION_DENIED ...).
+func CodeName(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if i > 0 && unicode.IsUpper(r) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
+}
+
+// RecordRejected writes the audit record (result REJECTED) of a refused
+// request and, for a Set, a SET_REJECTED event naming node, this node. It
+// changes nothing else.
+func (e *Engine) RecordRejected(tx store.Tx, rej Rejection, node string) error {
+	if rej.Time == 0 {
+		rej.Time = tx.Time()
+	}
+	seq, err := e.writeAudit(tx, auditRecord{time: rej.Time, user: rej.User, peer: rej.Peer, operation: rej.Operation,
+		paths: rej.Paths, result: "REJECTED", message: rej.Message})
+	if err != nil || rej.Operation == "LOGIN" {
+		// A failed login has its AUTH_FAILURE event on the node it failed on.
+		return err
+	}
+	msg := fmt.Sprintf("audit record %d: %s by %q rejected: %s", seq, rej.Operation, rej.User, rej.Message)
+	return e.AppendEvent(tx, Event{Severity: "WARNING", Type: "SET_REJECTED", Message: msg, Node: node})
 }
 
 func uintVal(u uint64) *gpb.TypedValue {

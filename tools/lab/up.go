@@ -136,7 +136,9 @@ The lab is up. patronusd of hq, branch-1 and branch-2 listen on 10.255.0.{1,2,3}
 // PID.
 func startDaemon(tp *topo.Topology, s topo.Site, bin string, join bool) error {
 	m := s.Mgmt()
-	args := []string{"--insecure", "--node-name", s.Name, "--site", s.Name,
+	// Plaintext on the management network, which exists only between the
+	// lab's own namespaces.
+	args := []string{"--insecure", "--insecure-non-loopback-dangerous", "--node-name", s.Name, "--site", s.Name,
 		"--data-dir", filepath.Join(dir, s.Name),
 		"--listen", netip.AddrPortFrom(m, gnmiPort).String(),
 		"--http", netip.AddrPortFrom(m, httpPort).String(),
