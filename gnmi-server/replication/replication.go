@@ -447,9 +447,7 @@ type Status struct {
 
 // Status reports the node's role, leader, term and indexes.
 func (n *Node) Status() Status {
-	st := Status{Leader: n.Leader(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex()}
-	stats := n.raft.Stats()
-	fmt.Sscan(stats["term"], &st.Term)
+	st := Status{Leader: n.Leader(), Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex()}
 	switch n.raft.State() {
 	case raft.Leader:
 		st.Role = "LEADER"
@@ -533,7 +531,7 @@ func (n *Node) Contacts(now time.Time, lastContactBound time.Duration) map[strin
 	if err != nil {
 		return out
 	}
-	term := n.term()
+	term := n.raft.CurrentTerm()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.failingTerm != term {
@@ -552,12 +550,6 @@ func (n *Node) Contacts(now time.Time, lastContactBound time.Duration) map[strin
 	return out
 }
 
-func (n *Node) term() uint64 {
-	var t uint64
-	fmt.Sscan(n.raft.Stats()["term"], &t)
-	return t
-}
-
 // watchHeartbeats follows the leader's failed and resumed heartbeats.
 func (n *Node) watchHeartbeats() {
 	obs := n.observe(64, func(o *raft.Observation) bool {
@@ -571,7 +563,7 @@ func (n *Node) watchHeartbeats() {
 		for {
 			select {
 			case ob := <-obs:
-				term := n.term()
+				term := n.raft.CurrentTerm()
 				n.mu.Lock()
 				if n.failingTerm != term {
 					n.failing, n.failingTerm = nil, term
