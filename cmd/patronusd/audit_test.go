@@ -99,13 +99,7 @@ func TestClusterAuditsRejections(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 0)
 	leader := waitCluster(t, nodes, 3, 5*time.Second)
-	var follower *cnode
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-			break
-		}
-	}
+	follower := followersOf(nodes, leader)[0]
 	addUser(t, leader.client(), "vw", "VIEWER", "vw-pw")
 	if _, err := follower.client().Set(ctxT(t, 10*time.Second), &gpb.SetRequest{Update: []*gpb.Update{
 		{Path: path(t, "/sites/site[name=hq]/config/location"), Val: strVal("Lisbon")},

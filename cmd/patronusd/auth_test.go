@@ -127,13 +127,7 @@ func TestForwardedSetAuthorization(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 0)
 	leader := waitCluster(t, nodes, 3, 5*time.Second)
-	var follower *cnode
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-			break
-		}
-	}
+	follower := followersOf(nodes, leader)[0]
 	// Users made through the follower: a forwarded Set by the admin.
 	addUser(t, follower.client(), "op", "OPERATOR", "op-pw")
 	addUser(t, follower.client(), "vw", "VIEWER", "vw-pw")

@@ -262,6 +262,17 @@ func roles(t testing.TB, nodes []*cnode) map[string]string {
 	return out
 }
 
+// followersOf returns the nodes other than leader, in order.
+func followersOf(nodes []*cnode, leader *cnode) []*cnode {
+	var out []*cnode
+	for _, n := range nodes {
+		if n != leader {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func byName(nodes []*cnode, name string) *cnode {
 	for _, n := range nodes {
 		if n.name == name {
@@ -1011,12 +1022,7 @@ func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 0, "--raft-snapshot-threshold", "50", "--raft-trailing-logs", "10")
 	leader := waitCluster(t, nodes, 3, 5*time.Second)
-	var followers []*cnode
-	for _, n := range nodes {
-		if n != leader {
-			followers = append(followers, n)
-		}
-	}
+	followers := followersOf(nodes, leader)
 	acked := writeDescs(t, nodes, "ws", 300)
 	for _, n := range nodes {
 		waitDescs(t, n, acked, 5*time.Second)
@@ -1546,13 +1552,7 @@ func TestCommitConfirmedSurvivesLeaderKill(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 0)
 	leader := waitCluster(t, nodes, 3, 5*time.Second)
-	var follower *cnode
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-			break
-		}
-	}
+	follower := followersOf(nodes, leader)[0]
 	if _, err := follower.client().Set(ctxT(t, 10*time.Second), &gpb.SetRequest{Update: []*gpb.Update{{Path: siteDescPath(t, "cc"), Val: strVal("before")}}}); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
