@@ -12,6 +12,7 @@ package plan
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -194,9 +195,10 @@ func (e entry) bool(k string, def bool) bool {
 	return tv.GetBoolVal()
 }
 
-// readList reads every entry of the list at elems (a list's container),
-// keyed by the entry's key values joined with "/", descending depth list
-// levels from the container.
+// readList reads, in one scan, every entry of the list at elems (a list's
+// container) and of the lists nested in it down to depth levels, keyed by
+// the entry's key values joined with "/" ("hq" for a site, "hq/inet" for one
+// of its endpoints); each entry holds its own leaves by path below it.
 func readList(r store.Reader, elems []*gpb.PathElem, depth int) (map[string]entry, error) {
 	prefix := pathkey.Encode(elems)
 	out := map[string]entry{}
@@ -206,17 +208,10 @@ func readList(r store.Reader, elems []*gpb.PathElem, depth int) (map[string]entr
 		if err != nil {
 			return err
 		}
-		rest := es[len(elems):]
 		var keys, leaf []string
-		for _, e := range rest {
+		for _, e := range es[len(elems):] {
 			if len(e.GetKey()) > 0 && len(keys) < depth {
-				for _, k := range slices.Sorted(func(yield func(string) bool) {
-					for k := range e.GetKey() {
-						if !yield(k) {
-							return
-						}
-					}
-				}) {
+				for _, k := range slices.Sorted(maps.Keys(e.GetKey())) {
 					keys = append(keys, e.GetKey()[k])
 				}
 				leaf = leaf[:0]
@@ -224,7 +219,7 @@ func readList(r store.Reader, elems []*gpb.PathElem, depth int) (map[string]entr
 			}
 			leaf = append(leaf, e.GetName())
 		}
-		if len(keys) < depth {
+		if len(keys) == 0 {
 			return nil
 		}
 		tv, err := txn.DecodeValue(value)
@@ -286,7 +281,7 @@ func ParsePortRange(s string) (PortRange, error) {
 // policies number the local paths (from 1) and the policies (from 0).
 func Read(r store.Reader, site string, pathIDs, policyIDs *IDs) (*Plan, error) {
 	p := &Plan{Site: site, Paths: map[string]*Path{}}
-	sites, err := readList(r, elems("sites"), 1)
+	sites, err := readList(r, elems("sites"), 2)
 	if err != nil {
 		return nil, err
 	}
@@ -297,13 +292,12 @@ func Read(r store.Reader, site string, pathIDs, policyIDs *IDs) (*Plan, error) {
 			}
 		}
 	}
-	eps, err := readList(r, elems("sites"), 2)
-	if err != nil {
-		return nil, err
-	}
 	endpoints := map[string]Endpoint{}
-	for id, e := range eps {
-		siteName, name, _ := strings.Cut(id, "/")
+	for id, e := range sites {
+		siteName, name, isEndpoint := strings.Cut(id, "/")
+		if !isEndpoint {
+			continue
+		}
 		ep := Endpoint{Site: siteName, Name: name, Address: addr(e, "config/address"), Port: DefaultPort,
 			Interface: e.str("config/interface"), Gateway: addr(e, "config/gateway")}
 		if port, ok := e.uint("config/port"); ok {
