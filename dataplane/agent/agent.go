@@ -67,7 +67,9 @@ type Agent struct {
 
 	// The fields below are owned by the run loop.
 	plan       *plan.Plan
-	attached   map[string]int // LAN interface → ifindex
+	pathByIdx  map[uint16]string // the plan's local paths by index
+	policyByID map[uint32]string // the plan's policies by ID
+	attached   map[string]int    // LAN interface → ifindex
 	responders map[netip.AddrPort]*probe.Responder
 	probers    map[string]*running // by path
 	chosen     map[string]string   // policy → path it steers onto
@@ -233,6 +235,13 @@ func (a *Agent) reconcile(ctx context.Context) {
 		return
 	}
 	a.plan = p
+	a.pathByIdx, a.policyByID = map[uint16]string{}, map[uint32]string{}
+	for _, pa := range p.Paths {
+		a.pathByIdx[pa.Index] = pa.Name
+	}
+	for _, pol := range p.Policies {
+		a.policyByID[pol.ID] = pol.Name
+	}
 	a.attach()
 	a.applyRoutes()
 	a.respond(ctx)
@@ -497,25 +506,17 @@ func (a *Agent) collect(ctx context.Context) {
 		a.log.Warn("dataplane: reading counters", "err", err)
 		return
 	}
-	byIndex := map[uint16]string{}
-	for _, p := range a.plan.Paths {
-		byIndex[p.Index] = p.Name
-	}
-	byID := map[uint32]string{}
-	for _, pol := range a.plan.Policies {
-		byID[pol.ID] = pol.Name
-	}
 	snap := &telemetry.Snapshot{Paths: map[string]telemetry.Path{}, Policies: map[string]telemetry.Policy{}}
 	active := map[string]uint64{}
 	err := a.cls.Flows(func(f classifier.Flow) bool {
-		pol, ok := byID[f.RuleID]
+		pol, ok := a.policyByID[f.RuleID]
 		if !ok {
 			return true // unmatched traffic is cached in the kernel but is not a policy's flow
 		}
 		active[pol]++
 		tf := telemetry.Flow{Protocol: f.Protocol, Src: f.Src, Dst: f.Dst, Policy: pol, Packets: f.Packets, Bytes: f.Bytes, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen}
 		if i, ok := classifier.PathIndex(f.Mark); ok {
-			tf.Path = byIndex[i]
+			tf.Path = a.pathByIdx[i]
 		}
 		snap.Flows = append(snap.Flows, tf)
 		return true
