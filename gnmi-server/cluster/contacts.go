@@ -55,9 +55,8 @@ func (c *Cluster) refreshContacts(ctx context.Context, now time.Time, st replica
 
 	prefix := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "cluster"}, {Name: "members"}})
 	type current struct {
-		member            bool
-		reachable, last   []byte
-		hasReach, hasLast bool
+		member          bool
+		reachable, last []byte // nil: absent
 	}
 	have := map[string]*current{}
 	var dec pathkey.Decoder
@@ -76,9 +75,9 @@ func (c *Cluster) refreshContacts(ctx context.Context, now time.Time, st replica
 		case "config/node-name":
 			cur.member = true
 		case "state/reachable":
-			cur.reachable, cur.hasReach = bytes.Clone(value), true
+			cur.reachable = bytes.Clone(value)
 		case "state/last-contact":
-			cur.last, cur.hasLast = bytes.Clone(value), true
+			cur.last = bytes.Clone(value)
 		}
 		return nil
 	})
@@ -94,20 +93,20 @@ func (c *Cluster) refreshContacts(ctx context.Context, now time.Time, st replica
 		last := pathkey.Encode(memberPath(name, "state", "last-contact"))
 		ct, known := view[name]
 		if !cur.member || !known {
-			if cur.hasReach {
+			if cur.reachable != nil {
 				writes = append(writes, write{key: reach})
 			}
-			if cur.hasLast {
+			if cur.last != nil {
 				writes = append(writes, write{key: last})
 			}
 			continue
 		}
 		rv := txn.EncodeValue(&gpb.TypedValue{Value: &gpb.TypedValue_BoolVal{BoolVal: ct.Reachable}})
-		if !cur.hasReach || !bytes.Equal(rv, cur.reachable) {
+		if !bytes.Equal(rv, cur.reachable) {
 			writes = append(writes, write{key: reach, value: rv})
 		}
 		if ct.LastContact.IsZero() {
-			if cur.hasLast {
+			if cur.last != nil {
 				writes = append(writes, write{key: last})
 			}
 			continue
@@ -117,7 +116,7 @@ func (c *Cluster) refreshContacts(ctx context.Context, now time.Time, st replica
 			t = t.Truncate(time.Second)
 		}
 		lv := txn.EncodeValue(&gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: uint64(t.UnixNano())}})
-		if !cur.hasLast || !bytes.Equal(lv, cur.last) {
+		if !bytes.Equal(lv, cur.last) {
 			writes = append(writes, write{key: last, value: lv})
 		}
 	}
