@@ -4,7 +4,9 @@
 // subscription read it like any other leaf.
 //
 // Measured state is node-local: it is written straight to the node's store,
-// never through Raft. A Writer remembers what it wrote and writes only the
+// never through Raft, and only in memory (store.Tx.SetVolatile): it is
+// measured again after a restart, and a flow table's worth of counters
+// every second has no business in the write-ahead log. A Writer remembers what it wrote and writes only the
 // leaves that changed, in one store transaction per call, so ON_CHANGE
 // subscribers see a change once and a quiet network costs nothing.
 package telemetry
@@ -83,16 +85,28 @@ type Writer struct {
 	scratch  []byte
 }
 
-// entityID names a path ('p'), policy ('o'), flow ('f') or endpoint ('e').
+// entityID names a path ('p'), policy ('o'), flow ('f', by flow) or
+// endpoint ('e').
 type entityID struct {
 	kind byte
 	name string
+	flow flowKey
+}
+
+type flowKey struct {
+	protocol uint8
+	src, dst netip.AddrPort
 }
 
 type entity struct {
-	base   []byte            // encoded key of the entity's state container
-	leaves map[string][]byte // leaf (relative path) → value written
-	seen   bool              // in the snapshot being written
+	base   []byte                // encoded key of the entity's state container
+	leaves map[string]*leafState // by path relative to base
+	seen   bool                  // in the snapshot being written
+}
+
+// leafState is a leaf written: its key and the value last written.
+type leafState struct {
+	key, value []byte
 }
 
 // NewWriter returns a writer into st. Measured leaves left by an earlier
@@ -158,7 +172,7 @@ type batch struct {
 func (b *batch) entity(id entityID, base func() []*gpb.PathElem) *entity {
 	e := b.w.entities[id]
 	if e == nil {
-		e = &entity{base: pathkey.Encode(base()), leaves: map[string][]byte{}}
+		e = &entity{base: pathkey.Encode(base()), leaves: map[string]*leafState{}}
 		b.w.entities[id] = e
 		b.fresh = append(b.fresh, id)
 	}
@@ -168,20 +182,24 @@ func (b *batch) entity(id entityID, base func() []*gpb.PathElem) *entity {
 
 // leaf records value (nil: absent) for the leaf rel of e if it changed.
 func (b *batch) leaf(e *entity, rel string, value []byte) {
-	old, had := e.leaves[rel]
+	l := e.leaves[rel]
 	if value == nil {
-		if had {
+		if l != nil {
 			delete(e.leaves, rel)
-			b.writes = append(b.writes, write{key: leafKey(e.base, rel), base: e.base})
+			b.writes = append(b.writes, write{key: l.key, base: e.base})
 		}
 		return
 	}
-	if had && bytes.Equal(old, value) {
+	if l != nil && bytes.Equal(l.value, value) {
 		return
 	}
-	v := bytes.Clone(value)
-	e.leaves[rel] = v
-	b.writes = append(b.writes, write{key: leafKey(e.base, rel), value: v, base: e.base})
+	if l == nil {
+		l = &leafState{key: leafKey(e.base, rel)}
+		e.leaves[rel] = l
+	}
+	// The store keeps what it is given: a new slice every time.
+	l.value = bytes.Clone(value)
+	b.writes = append(b.writes, write{key: l.key, value: l.value, base: e.base})
 }
 
 func (b *batch) uint(e *entity, rel string, u uint64) {
@@ -217,7 +235,7 @@ func leafKey(base []byte, rel string) []byte {
 
 func (b *batch) add(s *Snapshot) {
 	for name, p := range s.Paths {
-		e := b.entity(entityID{'p', name}, func() []*gpb.PathElem {
+		e := b.entity(entityID{kind: 'p', name: name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": name}}, {Name: "state"}}
 		})
 		b.str(e, "health-status", p.Health)
@@ -236,7 +254,7 @@ func (b *batch) add(s *Snapshot) {
 		b.uint(e, "counters/tx-bytes", p.TxBytes)
 	}
 	for name, p := range s.Policies {
-		e := b.entity(entityID{'o', name}, func() []*gpb.PathElem {
+		e := b.entity(entityID{kind: 'o', name: name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": name}}, {Name: "state"}}
 		})
 		if p.ActivePath != "" {
@@ -249,7 +267,7 @@ func (b *batch) add(s *Snapshot) {
 		b.uint(e, "counters/active-flows", p.ActiveFlows)
 	}
 	for _, f := range s.Flows {
-		id := entityID{'f', string([]byte{f.Protocol}) + f.Src.String() + ">" + f.Dst.String()}
+		id := entityID{kind: 'f', flow: flowKey{f.Protocol, f.Src, f.Dst}}
 		e := b.entity(id, func() []*gpb.PathElem {
 			key := map[string]string{
 				"protocol":            strconv.Itoa(int(f.Protocol)),
@@ -279,7 +297,7 @@ func (b *batch) add(s *Snapshot) {
 		b.time(e, "last-seen", f.LastSeen)
 	}
 	for _, ep := range s.Endpoints {
-		e := b.entity(entityID{'e', ep.Site + "\x00" + ep.Name}, func() []*gpb.PathElem {
+		e := b.entity(entityID{kind: 'e', name: ep.Site + "\x00" + ep.Name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": ep.Site}}, {Name: "endpoints"},
 				{Name: "endpoint", Key: map[string]string{"name": ep.Name}}, {Name: "state"}}
 		})
@@ -322,8 +340,8 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 		if e.seen {
 			continue
 		}
-		for rel := range e.leaves {
-			b.writes = append(b.writes, write{key: leafKey(e.base, rel)})
+		for _, l := range e.leaves {
+			b.writes = append(b.writes, write{key: l.key})
 		}
 		gone = append(gone, id)
 	}
@@ -372,7 +390,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 			if wr.value == nil {
 				tx.Delete(wr.key)
 			} else {
-				tx.Set(wr.key, wr.value)
+				tx.SetVolatile(wr.key, wr.value)
 			}
 		}
 		return nil
@@ -398,8 +416,8 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	err := w.st.Update(ctx, func(tx store.Tx) error {
 		for _, e := range w.entities {
-			for rel := range e.leaves {
-				tx.Delete(leafKey(e.base, rel))
+			for _, l := range e.leaves {
+				tx.Delete(l.key)
 			}
 		}
 		return nil

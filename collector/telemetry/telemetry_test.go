@@ -15,6 +15,7 @@ import (
 
 	"github.com/patronus-sdwan/patronus/collector/telemetry"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
 
 func loaded(t *testing.T) *nodetest.Node {
@@ -123,7 +124,12 @@ func TestWriter(t *testing.T) {
 
 	// Only what changed is written; what is left out is deleted.
 	var changes int
-	before := n.Feed.Last()
+	// The feed is published after the store commits: start after the
+	// store's last commit, not the feed's.
+	var before uint64
+	if err := n.Store.View(func(seq uint64, _ store.Reader) error { before = seq; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	snap.Paths["hq-mpls--branch-1-mpls"] = telemetry.Path{Health: "DOWN", Latency: 12345 * time.Microsecond, Jitter: 678 * time.Microsecond, Loss: 1.25, Bandwidth: 50000, LastChange: changed, ProbesSent: 11, ProbesReceived: 9, TxPackets: 3, TxBytes: 300}
 	snap.Flows = nil
 	if err := w.Write(ctx, snap); err != nil {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,6 +57,10 @@ type Tx interface {
 	Reader
 	// Set writes value at key.
 	Set(key, value []byte)
+	// SetVolatile writes value at key in memory only (see volatile.go):
+	// it is gone when the store closes. The store keeps value: the caller
+	// must not change it afterwards.
+	SetVolatile(key, value []byte)
 	// Delete removes key.
 	Delete(key []byte)
 	// Time returns the transaction's commit timestamp (ns since the epoch),
@@ -87,10 +92,14 @@ type Store struct {
 	// mu orders commits against View: a commit holds it exclusively while it
 	// makes a group visible and calls OnCommit.
 	mu  sync.RWMutex
-	seq uint64 // the last commit's Seq, guarded by mu
+	seq uint64   // the last commit's Seq, guarded by mu
+	mem *memTree // the volatile keys, replaced by commits; guarded by mu
 
 	closeOnce sync.Once
 	done      chan struct{}
+	closed    atomic.Bool // set by Close
+
+	writeFailures atomic.Uint64 // groups that could not be committed
 }
 
 type request struct {
@@ -117,7 +126,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{})}
+	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{}), mem: newMemTree()}
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
@@ -128,6 +137,7 @@ func Open(dir string, opts Options) (*Store, error) {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		close(s.done)
 		s.wg.Wait()
 		err = s.db.Close()
@@ -218,6 +228,8 @@ func (s *Store) commitGroup(group []*request) {
 	defer batch.Close()
 	now := time.Now().UnixNano()
 	var changes []Change
+	// Only this goroutine replaces s.mem, so it reads it without the lock.
+	g := &groupMem{pub: s.mem}
 	errs := make([]error, len(group))
 	applied := 0
 	for i, r := range group {
@@ -225,7 +237,7 @@ func (s *Store) commitGroup(group []*request) {
 			errs[i] = err
 			continue
 		}
-		tx := &tx{base: batch, writes: map[string][]byte{}, sorted: btree.NewOrderedG[string](32), now: now}
+		tx := &tx{base: batch, g: g, writes: map[string]int{}, now: now}
 		err := r.fn(tx)
 		tx.close()
 		if err != nil {
@@ -233,21 +245,30 @@ func (s *Store) commitGroup(group []*request) {
 			continue
 		}
 		if changes == nil {
-			changes = make([]Change, 0, len(group)*len(tx.order))
+			changes = make([]Change, 0, len(group)*len(tx.ops))
 		}
-		for _, k := range tx.order {
-			v := tx.writes[k]
+		for _, op := range tx.ops {
+			k, v := op.key, op.value
 			kb := []byte(k)
 			var err error
-			if v == nil {
-				err = batch.Delete(kb, nil)
-			} else {
+			switch {
+			case v == nil:
+				if !g.drop(k) {
+					err = batch.Delete(kb, nil)
+				}
+			case op.volatile:
+				if g.set(k, v) {
+					err = deleteDurable(batch, kb)
+				}
+			default:
+				g.drop(k)
 				err = batch.Set(kb, v, nil)
 			}
 			if err != nil {
 				// The batch now holds part of this transaction: fail the
 				// whole group rather than commit it.
 				err = fmt.Errorf("store: batch: %w", err)
+				s.writeFailures.Add(1)
 				for _, r := range group {
 					r.resp <- err
 				}
@@ -257,14 +278,20 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		applied++
 	}
-	if applied > 0 && !batch.Empty() {
+	if applied > 0 && len(changes) > 0 {
 		wo := pebble.Sync
 		if s.opts.NoSync {
 			wo = pebble.NoSync
 		}
+		var err error
 		s.mu.Lock()
-		err := batch.Commit(wo)
+		if !batch.Empty() { // a group of volatile writes only needs no sync
+			err = batch.Commit(wo)
+		}
 		if err == nil {
+			if g.work != nil {
+				s.mem = g.work
+			}
 			s.seq++
 			if s.opts.OnCommit != nil {
 				s.opts.OnCommit(Commit{Seq: s.seq, Time: now, Changes: changes})
@@ -272,6 +299,7 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		s.mu.Unlock()
 		if err != nil {
+			s.writeFailures.Add(1)
 			err = fmt.Errorf("store: commit: %w", err)
 			for i := range errs {
 				if errs[i] == nil {
@@ -285,6 +313,20 @@ func (s *Store) commitGroup(group []*request) {
 	}
 }
 
+// deleteDurable deletes key from b if it holds it (a key becoming volatile
+// keeps no durable value).
+func deleteDurable(b *pebble.Batch, key []byte) error {
+	_, c, err := b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return b.Delete(key, nil)
+}
+
 // View calls fn with a consistent snapshot of the committed data and the Seq
 // of the last commit it contains. No commit becomes visible between the
 // snapshot and the Seq, so a caller that then follows commits after Seq
@@ -292,10 +334,10 @@ func (s *Store) commitGroup(group []*request) {
 func (s *Store) View(fn func(seq uint64, r Reader) error) error {
 	s.mu.RLock()
 	snap := s.db.NewSnapshot()
-	seq := s.seq
+	seq, mem := s.seq, s.mem
 	s.mu.RUnlock()
 	defer snap.Close()
-	return fn(seq, pebbleReader{snap})
+	return fn(seq, pebbleReader{snap, mem})
 }
 
 // Snapshot is a consistent read-only view of the store that stays open
@@ -311,38 +353,100 @@ func (s *Snapshot) Close() error { return s.snap.Close() }
 // Snapshot returns a view of the committed data as of now.
 func (s *Store) Snapshot() *Snapshot {
 	s.mu.RLock()
-	snap := s.db.NewSnapshot()
+	snap, mem := s.db.NewSnapshot(), s.mem
 	s.mu.RUnlock()
-	return &Snapshot{Reader: pebbleReader{snap}, snap: snap}
+	return &Snapshot{Reader: pebbleReader{snap, mem}, snap: snap}
 }
 
 // Get reads one committed key.
 func (s *Store) Get(key []byte) ([]byte, bool, error) {
-	return pebbleReader{s.db}.Get(key)
+	return s.live().Get(key)
 }
 
 // Scan reads committed keys under prefix.
 func (s *Store) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	return pebbleReader{s.db}.Scan(prefix, fn)
+	return s.live().Scan(prefix, fn)
 }
 
 // ScanRange reads committed keys k with lo <= k < hi in key order, like
 // Scan.
 func (s *Store) ScanRange(lo, hi []byte, fn func(key, value []byte) error) error {
-	return pebbleReader{s.db}.scanRange(lo, hi, fn)
+	return s.live().scanRange(lo, hi, fn)
+}
+
+// live reads the database as it is now, with the volatile keys last
+// published.
+func (s *Store) live() pebbleReader {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return pebbleReader{s.db, s.mem}
 }
 
 // Metrics returns Pebble's metrics.
 func (s *Store) Metrics() *pebble.Metrics { return s.db.Metrics() }
+
+// Closed reports whether Close has been called.
+func (s *Store) Closed() bool { return s.closed.Load() }
+
+// Stats is the health of the store: its Pebble database's shape and size,
+// and its writer's failures.
+type Stats struct {
+	// DiskUsage is the bytes of every file the database holds (sstables,
+	// write-ahead log, manifests).
+	DiskUsage uint64
+	// L0Files and L0Sublevels describe level 0, where flushed memtables
+	// land; many sublevels slow reads and, past Pebble's thresholds,
+	// writes.
+	L0Files     int64
+	L0Sublevels int32
+	// ReadAmp is the number of sstable layers a read may have to look at.
+	ReadAmp int
+	// CompactionDebt estimates the bytes compactions must rewrite before
+	// the LSM is in shape again.
+	CompactionDebt uint64
+	// Compactions and Flushes count those done since the store opened.
+	Compactions, Flushes int64
+	// MemTableSize is the bytes of the memtables; WALSize the live bytes
+	// of the write-ahead log.
+	MemTableSize, WALSize uint64
+	// WriteFailures counts the groups of transactions the writer could
+	// not commit (every transaction in such a group got the error).
+	WriteFailures uint64
+}
+
+// Stats reads the store's health now from Pebble's Metrics, which takes
+// Pebble's locks: it is meant for a metrics scrape, not a hot path. A
+// closed store reports only its write failures.
+func (s *Store) Stats() Stats {
+	st := Stats{WriteFailures: s.writeFailures.Load()}
+	if s.Closed() {
+		return st
+	}
+	m := s.db.Metrics()
+	st.DiskUsage = m.DiskSpaceUsage()
+	st.L0Files, st.L0Sublevels = m.Levels[0].TablesCount, m.Levels[0].Sublevels
+	st.ReadAmp = m.ReadAmp()
+	st.CompactionDebt = m.Compact.EstimatedDebt
+	st.Compactions, st.Flushes = m.Compact.Count, m.Flush.Count
+	st.MemTableSize, st.WALSize = m.MemTable.Size, m.WAL.Size
+	return st
+}
 
 type pebbleSource interface {
 	Get(key []byte) ([]byte, io.Closer, error)
 	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
 }
 
-type pebbleReader struct{ src pebbleSource }
+// pebbleReader reads src with the volatile keys of mem over it.
+type pebbleReader struct {
+	src pebbleSource
+	mem *memTree
+}
 
 func (r pebbleReader) Get(key []byte) ([]byte, bool, error) {
+	if v, ok := memGet(r.mem, key); ok {
+		return v, true, nil
+	}
 	v, c, err := r.src.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
@@ -360,26 +464,33 @@ func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) erro
 }
 
 func (r pebbleReader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
-	it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(it.Key(), it.Value()); err != nil {
-			it.Close()
+	return mergeScan(memRange(r.mem, lo, hi), func(fn func(key, value []byte) error) error {
+		it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
 			return err
 		}
-	}
-	return it.Close()
+		for it.First(); it.Valid(); it.Next() {
+			if err := fn(it.Key(), it.Value()); err != nil {
+				it.Close()
+				return err
+			}
+		}
+		return it.Close()
+	}, fn)
 }
 
 // tx overlays one transaction's writes on the group's batch.
 type tx struct {
 	base   *pebble.Batch
-	writes map[string][]byte // nil value: deleted
-	order  []string          // keys of writes in first-write order
-	sorted *btree.BTreeG[string]
-	now    int64
+	g      *groupMem      // the group's volatile keys
+	ops    []txOp         // the keys written, in first-write order
+	writes map[string]int // key → its index in ops
+	// sorted indexes the keys of ops[:indexed] for Scan; it is brought up to date
+	// by the first Scan after new writes, so that a transaction that only
+	// writes (a collector's) never pays for it.
+	sorted  *btree.BTreeG[string]
+	indexed int
+	now     int64
 	// iter reads the batch for every Scan of the transaction: the batch
 	// does not change while the transaction runs (its writes go to writes),
 	// and positioning one iterator is much cheaper than creating one.
@@ -402,45 +513,78 @@ func (t *tx) scanBase(prefix []byte, fn func(key, value []byte) error) error {
 		}
 		t.iter = it
 	}
-	t.iter.SetBounds(prefix, pathkey.PrefixEnd(prefix))
-	for t.iter.First(); t.iter.Valid(); t.iter.Next() {
-		if err := fn(t.iter.Key(), t.iter.Value()); err != nil {
-			return err
+	hi := pathkey.PrefixEnd(prefix)
+	t.iter.SetBounds(prefix, hi)
+	return mergeScan(memRange(t.g.view(), prefix, hi), func(fn func(key, value []byte) error) error {
+		for t.iter.First(); t.iter.Valid(); t.iter.Next() {
+			if err := fn(t.iter.Key(), t.iter.Value()); err != nil {
+				return err
+			}
 		}
-	}
-	return t.iter.Error()
+		return t.iter.Error()
+	}, fn)
 }
 
 var _ Tx = (*tx)(nil)
 
 func (t *tx) Time() int64 { return t.now }
 
+// txOp is the last write of one key in a transaction.
+type txOp struct {
+	key      string
+	value    []byte // nil: deleted
+	volatile bool
+}
+
 func (t *tx) Set(key, value []byte) {
 	if value == nil {
 		value = []byte{}
 	}
-	t.put(string(key), value)
+	t.put(key, value, false)
 }
 
-func (t *tx) Delete(key []byte) { t.put(string(key), nil) }
-
-func (t *tx) put(k string, v []byte) {
-	if _, ok := t.writes[k]; !ok {
-		t.order = append(t.order, k)
-		t.sorted.ReplaceOrInsert(k)
+func (t *tx) SetVolatile(key, value []byte) {
+	if value == nil {
+		value = []byte{}
 	}
-	t.writes[k] = v
+	t.put(key, value, true)
+}
+
+func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
+
+func (t *tx) put(key, v []byte, volatile bool) {
+	if i, ok := t.writes[string(key)]; ok {
+		t.ops[i].value, t.ops[i].volatile = v, volatile
+		return
+	}
+	k := string(key)
+	t.writes[k] = len(t.ops)
+	t.ops = append(t.ops, txOp{key: k, value: v, volatile: volatile})
+}
+
+// written returns this transaction's write of k, if any.
+func (t *tx) written(k string) ([]byte, bool) {
+	if i, ok := t.writes[k]; ok {
+		return t.ops[i].value, true
+	}
+	return nil, false
 }
 
 func (t *tx) Get(key []byte) ([]byte, bool, error) {
-	if v, ok := t.writes[string(key)]; ok {
+	if v, ok := t.written(string(key)); ok {
 		return v, v != nil, nil
 	}
-	return pebbleReader{t.base}.Get(key)
+	return pebbleReader{t.base, t.g.view()}.Get(key)
 }
 
 func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	// Merge the batch's range with this transaction's writes under prefix.
+	if t.sorted == nil {
+		t.sorted = btree.NewOrderedG[string](32)
+	}
+	for ; t.indexed < len(t.ops); t.indexed++ {
+		t.sorted.ReplaceOrInsert(t.ops[t.indexed].key)
+	}
 	var mine []string
 	t.sorted.AscendGreaterOrEqual(string(prefix), func(k string) bool {
 		if !strings.HasPrefix(k, string(prefix)) {
@@ -452,7 +596,7 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	i := 0
 	emitMine := func(upto []byte) error {
 		for i < len(mine) && (upto == nil || mine[i] < string(upto)) {
-			if v := t.writes[mine[i]]; v != nil {
+			if v, _ := t.written(mine[i]); v != nil {
 				if err := fn([]byte(mine[i]), v); err != nil {
 					return err
 				}
@@ -467,7 +611,7 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 		}
 		if i < len(mine) && mine[i] == string(k) {
 			// This transaction overwrote or deleted k.
-			w := t.writes[mine[i]]
+			w, _ := t.written(mine[i])
 			i++
 			if w == nil {
 				return nil
