@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -392,6 +394,45 @@ func TestLab(t *testing.T) {
 		for _, want := range []string{"PATH_DOWN", "FAILOVER", "PATH_UP"} {
 			if !events[want] {
 				t.Errorf("no %s event on hq (events: %v)", want, events)
+			}
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		// The failover and the failback, and the probes lost meanwhile,
+		// as hq's /metrics has them.
+		dial := topo.Dialer(lab.MgmtNS())
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }}}
+		var scrape string
+		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+			var code int
+			if code, scrape = httpGetWith(t, hc, hq.site.Mgmt().String()+":9341", "/metrics"); code != http.StatusOK {
+				t.Fatalf("GET /metrics on hq: %d", code)
+			}
+			if v, ok := metricValue(scrape, `patronus_probe_path_health{path="`+mplsPath+`"}`); ok && v == 1 {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				var lines []string
+				for _, l := range strings.Split(scrape, "\n") {
+					if strings.HasPrefix(l, "patronus_probe_") || strings.HasPrefix(l, "patronus_dataplane_") {
+						lines = append(lines, l)
+					}
+				}
+				t.Fatalf("hq's /metrics does not show %s UP within 5s:\n%s", mplsPath, strings.Join(lines, "\n"))
+			}
+		}
+		for series, least := range map[string]float64{
+			`patronus_dataplane_failovers_total`:                     2,
+			`patronus_probe_sent_total{path="` + mplsPath + `"}`:     1,
+			`patronus_probe_received_total{path="` + mplsPath + `"}`: 1,
+			`patronus_probe_lost_total{path="` + mplsPath + `"}`:     3,
+			`patronus_probe_sent_total{path="` + inetPath + `"}`:     1,
+			`patronus_dataplane_collect_duration_seconds_count`:      1,
+		} {
+			if got, ok := metricValue(scrape, series); !ok || got < least {
+				t.Errorf("%s = %v (present: %v), want at least %v", series, got, ok, least)
 			}
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,8 +27,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/reflection"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
@@ -233,6 +232,16 @@ func run(args []string) error {
 			return err
 		}
 	}
+	// serving is set once gRPC serves, stopping on a signal to stop;
+	// /readyz answers 503 outside that window.
+	var serving, stopping atomic.Bool
+	var hs *http.Server
+	if hlis != nil {
+		// Served from here on, so that /healthz answers while the node
+		// catches up with the cluster's log.
+		hs = &http.Server{Handler: httpMux(o, n, &serving, &stopping), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hlis)
+	}
 	if n.Repl != nil {
 		// Serve only once the log's entries are applied, or after a bound
 		// when no quorum answers (reads may then be stale until it does).
@@ -246,41 +255,29 @@ func run(args []string) error {
 		go join(log, func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) },
 			o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
 	}
-	gopts = append(gopts, grpc.ChainUnaryInterceptor(auth.DeadlineInterceptor(o.defaultDeadline), n.Auth.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
+	// Metrics first: they count what authentication and the limits refuse.
+	gopts = append(gopts,
+		grpc.ChainUnaryInterceptor(n.Metrics.UnaryInterceptor(), auth.DeadlineInterceptor(o.defaultDeadline), n.Auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor(), n.Auth.StreamInterceptor()))
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
 	reflection.Register(gs)
 
-	var hs *http.Server
-	if hlis != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.Handler())
-		// Profiles for diagnosing a node, on loopback only: they are
-		// unauthenticated, show the node's internals and cost CPU while
-		// they run. Metrics and health checks are served wherever --http
-		// listens, in plaintext by design (they hold no configuration).
-		if ok, _ := loopback(o.http); ok {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go hs.Serve(hlis)
-	}
-
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
+	serving.Store(true)
 	log.Info("patronusd serving", "gnmi", lis.Addr().String(), "http", o.http, "data-dir", o.dataDir, "node", o.nodeName)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-sig:
+		stopping.Store(true)
 		log.Info("shutting down", "signal", s.String())
 	case err := <-serveErr:
+		if hs != nil {
+			hs.Close()
+		}
 		n.Close()
 		return fmt.Errorf("gNMI server: %v", err)
 	}
@@ -303,6 +300,43 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpMux serves --http: /metrics, /healthz and /readyz wherever it
+// listens, in plaintext by design (they hold no configuration), and the
+// profiles only on loopback.
+func httpMux(o *options, n *node.Node, serving, stopping *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", n.Metrics.Handler())
+	// Profiles for diagnosing a node, on loopback only: they are
+	// unauthenticated, show the node's internals and cost CPU while they
+	// run.
+	if ok, _ := loopback(o.http); ok {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	// Liveness: the process answers.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// Readiness: gNMI is served and the node can serve consistent reads
+	// and writes (node.Ready); otherwise 503 and why, in one line.
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var err error
+		switch {
+		case stopping.Load():
+			err = errors.New("shutting down")
+		case !serving.Load():
+			err = errors.New("starting: catching up with the cluster log before serving gNMI")
+		default:
+			err = n.Ready()
+		}
+		if err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
 }
 
 // join asks a member to add this node, retrying until it succeeds: the

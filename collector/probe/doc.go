@@ -62,7 +62,8 @@
 // the defaults, inside the 3 × interval + 50 ms blackout budget).
 //
 // A reply that arrives after its probe was declared lost is late: it is
-// counted in Stats.ProbesLate and feeds the timeout estimator (so a path whose
+// counted in Stats.ProbesLate (the probe stays counted in Stats.ProbesLost,
+// which counts every probe declared lost) and feeds the timeout estimator (so a path whose
 // RTT jumps above the timeout is relearnt rather than declared dead). It
 // already counted towards DOWN, but the loss rate takes it back while it is
 // in the window: a probe delayed past its timeout (a busy machine) is not a

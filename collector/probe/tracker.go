@@ -24,6 +24,7 @@ type Stats struct {
 	ProbesSent     uint64 // probes sent, or attempted while the socket was unusable
 	ProbesReceived uint64 // replies that arrived in time
 	ProbesLate     uint64 // replies that arrived after their probe was counted lost
+	ProbesLost     uint64 // probes counted lost (timed out), late replies included
 
 	LastChange time.Time // when Health last changed (or the prober was made)
 }
@@ -102,7 +103,7 @@ type tracker struct {
 	health     machine
 	lastChange time.Time
 
-	sent, received, late uint64
+	sent, received, late, lost uint64
 
 	// events collects results until the owner drains them.
 	events []event
@@ -265,6 +266,7 @@ func (t *tracker) resolve(p *sentProbe, s probeState, now time.Time) {
 	t.window[t.windowPos] = isLost
 	if isLost {
 		t.windowBad++
+		t.lost++
 	}
 	t.windowPos = (t.windowPos + 1) % len(t.window)
 
@@ -315,6 +317,7 @@ func (t *tracker) stats() Stats {
 		ProbesSent:     t.sent,
 		ProbesReceived: t.received,
 		ProbesLate:     t.late,
+		ProbesLost:     t.lost,
 		LastChange:     t.lastChange,
 	}
 }

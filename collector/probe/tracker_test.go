@@ -223,14 +223,15 @@ func TestTrackerLateReply(t *testing.T) {
 	seq, stamp := tr.send(now)
 	tr.expire(now.Add(tr.timeout()))
 	before := tr.stats()
-	if before.Loss == 0 {
+	if before.Loss == 0 || before.ProbesLost != 1 {
 		t.Fatalf("probe not lost after its timeout: %+v", before)
 	}
 	tr.reply(seq, stamp, now.Add(500*time.Millisecond))
 	tr.reply(seq, stamp, now.Add(501*time.Millisecond)) // duplicate
 	after := tr.stats()
 	// A late reply is counted as late and takes the probe's loss back (it
-	// was delayed, not lost), but feeds neither latency nor received.
+	// was delayed, not lost), but feeds neither latency nor received, and
+	// the probe stays counted in ProbesLost.
 	want := before
 	want.ProbesLate = 1
 	want.Loss = 0

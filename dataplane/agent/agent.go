@@ -19,6 +19,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -49,6 +52,30 @@ type Config struct {
 	// table (default 30 s).
 	FlowIdle time.Duration
 	Logger   *slog.Logger
+	// OnCollect, if set, is called after every collection with how long
+	// it took, on the agent's goroutine; it must not block.
+	OnCollect func(time.Duration)
+}
+
+// PathStats is the probing of one local path, as of the last collection.
+// A prober restarted by a change of its path's configuration starts its
+// counters again from zero.
+type PathStats struct {
+	Path   string
+	Health probe.Health
+	// ProbesSent, ProbesReceived, ProbesLate and ProbesLost are the
+	// prober's counters (see probe.Stats).
+	ProbesSent, ProbesReceived, ProbesLate, ProbesLost uint64
+}
+
+// Stats is what the agent measures, for metrics.
+type Stats struct {
+	// Paths are the enabled local paths, by name, as of the last
+	// collection.
+	Paths []PathStats
+	// Failovers counts the times a policy moved to another path (or to
+	// ordinary routing): each FAILOVER event.
+	Failovers uint64
 }
 
 // Agent is a running dataplane.
@@ -64,6 +91,10 @@ type Agent struct {
 	healthCh chan struct{} // a prober's health changed
 	cancel   context.CancelFunc
 	done     chan struct{}
+
+	failovers atomic.Uint64
+	statsMu   sync.Mutex
+	paths     []PathStats // as of the last collection; guarded by statsMu
 
 	// The fields below are owned by the run loop.
 	plan       *plan.Plan
@@ -459,6 +490,7 @@ func (a *Agent) steer(ctx context.Context) {
 		}
 		a.chosen[pol.Name] = to
 		if had {
+			a.failovers.Add(1)
 			a.event(ctx, txn.Event{Severity: "WARNING", Type: "FAILOVER", Subject: pathSubject(to),
 				Message: fmt.Sprintf("policy %s moved from %s to %s at %s", pol.Name, orRouting(from), orRouting(to), now.UTC().Format(time.RFC3339Nano))})
 		}
@@ -492,10 +524,22 @@ func (a *Agent) event(ctx context.Context, ev txn.Event) {
 	}
 }
 
+// Stats returns the agent's measurements; it may be called from any
+// goroutine.
+func (a *Agent) Stats() Stats {
+	a.statsMu.Lock()
+	defer a.statsMu.Unlock()
+	return Stats{Paths: slices.Clone(a.paths), Failovers: a.failovers.Load()}
+}
+
 // collect writes the measured state into the tree and expires idle flows.
 func (a *Agent) collect(ctx context.Context) {
 	if a.plan == nil {
 		return
+	}
+	if a.cfg.OnCollect != nil {
+		start := time.Now()
+		defer func() { a.cfg.OnCollect(time.Since(start)) }()
 	}
 	if _, err := a.cls.ExpireFlows(a.cfg.FlowIdle); err != nil {
 		a.log.Warn("dataplane: expiring flows", "err", err)
@@ -524,6 +568,7 @@ func (a *Agent) collect(ctx context.Context) {
 	if err != nil {
 		a.log.Warn("dataplane: reading flows", "err", err)
 	}
+	paths := make([]PathStats, 0, len(a.probers))
 	for name, r := range a.probers {
 		p := a.plan.Paths[name]
 		st := r.p.Stats()
@@ -531,7 +576,13 @@ func (a *Agent) collect(ctx context.Context) {
 		snap.Paths[name] = telemetry.Path{Health: st.Health.String(), Latency: st.Latency, Jitter: st.Jitter, Loss: st.Loss,
 			Bandwidth: p.Bandwidth(), LastChange: st.LastChange, ProbesSent: st.ProbesSent, ProbesReceived: st.ProbesReceived,
 			TxPackets: c.Packets, TxBytes: c.Bytes}
+		paths = append(paths, PathStats{Path: name, Health: st.Health, ProbesSent: st.ProbesSent, ProbesReceived: st.ProbesReceived,
+			ProbesLate: st.ProbesLate, ProbesLost: st.ProbesLost})
 	}
+	slices.SortFunc(paths, func(x, y PathStats) int { return strings.Compare(x.Path, y.Path) })
+	a.statsMu.Lock()
+	a.paths = paths
+	a.statsMu.Unlock()
 	for _, pol := range a.plan.Policies {
 		c := rc[pol.ID]
 		snap.Policies[pol.Name] = telemetry.Policy{ActivePath: a.chosen[pol.Name], PacketsMatched: c.Packets, BytesMatched: c.Bytes, ActiveFlows: active[pol.Name]}

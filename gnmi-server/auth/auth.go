@@ -200,6 +200,8 @@ type Authenticator struct {
 
 	verifying chan struct{} // semaphore of argon2id checks
 
+	stats authCounters // see Stats
+
 	mu sync.Mutex
 	// Guarded by mu:
 	cache      map[string]*cached // username + 0 + sha256(password)
@@ -484,6 +486,7 @@ func (a *Authenticator) refused(name, ip string) error {
 			continue
 		}
 		if f.count >= a.cfg.MaxFailures {
+			a.stats.lockedOut.Add(1)
 			who := "user " + quote(name)
 			if k[0] == 'p' {
 				who = "peer " + ip

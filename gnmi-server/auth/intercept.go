@@ -17,6 +17,7 @@ func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		u, err := a.authenticate(ctx)
 		if err != nil {
+			a.countFailure(err)
 			return nil, err
 		}
 		if err := a.admit(u, peerIP(ctx)); err != nil {
@@ -34,6 +35,7 @@ func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 		ctx := ss.Context()
 		u, err := a.authenticate(ctx)
 		if err != nil {
+			a.countFailure(err)
 			return err
 		}
 		ip := peerIP(ctx)
@@ -44,6 +46,7 @@ func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 			a.mu.Lock()
 			if a.streams[u.Name] >= a.cfg.MaxStreams {
 				a.mu.Unlock()
+				a.stats.limitedStreams.Add(1)
 				return status.Errorf(codes.ResourceExhausted, "user %s has %d streams open, the most allowed; close one first", quote(u.Name), a.cfg.MaxStreams)
 			}
 			a.streams[u.Name]++
@@ -96,11 +99,13 @@ func (a *Authenticator) admit(u User, ip string) error {
 	ub := a.bucket(a.users, u.Name, a.cfg.UserRate, a.cfg.UserBurst, now)
 	if !ub.lim.AllowN(now, 1) {
 		a.mu.Unlock()
+		a.stats.limitedUser.Add(1)
 		return status.Errorf(codes.ResourceExhausted, "rate limit: user %s is over %s requests per second; slow down", quote(u.Name), perSecond(a.cfg.UserRate))
 	}
 	pb := a.bucket(a.peers, ip, a.cfg.PeerRate, a.cfg.PeerBurst, now)
 	if !pb.lim.AllowN(now, 1) {
 		a.mu.Unlock()
+		a.stats.limitedPeer.Add(1)
 		return status.Errorf(codes.ResourceExhausted, "rate limit: peer %s is over %s requests per second; slow down", ip, perSecond(a.cfg.PeerRate))
 	}
 	a.mu.Unlock()

@@ -93,6 +93,17 @@ type Cursor struct {
 // From returns a cursor whose first commit is the one after seq.
 func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
 
+// Lag returns how many published commits the cursor has not read yet. It
+// may be called from another goroutine than the cursor's reader.
+func (c *Cursor) Lag() uint64 {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.next > c.f.last {
+		return 0
+	}
+	return c.f.last - c.next + 1
+}
+
 // Next appends every commit after the cursor's position to buf and returns
 // it. It waits until there is at least one, ctx ends, or wait (if not nil)
 // fires; then it may return an empty slice. It returns ErrTooSlow if commits

@@ -20,6 +20,7 @@ import (
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/metrics"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 	"github.com/patronus-sdwan/patronus/gnmi-server/replication"
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
@@ -87,6 +88,9 @@ type Node struct {
 	Agent   *agent.Agent // nil unless the node serves a site
 	// Auth authenticates requests; nil unless Config.Auth was set.
 	Auth *auth.Authenticator
+	// Metrics is the node's Prometheus registry (Metrics.Handler serves
+	// it). Its interceptors must be chained first on the gRPC server.
+	Metrics *metrics.Metrics
 
 	pub       *server.Publisher
 	committer server.Committer
@@ -132,7 +136,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub}
+	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, Metrics: metrics.New()}
+	n.Metrics.Known(gpb.GNMI_ServiceDesc)
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
@@ -188,12 +193,23 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.Site != "" {
 		n.Agent, err = agent.Start(agent.Config{Site: cfg.Site, NodeName: cfg.NodeName, Store: st, Feed: n.Feed, Engine: eng,
-			Interval: cfg.CollectInterval, Logger: cfg.Logger})
+			Interval: cfg.CollectInterval, Logger: cfg.Logger, OnCollect: n.Metrics.ObserveCollect})
 		if err != nil {
 			n.closeParts()
 			return nil, err
 		}
 	}
+	src := metrics.Sources{Subscriptions: n.Server, Store: st, Ready: n.Ready}
+	if n.Repl != nil {
+		src.Raft = n.Repl
+	}
+	if n.Auth != nil {
+		src.Auth = n.Auth
+	}
+	if n.Agent != nil {
+		src.Dataplane = n.Agent
+	}
+	n.Metrics.Watch(src)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.loops.Add(3)
@@ -201,6 +217,37 @@ func Open(cfg Config) (*Node, error) {
 	go n.record(ctx)
 	go n.rollbacks(ctx)
 	return n, nil
+}
+
+// MaxReadyLag is how many committed Raft entries a follower may have left
+// to apply and still be ready: one batch of appended entries. A follower
+// that keeps up applies each batch as it arrives; one further behind is
+// catching up (a restart, a snapshot) and would serve an old view.
+const MaxReadyLag = 256
+
+// Ready returns nil when the node can serve consistent reads and writes,
+// else an error that says in one line why not. A node without replication
+// is ready while its store is open. A member of a cluster also needs a
+// leader it knows (a Set is forwarded to it, a linearizable Get confirmed
+// with it) and, unless it is the leader, to have applied all but
+// MaxReadyLag of the entries it knows are committed.
+func (n *Node) Ready() error {
+	if n.Store.Closed() {
+		return errors.New("the store is closed")
+	}
+	if n.Repl == nil {
+		return nil
+	}
+	st := n.Repl.Stats()
+	switch {
+	case st.Role == "SHUTDOWN":
+		return errors.New("raft has shut down")
+	case st.Leader == "":
+		return fmt.Errorf("no leader known (role %s, term %d)", st.Role, st.Term)
+	case st.Role != "LEADER" && st.ApplyLag() > MaxReadyLag:
+		return fmt.Errorf("catching up with the cluster log: applied %d of %d committed entries", st.AppliedIndex, st.CommitIndex)
+	}
+	return nil
 }
 
 // Close stops the node's background work and closes the store.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,6 +93,16 @@ type Node struct {
 	failingTerm uint64
 	applied     uint64        // guarded by mu
 	waiters     chan struct{} // closed and replaced on each apply; guarded by mu
+
+	// leaderChanges counts the leaders this node has seen elected; the
+	// observer that counts them runs on Raft's goroutine.
+	leaderChanges atomic.Uint64
+	// leaderMu guards the last leader counted and its term. It is not mu:
+	// Raft calls the observer with its observer lock held, which Close
+	// takes while holding mu.
+	leaderMu   sync.Mutex
+	lastLeader raft.ServerID // guarded by leaderMu
+	lastTerm   uint64        // guarded by leaderMu
 }
 
 // Errors of Apply. ErrNotLeader means nothing was proposed; ErrUnknown means
@@ -182,6 +193,7 @@ func Open(cfg Config) (*Node, error) {
 	n.raft = r
 	n.startIndex = r.LastIndex()
 	n.watchHeartbeats()
+	n.countLeaders()
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, logs, snaps)
 		if err != nil {
@@ -548,6 +560,91 @@ func (n *Node) Contacts(now time.Time, lastContactBound time.Duration) map[strin
 		}
 	}
 	return out
+}
+
+// countLeaders counts every leader this node sees elected: a new leader, or
+// the same one in a new term. A lost leader that comes back in its own term
+// (a follower's brief doubt) is not counted again. The count is kept in the
+// observer's filter, which forwards nothing.
+func (n *Node) countLeaders() {
+	n.observe(1, func(o *raft.Observation) bool {
+		lo, ok := o.Data.(raft.LeaderObservation)
+		if !ok || lo.LeaderID == "" {
+			return false
+		}
+		term := n.raft.CurrentTerm()
+		n.leaderMu.Lock()
+		if lo.LeaderID != n.lastLeader || term != n.lastTerm {
+			n.lastLeader, n.lastTerm = lo.LeaderID, term
+			n.leaderChanges.Add(1)
+		}
+		n.leaderMu.Unlock()
+		return false
+	})
+}
+
+// Stats is this node's Raft state, for metrics and readiness.
+type Stats struct {
+	// Role is as in Status: LEADER, FOLLOWER, CANDIDATE or NONVOTER, or
+	// SHUTDOWN once Raft has stopped.
+	Role string
+	// Leader is the leader's node name, "" when none is known.
+	Leader string
+	Term   uint64
+	// CommitIndex is the last entry known to be committed, AppliedIndex the
+	// last one handed to the state machine, LastIndex the last one in this
+	// node's log (or its latest snapshot).
+	CommitIndex, AppliedIndex, LastIndex uint64
+	// StoreApplied is the last command entry the store holds.
+	StoreApplied uint64
+	// LeaderChanges counts the leaders this node has seen elected since it
+	// started.
+	LeaderChanges uint64
+	// Voters and Nonvoters count the servers of the Raft configuration.
+	Voters, Nonvoters int
+}
+
+// ApplyLag is how many entries the node knows are committed but has not
+// applied yet.
+func (st Stats) ApplyLag() uint64 {
+	if st.CommitIndex <= st.AppliedIndex {
+		return 0
+	}
+	return st.CommitIndex - st.AppliedIndex
+}
+
+// Stats reads this node's Raft state now, without waiting on Raft.
+func (n *Node) Stats() Stats {
+	st := Stats{Leader: n.Leader(), Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(),
+		AppliedIndex: n.raft.AppliedIndex(), LastIndex: n.raft.LastIndex(), StoreApplied: n.Applied(),
+		LeaderChanges: n.leaderChanges.Load()}
+	nonvoter := false
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				st.Voters++
+			} else {
+				st.Nonvoters++
+			}
+			if s.ID == n.id {
+				nonvoter = s.Suffrage == raft.Nonvoter
+			}
+		}
+	}
+	switch n.raft.State() {
+	case raft.Leader:
+		st.Role = "LEADER"
+	case raft.Candidate:
+		st.Role = "CANDIDATE"
+	case raft.Shutdown:
+		st.Role = "SHUTDOWN"
+	default:
+		st.Role = "FOLLOWER"
+		if nonvoter {
+			st.Role = "NONVOTER"
+		}
+	}
+	return st
 }
 
 // watchHeartbeats follows the leader's failed and resumed heartbeats.

@@ -148,6 +148,9 @@ type Server struct {
 
 	stopping     chan struct{} // closed by Shutdown
 	shutdownOnce sync.Once
+
+	sent    subscribeCounters // see SubscribeStats
+	readers readers
 }
 
 // Shutdown ends every open subscription with UNAVAILABLE, so that a

@@ -189,7 +189,18 @@ func (b *batch) flush() error {
 	}
 	n := b.notif
 	b.notif = nil
-	return b.ss.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
+	if err := b.ss.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}}); err != nil {
+		return err
+	}
+	sent := &b.ss.s.sent
+	sent.notifications.Add(1)
+	if len(n.Update) > 0 {
+		sent.updates.Add(uint64(len(n.Update)))
+	}
+	if len(n.Delete) > 0 {
+		sent.deletes.Add(uint64(len(n.Delete)))
+	}
+	return nil
 }
 
 func (ss *session) syncResponse() error {
@@ -380,6 +391,8 @@ func (ss *session) streamLoop() error {
 		}
 	}
 	cursor := ss.s.cfg.Feed.From(seq)
+	ss.s.readers.add(cursor)
+	defer ss.s.readers.remove(cursor)
 	var buf []feed.Commit
 	for {
 		var timer *time.Timer
@@ -403,6 +416,7 @@ func (ss *session) streamLoop() error {
 			timer.Stop()
 		}
 		if errors.Is(err, feed.ErrTooSlow) {
+			ss.s.sent.tooSlow.Add(1)
 			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind the change stream; resubscribe")
 		}
 		if err != nil {
@@ -450,6 +464,7 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 	}
 	var order []string
 	last := map[string]*pending{}
+	var coalesced uint64
 	for _, c := range commits {
 		for _, ch := range c.Changes {
 			n := ss.s.cfg.Schema.Lookup(ch.Elems)
@@ -463,6 +478,7 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 				k := string(ch.Key)
 				if p, ok := last[k]; ok {
 					p.ch, p.ts = ch, c.Time
+					coalesced++
 				} else {
 					last[k] = &pending{x: x, ch: ch, ts: c.Time}
 					order = append(order, k)
@@ -470,6 +486,9 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 				break
 			}
 		}
+	}
+	if coalesced > 0 {
+		ss.s.sent.coalesced.Add(coalesced)
 	}
 	b := &batch{ss: ss}
 	for _, k := range order {

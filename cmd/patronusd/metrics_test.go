@@ -1,0 +1,142 @@
+package main_test
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+)
+
+// httpGet fetches http://addr/p and returns the status code and the body.
+func httpGet(t testing.TB, addr, p string) (int, string) {
+	t.Helper()
+	return httpGetWith(t, &http.Client{Timeout: 5 * time.Second}, addr, p)
+}
+
+// httpGetWith is httpGet with the client c.
+func httpGetWith(t testing.TB, c *http.Client, addr, p string) (int, string) {
+	t.Helper()
+	resp, err := c.Get("http://" + addr + p)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", addr, p, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", addr, p, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// metricValue finds the sample line of series (a metric name with its
+// labels, as Prometheus's text format writes them) in a scrape.
+func metricValue(scrape, series string) (float64, bool) {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(scrape)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	return v, err == nil
+}
+
+// TestMetricsAndHealth runs one daemon, writes and subscribes, and reads
+// what its --http address says about it.
+func TestMetricsAndHealth(t *testing.T) {
+	d := start(t, "")
+	for _, v := range []string{"a", "b"} {
+		if err := setLeaf(ctxT(t, 10*time.Second), d.Client, path(t, "/sites/site[name=hq]/config/location"), strVal(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := subscribe(t, d.Client, &gpb.SubscriptionList{Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_JSON_IETF,
+		Subscription: []*gpb.Subscription{sub(t, "/sites", gpb.SubscriptionMode_ON_CHANGE, 0)}})
+	s.untilSync(t, 10*time.Second)
+
+	code, scrape := httpGet(t, d.HTTP, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	want := map[string]float64{
+		`patronus_grpc_requests_total{code="OK",method="Set",service="gnmi.gNMI"}`:       2,
+		`patronus_grpc_request_duration_seconds_count{method="Set",service="gnmi.gNMI"}`: 2,
+		`patronus_grpc_streams_active{method="Subscribe",service="gnmi.gNMI"}`:           1,
+		`patronus_subscribe_streams`:                      1,
+		`patronus_raft_state{state="leader"}`:             1,
+		`patronus_raft_state{state="follower"}`:           0,
+		`patronus_raft_leader_known`:                      1,
+		`patronus_raft_members{suffrage="voter"}`:         1,
+		`patronus_raft_members{suffrage="nonvoter"}`:      0,
+		`patronus_raft_leader_changes_total`:              1,
+		`patronus_raft_apply_lag_entries`:                 0,
+		`patronus_node_ready`:                             1,
+		`patronus_auth_failures_total`:                    0,
+		`patronus_auth_rate_limited_total{reason="user"}`: 0,
+		`patronus_store_write_failures_total`:             0,
+	}
+	for series, v := range want {
+		if got, ok := metricValue(scrape, series); !ok || got != v {
+			t.Errorf("%s = %v (present: %v), want %v", series, got, ok, v)
+		}
+	}
+	for _, series := range []string{`patronus_subscribe_updates_sent_total`, `patronus_subscribe_notifications_sent_total`,
+		`patronus_store_disk_usage_bytes`, `patronus_raft_commit_index`, `patronus_raft_term`, `go_goroutines`, `process_cpu_seconds_total`} {
+		if got, ok := metricValue(scrape, series); !ok || got <= 0 {
+			t.Errorf("%s = %v (present: %v), want > 0", series, got, ok)
+		}
+	}
+	if strings.Contains(scrape, "patronus_probe_") || strings.Contains(scrape, "patronus_dataplane_") {
+		t.Error("a node without --site exports dataplane metrics")
+	}
+
+	for p, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
+		if code, body := httpGet(t, d.HTTP, p); code != http.StatusOK || body != want {
+			t.Errorf("GET %s: %d %q, want 200 %q", p, code, body, want)
+		}
+	}
+}
+
+// TestFollowerReadiness: a non-voter is ready once it follows the leader,
+// and not once the only voter is gone.
+func TestFollowerReadiness(t *testing.T) {
+	nodes := startCluster(t, 1, 1)
+	leader, edge := nodes[0], nodes[1]
+	if code, body := httpGet(t, edge.http, "/readyz"); code != http.StatusOK {
+		t.Errorf("a following non-voter's /readyz: %d %q, want 200", code, body)
+	}
+	_, scrape := httpGet(t, edge.http, "/metrics")
+	for series, v := range map[string]float64{
+		`patronus_raft_state{state="nonvoter"}`:      1,
+		`patronus_raft_members{suffrage="voter"}`:    1,
+		`patronus_raft_members{suffrage="nonvoter"}`: 1,
+		`patronus_raft_leader_known`:                 1,
+	} {
+		if got, ok := metricValue(scrape, series); !ok || got != v {
+			t.Errorf("non-voter: %s = %v (present: %v), want %v", series, got, ok, v)
+		}
+	}
+
+	leader.d.kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpGet(t, edge.http, "/readyz")
+		if code == http.StatusServiceUnavailable {
+			if !strings.HasPrefix(body, "not ready: no leader known") || strings.Count(body, "\n") != 1 {
+				t.Errorf("/readyz without a leader: %q, want one line saying no leader is known", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz of a non-voter whose leader is dead: still %d %q after 10s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := httpGet(t, edge.http, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz without a leader: %d %q, want 200: the process lives", code, body)
+	}
+}
