@@ -47,6 +47,7 @@ var (
 	subNotifsDesc    = desc("subscribe_notifications_sent_total", "Notifications sent to subscribers (initial syncs, polls, samples, changes, history).")
 	subUpdatesDesc   = desc("subscribe_updates_sent_total", "Updates (leaf values) sent to subscribers.")
 	subDeletesDesc   = desc("subscribe_deletes_sent_total", "Deletes sent to subscribers.")
+	subSharedDesc    = desc("subscribe_notifications_shared_total", "Notifications sent to a STREAM subscriber as another subscriber with the same request and user had already rendered and marshaled them.")
 	subCoalescedDesc = desc("subscribe_updates_coalesced_total", "Writes of a leaf not sent to an ON_CHANGE subscriber because a later write of the same leaf, read at the same time, replaced them.")
 	subTooSlowDesc   = desc("subscribe_too_slow_total", "STREAM subscriptions ended with RESOURCE_EXHAUSTED because they fell out of the change feed.")
 
@@ -89,7 +90,7 @@ type nodeCollector struct{ src Sources }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{readyDesc,
-		subStreamsDesc, subLagDesc, subLagMaxDesc, subNotifsDesc, subUpdatesDesc, subDeletesDesc, subCoalescedDesc, subTooSlowDesc,
+		subStreamsDesc, subLagDesc, subLagMaxDesc, subNotifsDesc, subUpdatesDesc, subDeletesDesc, subCoalescedDesc, subSharedDesc, subTooSlowDesc,
 		storeDiskDesc, storeL0FilesDesc, storeL0SublevelsDesc, storeReadAmpDesc, storeDebtDesc, storeCompactionsDesc, storeFlushesDesc,
 		storeMemtableDesc, storeWALDesc, storeFailuresDesc,
 		raftStateDesc, raftLeaderDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc, raftLastDesc, raftStoreDesc, raftLagDesc,
@@ -120,6 +121,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(subUpdatesDesc, st.Updates)
 		counter(subDeletesDesc, st.Deletes)
 		counter(subCoalescedDesc, st.Coalesced)
+		counter(subSharedDesc, st.Shared)
 		counter(subTooSlowDesc, st.TooSlow)
 	}
 	if s := c.src.Store; s != nil {

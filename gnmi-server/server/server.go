@@ -151,6 +151,7 @@ type Server struct {
 
 	sent    subscribeCounters // see SubscribeStats
 	readers readers
+	renders renderings // commits rendered for STREAM sessions alike
 }
 
 // Shutdown ends every open subscription with UNAVAILABLE, so that a
@@ -271,6 +272,14 @@ func (s *Server) visible(ctx context.Context) func([]*gpb.PathElem) bool {
 		return nil
 	}
 	return s.cfg.Visible(ctx)
+}
+
+// userOf returns the authenticated user of ctx, "" without authentication.
+func (s *Server) userOf(ctx context.Context) string {
+	if s.cfg.User == nil {
+		return ""
+	}
+	return s.cfg.User(ctx)
 }
 
 func (s *Server) authorize(ctx context.Context, rpc string, paths []*gpb.Path) error {

@@ -24,6 +24,9 @@ type SubscribeStats struct {
 	// later write of the same leaf, read from the feed at the same time,
 	// replaced them.
 	Coalesced uint64
+	// Shared counts the notifications sent as another STREAM subscription
+	// of the same kind had rendered them (see shared.go).
+	Shared uint64
 	// TooSlow counts the STREAM subscriptions ended with RESOURCE_EXHAUSTED
 	// because commits they had not read were dropped from the feed.
 	TooSlow uint64
@@ -32,7 +35,7 @@ type SubscribeStats struct {
 // subscribeCounters are the counters of SubscribeStats, kept with atomic
 // adds on the subscriptions' own goroutines: no lock, no map lookup.
 type subscribeCounters struct {
-	notifications, updates, deletes, coalesced, tooSlow atomic.Uint64
+	notifications, updates, deletes, coalesced, shared, tooSlow atomic.Uint64
 }
 
 // readers are the feed cursors of the open STREAM subscriptions.
@@ -65,6 +68,7 @@ func (s *Server) SubscribeStats() SubscribeStats {
 		Updates:       s.sent.updates.Load(),
 		Deletes:       s.sent.deletes.Load(),
 		Coalesced:     s.sent.coalesced.Load(),
+		Shared:        s.sent.shared.Load(),
 		TooSlow:       s.sent.tooSlow.Load(),
 	}
 	s.readers.mu.Lock()

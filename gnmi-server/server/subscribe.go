@@ -9,6 +9,7 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -47,6 +48,9 @@ type session struct {
 	depth  uint32
 	subs   []*sub
 	target string
+	// kind, for a STREAM session with on-change subs, tells which
+	// sessions may share its renderings (see shared.go).
+	kind string
 }
 
 // Subscribe serves ONCE, POLL and STREAM subscriptions.
@@ -65,6 +69,13 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	ss := &session{s: s, stream: stream, list: list, enc: list.GetEncoding(), target: list.GetPrefix().GetTarget()}
 	if err := ss.init(req); err != nil {
 		return err
+	}
+	if list.GetMode() == gpb.SubscriptionList_STREAM {
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+		if err != nil {
+			return internal(err)
+		}
+		ss.kind = s.userOf(stream.Context()) + "\x00" + string(raw)
 	}
 	if h := historyOf(req.GetExtension()); h != nil {
 		return ss.history(h)
@@ -160,6 +171,8 @@ func (q *query) String() string {
 type batch struct {
 	ss    *session
 	notif *gpb.Notification
+	// emit, if set, takes each notification instead of the stream.
+	emit func(*gpb.Notification) error
 }
 
 func (b *batch) add(ts int64, u *gpb.Update, del *gpb.Path) error {
@@ -189,6 +202,9 @@ func (b *batch) flush() error {
 	}
 	n := b.notif
 	b.notif = nil
+	if b.emit != nil {
+		return b.emit(n)
+	}
 	if err := b.ss.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}}); err != nil {
 		return err
 	}
@@ -390,6 +406,7 @@ func (ss *session) streamLoop() error {
 			x.next = now.Add(x.heartbeat)
 		}
 	}
+	defer ss.s.renders.join(ss.kind)()
 	cursor := ss.s.cfg.Feed.From(seq)
 	ss.s.readers.add(cursor)
 	defer ss.s.readers.remove(cursor)
@@ -432,7 +449,12 @@ func (ss *session) streamLoop() error {
 			}
 			return streamError(err)
 		}
-		if err := ss.sendChanges(onChange, buf); err != nil {
+		if len(buf) <= sharedMaxCommits && ss.s.renders.shared(ss.kind) {
+			err = ss.sendShared(onChange, buf)
+		} else {
+			err = ss.sendChanges(onChange, buf)
+		}
+		if err != nil {
 			return streamError(err)
 		}
 		if err := ss.sendDue(onChange, samples); err != nil {
@@ -454,6 +476,12 @@ func (ss *session) nextDue() time.Time {
 // sendChanges sends the committed changes that on-change subs cover,
 // coalescing repeated writes of a leaf to its last value.
 func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
+	return ss.changes(&batch{ss: ss}, subs, commits)
+}
+
+// changes adds to b, and flushes, the committed changes that on-change subs
+// cover, coalescing repeated writes of a leaf to its last value.
+func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 	if len(subs) == 0 || len(commits) == 0 {
 		return nil
 	}
@@ -490,7 +518,6 @@ func (ss *session) sendChanges(subs []*sub, commits []feed.Commit) error {
 	if coalesced > 0 {
 		ss.s.sent.coalesced.Add(coalesced)
 	}
-	b := &batch{ss: ss}
 	for _, k := range order {
 		p := last[k]
 		if p.ch.Value == nil {

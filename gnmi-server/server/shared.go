@@ -1,0 +1,166 @@
+package server
+
+import (
+	"sync"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+)
+
+// Telemetry collectors subscribe alike: every Telegraf or gnmic of a
+// deployment sends the same SubscriptionList with the same credentials.
+// STREAM sessions whose first request and user are identical render each
+// commit once between them: the first session to reach a commit filters its
+// changes, builds the notifications and marshals them; the others send
+// those bytes as they are. A session alone of its kind, or one that has
+// fallen more than a few commits behind, renders for itself instead,
+// coalescing repeated writes of a leaf across the commits it reads at once.
+
+// sharedMaxCommits is the most commits a session sends as shared
+// renderings at once; a session that reads more is behind, and coalescing
+// saves it more than sharing.
+const sharedMaxCommits = 8
+
+// maxRenders bounds the renderings kept: about the last maxRenders commits
+// of one kind of subscription, fewer when there are several kinds.
+const maxRenders = 4096
+
+// preEncoded is a SubscribeResponse already marshaled; the codec below sends
+// its bytes as they are.
+type preEncoded struct{ b []byte }
+
+// codec is gRPC's proto codec, except that it passes preEncoded through.
+// It replaces the registered "proto" codec for the process (gRPC picks the
+// last registered): every other message goes to the codec it replaced.
+type codec struct{ base encoding.CodecV2 }
+
+func init() {
+	encoding.RegisterCodecV2(codec{base: encoding.GetCodecV2("proto")})
+}
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(*preEncoded); ok {
+		// Shared by many streams: a SliceBuffer is never recycled.
+		return mem.BufferSlice{mem.SliceBuffer(p.b)}, nil
+	}
+	return c.base.Marshal(v)
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
+
+func (c codec) Name() string { return c.base.Name() }
+
+// rendering is one commit rendered for one kind of subscription.
+type rendering struct {
+	once             sync.Once
+	msgs             []*preEncoded
+	updates, deletes uint64
+	err              error
+}
+
+type renderKey struct {
+	kind string // the user and the marshaled first SubscribeRequest
+	seq  uint64
+}
+
+// renderings holds the recent renderings of the server's sessions.
+type renderings struct {
+	mu    sync.Mutex
+	m     map[renderKey]*rendering // guarded by mu
+	fifo  []renderKey              // m's keys, oldest first; guarded by mu
+	kinds map[string]int           // open sessions per kind; guarded by mu
+}
+
+// join counts a session of kind in until the function it returns is called.
+func (r *renderings) join(kind string) (leave func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kinds == nil {
+		r.kinds = map[string]int{}
+	}
+	r.kinds[kind]++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.kinds[kind]--; r.kinds[kind] == 0 {
+			delete(r.kinds, kind)
+		}
+	}
+}
+
+// shared reports whether sessions of kind should share renderings: whether
+// there are several.
+func (r *renderings) shared(kind string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.kinds[kind] > 1
+}
+
+// get returns the rendering of commit seq for kind, new and empty if no
+// session has asked for it yet.
+func (r *renderings) get(kind string, seq uint64) *rendering {
+	k := renderKey{kind, seq}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if x, ok := r.m[k]; ok {
+		return x
+	}
+	if r.m == nil {
+		r.m = map[renderKey]*rendering{}
+	}
+	if len(r.fifo) >= maxRenders {
+		delete(r.m, r.fifo[0])
+		r.fifo = r.fifo[1:]
+	}
+	x := &rendering{}
+	r.m[k] = x
+	r.fifo = append(r.fifo, k)
+	return x
+}
+
+// sendShared sends commits to the on-change subs as renderings shared with
+// the sessions of the same kind.
+func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
+	for i := range commits {
+		c := &commits[i]
+		x := ss.s.renders.get(ss.kind, c.Seq)
+		mine := false
+		x.once.Do(func() { x.render(ss, subs, c); mine = true })
+		if x.err != nil {
+			return x.err
+		}
+		for _, m := range x.msgs {
+			if err := ss.stream.SendMsg(m); err != nil {
+				return err
+			}
+		}
+		if len(x.msgs) > 0 {
+			sent := &ss.s.sent
+			sent.notifications.Add(uint64(len(x.msgs)))
+			sent.updates.Add(x.updates)
+			sent.deletes.Add(x.deletes)
+			if !mine {
+				sent.shared.Add(uint64(len(x.msgs)))
+			}
+		}
+	}
+	return nil
+}
+
+func (x *rendering) render(ss *session, subs []*sub, c *feed.Commit) {
+	b := &batch{ss: ss, emit: func(n *gpb.Notification) error {
+		raw, err := proto.Marshal(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
+		if err != nil {
+			return err
+		}
+		x.msgs = append(x.msgs, &preEncoded{raw})
+		x.updates += uint64(len(n.Update))
+		x.deletes += uint64(len(n.Delete))
+		return nil
+	}}
+	x.err = ss.changes(b, subs, []feed.Commit{*c})
+}

@@ -1,0 +1,84 @@
+package server_test
+
+import (
+	"fmt"
+	"testing"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+)
+
+// TestSharedRendering: STREAM subscribers that send the same request render
+// each commit once between them, and each still receives every change; a
+// subscriber with another request is served on its own.
+func TestSharedRendering(t *testing.T) {
+	n := startScenario1(t)
+	ctx := ctxT(t)
+	subscribe := func(path string, enc gpb.Encoding) gpb.GNMI_SubscribeClient {
+		t.Helper()
+		stream, err := n.Client.Subscribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+			Mode: gpb.SubscriptionList_STREAM, Encoding: enc,
+			Subscription: []*gpb.Subscription{{Path: pathT(t, path), Mode: gpb.SubscriptionMode_ON_CHANGE}},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetSyncResponse() {
+				return stream
+			}
+		}
+	}
+	const leaf = "/sites/site[name=hq]/config/description"
+	same := []gpb.GNMI_SubscribeClient{subscribe("/sites/site[name=hq]/config", gpb.Encoding_JSON_IETF), subscribe("/sites/site[name=hq]/config", gpb.Encoding_JSON_IETF)}
+	other := subscribe("/sites/site[name=hq]", gpb.Encoding_PROTO)
+	before := n.Server.SubscribeStats().Shared
+
+	const sets = 20
+	for i := range sets {
+		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: pathT(t, leaf),
+			Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprint("v", i)}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every subscriber sees the descriptions in order, ending with the last.
+	for i, stream := range append(same, other) {
+		var got []string
+		for len(got) == 0 || got[len(got)-1] != fmt.Sprint("v", sets-1) {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("subscriber %d: Recv: %v after %v", i, err, got)
+			}
+			for _, u := range resp.GetUpdate().GetUpdate() {
+				elems := u.GetPath().GetElem()
+				if elems[len(elems)-1].GetName() != "description" || elems[len(elems)-2].GetName() != "config" {
+					continue
+				}
+				v := u.GetVal()
+				s := v.GetStringVal()
+				if j := v.GetJsonIetfVal(); j != nil {
+					s = string(j[1 : len(j)-1])
+				}
+				got = append(got, s)
+			}
+		}
+		last := -1
+		for _, s := range got {
+			var k int
+			if _, err := fmt.Sscanf(s, "v%d", &k); err != nil || k <= last {
+				t.Errorf("subscriber %d received %v: want increasing v0..v%d", i, got, sets-1)
+				break
+			}
+			last = k
+		}
+	}
+	if shared := n.Server.SubscribeStats().Shared - before; shared == 0 {
+		t.Error("no notification was shared between the two identical subscriptions")
+	}
+}
