@@ -13,7 +13,7 @@ BENCHTIME ?= 2s
 GOTEST_FLAGS ?=
 export FUZZTIME GOTEST_FLAGS
 
-.PHONY: help run build test gen verify-gen lint bench fuzz tidy-check clusterbench lab-up lab-down
+.PHONY: help run build telegraf test gen verify-gen lint bench fuzz tidy-check clusterbench gnmibench lab-up lab-down
 
 help: ## list the targets
 	@echo 'Usage: make <target> [VAR=value]'
@@ -27,6 +27,9 @@ run: build ## run patronusd on its defaults (TLS, gNMI on 127.0.0.1:9339, data i
 
 build: ## build bin/patronusd
 	go build -o bin/patronusd ./cmd/patronusd
+
+telegraf: ## build bin/telegraf: Telegraf with the plugins deploy/telegraf/telegraf.conf uses (tools/telegraf)
+	tools/telegraf/build.sh bin/telegraf
 
 test: ## run the tests: Debian packages (installed when root), yanglint, go test ./...
 	scripts/test.sh
@@ -50,6 +53,9 @@ tidy-check: ## fail if `go mod tidy` would change go.mod or go.sum
 
 clusterbench: build ## compare a 3-node patronusd cluster with a 3-member etcd cluster (needs etcd-server); flags via ARGS=
 	cd tools/clusterbench && go run . -patronusd ../../bin/patronusd -out ../../bin/clusterbench.json $(ARGS)
+
+gnmibench: ## compare Patronus's gNMI server with the reference gNMI Subscribe server (openconfig/gnmi cache), in process; flags via ARGS=
+	go run ./tools/gnmibench -out bin/gnmibench.json $(ARGS)
 
 lab-up: ## build the lab (network namespaces patronus-*) and start a 3-site patronusd cluster in it (root); flags via ARGS=
 	go run ./tools/lab up $(ARGS)

@@ -14,10 +14,11 @@
 
 # DEPS_TEST lists, as package:command, what the tests need: yanglint checks
 # the YANG modules; ip builds the network namespaces of the fault and lab
-# tests. DEPS_BPF is what regenerating the eBPF objects needs (make gen,
+# tests; prometheus scrapes Telegraf in the collector chain's end-to-end
+# test (TestTelegraf). DEPS_BPF is what regenerating the eBPF objects needs (make gen,
 # make verify-gen): clang and libbpf's headers. A "command" that starts
 # with / is a file that must exist.
-DEPS_TEST=(libyang2-tools:yanglint iproute2:ip)
+DEPS_TEST=(libyang2-tools:yanglint iproute2:ip prometheus:prometheus)
 DEPS_BPF=(clang:clang libbpf-dev:/usr/include/bpf/bpf_helpers.h)
 
 # deps_have COMMAND-or-/FILE succeeds when the command is on PATH (or the
