@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
 
 // Telemetry collectors subscribe alike: every Telegraf or gnmic of a
@@ -21,13 +22,12 @@ import (
 // coalescing repeated writes of a leaf across the commits it reads at once.
 
 // sharedMaxCommits is the most commits a session sends as shared
-// renderings at once; a session that reads more is behind, and coalescing
-// saves it more than sharing.
-const sharedMaxCommits = 8
+// renderings at once; a session that reads more is far behind, and
+// coalescing saves it more than sharing.
+const sharedMaxCommits = 256
 
-// maxRenders bounds the renderings kept: about the last maxRenders commits
-// of one kind of subscription, fewer when there are several kinds.
-const maxRenders = 4096
+// maxRenderBytes bounds the renderings kept, oldest dropped first.
+const maxRenderBytes = 32 << 20
 
 // preEncoded is a SubscribeResponse already marshaled; the codec below sends
 // its bytes as they are.
@@ -60,6 +60,19 @@ type rendering struct {
 	msgs             []*preEncoded
 	updates, deletes uint64
 	err              error
+	size             int // bytes of msgs, counted in renderings.bytes; guarded by renderings.mu
+}
+
+// done counts the bytes of a new rendering against the budget.
+func (r *renderings) done(x *rendering) {
+	n := 0
+	for _, m := range x.msgs {
+		n += len(m.b)
+	}
+	r.mu.Lock()
+	x.size = n
+	r.bytes += n
+	r.mu.Unlock()
 }
 
 type renderKey struct {
@@ -72,6 +85,7 @@ type renderings struct {
 	mu    sync.Mutex
 	m     map[renderKey]*rendering // guarded by mu
 	fifo  []renderKey              // m's keys, oldest first; guarded by mu
+	bytes int                      // of the renderings in fifo, once rendered; guarded by mu
 	kinds map[string]int           // open sessions per kind; guarded by mu
 }
 
@@ -112,7 +126,9 @@ func (r *renderings) get(kind string, seq uint64) *rendering {
 	if r.m == nil {
 		r.m = map[renderKey]*rendering{}
 	}
-	if len(r.fifo) >= maxRenders {
+	for len(r.fifo) > 0 && r.bytes > maxRenderBytes {
+		old := r.m[r.fifo[0]]
+		r.bytes -= old.size
 		delete(r.m, r.fifo[0])
 		r.fifo = r.fifo[1:]
 	}
@@ -129,30 +145,68 @@ func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
 		c := &commits[i]
 		x := ss.s.renders.get(ss.kind, c.Seq)
 		mine := false
-		x.once.Do(func() { x.render(ss, subs, c); mine = true })
-		if x.err != nil {
-			return x.err
-		}
-		for _, m := range x.msgs {
-			if err := ss.stream.SendMsg(m); err != nil {
-				return err
-			}
-		}
-		if len(x.msgs) > 0 {
-			sent := &ss.s.sent
-			sent.notifications.Add(uint64(len(x.msgs)))
-			sent.updates.Add(x.updates)
-			sent.deletes.Add(x.deletes)
-			if !mine {
-				sent.shared.Add(uint64(len(x.msgs)))
-			}
+		x.once.Do(func() {
+			x.err = ss.changes(x.batch(ss), subs, []feed.Commit{*c})
+			ss.s.renders.done(x)
+			mine = true
+		})
+		if err := ss.sendRendering(x, mine); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (x *rendering) render(ss *session, subs []*sub, c *feed.Commit) {
-	b := &batch{ss: ss, emit: func(n *gpb.Notification) error {
+// syncShared sends the initial sync of a STREAM session from the current
+// snapshot, rendered once for the sessions of its kind that sync from the
+// same commit (collectors restarted together, say). It returns the
+// snapshot's commit sequence.
+func (ss *session) syncShared(ts int64) (uint64, error) {
+	var seq uint64
+	var x *rendering
+	mine := false
+	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
+		seq = sq
+		x = ss.s.renders.get(ss.kind+"\x00sync", sq)
+		x.once.Do(func() {
+			b := x.batch(ss)
+			x.err = ss.fill(b, r, ss.subs, ts)
+			ss.s.renders.done(x)
+			mine = true
+		})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return seq, ss.sendRendering(x, mine)
+}
+
+// sendRendering sends x; mine says whether this session rendered it.
+func (ss *session) sendRendering(x *rendering, mine bool) error {
+	if x.err != nil {
+		return x.err
+	}
+	for _, m := range x.msgs {
+		if err := ss.stream.SendMsg(m); err != nil {
+			return err
+		}
+	}
+	if len(x.msgs) > 0 {
+		sent := &ss.s.sent
+		sent.notifications.Add(uint64(len(x.msgs)))
+		sent.updates.Add(x.updates)
+		sent.deletes.Add(x.deletes)
+		if !mine {
+			sent.shared.Add(uint64(len(x.msgs)))
+		}
+	}
+	return nil
+}
+
+// batch returns a batch of ss that renders its notifications into x.
+func (x *rendering) batch(ss *session) *batch {
+	return &batch{ss: ss, emit: func(n *gpb.Notification) error {
 		raw, err := proto.Marshal(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
 		if err != nil {
 			return err
@@ -162,5 +216,4 @@ func (x *rendering) render(ss *session, subs []*sub, c *feed.Commit) {
 		x.deletes += uint64(len(n.Delete))
 		return nil
 	}}
-	x.err = ss.changes(b, subs, []feed.Commit{*c})
 }

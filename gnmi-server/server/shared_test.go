@@ -13,6 +13,8 @@ import (
 func TestSharedRendering(t *testing.T) {
 	n := startScenario1(t)
 	ctx := ctxT(t)
+	// synced counts the leaves each subscriber had before its sync_response.
+	var synced []int
 	subscribe := func(path string, enc gpb.Encoding) gpb.GNMI_SubscribeClient {
 		t.Helper()
 		stream, err := n.Client.Subscribe(ctx)
@@ -25,19 +27,26 @@ func TestSharedRendering(t *testing.T) {
 		}}}); err != nil {
 			t.Fatal(err)
 		}
+		leaves := 0
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if resp.GetSyncResponse() {
+				synced = append(synced, leaves)
 				return stream
 			}
+			leaves += len(resp.GetUpdate().GetUpdate())
 		}
 	}
 	const leaf = "/sites/site[name=hq]/config/description"
 	same := []gpb.GNMI_SubscribeClient{subscribe("/sites/site[name=hq]/config", gpb.Encoding_JSON_IETF), subscribe("/sites/site[name=hq]/config", gpb.Encoding_JSON_IETF)}
 	other := subscribe("/sites/site[name=hq]", gpb.Encoding_PROTO)
+	// The initial syncs, rendered once when they read the same commit.
+	if synced[0] == 0 || synced[0] != synced[1] {
+		t.Errorf("leaves before sync_response: %v; want the same number, not 0, for the first two", synced)
+	}
 	before := n.Server.SubscribeStats().Shared
 
 	const sets = 20

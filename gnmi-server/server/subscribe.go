@@ -258,7 +258,12 @@ func (ss *session) sendAll(subs []*sub, ts int64) (uint64, error) {
 
 // sendFrom sends every leaf of r that the given subs cover, each leaf once.
 func (ss *session) sendFrom(r store.Reader, subs []*sub, ts int64) error {
-	b := &batch{ss: ss}
+	return ss.fill(&batch{ss: ss}, r, subs, ts)
+}
+
+// fill adds to b, and flushes, every leaf of r that the given subs cover,
+// each leaf once.
+func (ss *session) fill(b *batch, r store.Reader, subs []*sub, ts int64) error {
 	seen := map[string]bool{}
 	for _, x := range subs {
 		err := ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
@@ -383,12 +388,16 @@ func (ss *session) streamLoop() error {
 			}
 		}
 	}
+	defer ss.s.renders.join(ss.kind)()
 	now := time.Now()
 	var seq uint64
 	var err error
-	if ss.list.GetUpdatesOnly() {
+	switch {
+	case ss.list.GetUpdatesOnly():
 		err = ss.s.cfg.Store.View(func(sq uint64, _ store.Reader) error { seq = sq; return nil })
-	} else {
+	case !ss.suppresses(samples):
+		seq, err = ss.syncShared(now.UnixNano())
+	default:
 		seq, err = ss.sendAll(ss.subs, now.UnixNano())
 	}
 	if err != nil {
@@ -406,7 +415,6 @@ func (ss *session) streamLoop() error {
 			x.next = now.Add(x.heartbeat)
 		}
 	}
-	defer ss.s.renders.join(ss.kind)()
 	cursor := ss.s.cfg.Feed.From(seq)
 	ss.s.readers.add(cursor)
 	defer ss.s.readers.remove(cursor)
@@ -461,6 +469,17 @@ func (ss *session) streamLoop() error {
 			return streamError(err)
 		}
 	}
+}
+
+// suppresses reports whether a SAMPLE sub among samples sends only the
+// leaves that changed, and so must see what the initial sync sent.
+func (ss *session) suppresses(samples []*sub) bool {
+	for _, x := range samples {
+		if x.lastSent != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (ss *session) nextDue() time.Time {
