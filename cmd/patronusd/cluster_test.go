@@ -6,6 +6,7 @@ package main_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"math/rand"
@@ -24,6 +25,7 @@ import (
 	"github.com/openconfig/ygot/ygot"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -44,11 +46,17 @@ type cnode struct {
 	t                     testing.TB
 	launchedAt, readyAt   time.Time
 	nonvoter              bool
+	// tls serves gNMI over TLS (no --insecure): Raft and the members'
+	// calls are then mutual TLS with the cluster CA.
+	tls bool
 }
 
 func (n *cnode) args() []string {
-	a := []string{"--insecure", "--node-name", n.name, "--data-dir", n.dir,
+	a := []string{"--node-name", n.name, "--data-dir", n.dir,
 		"--listen", n.addr, "--http", n.http, "--raft-listen", n.raft}
+	if !n.tls {
+		a = append([]string{"--insecure"}, a...)
+	}
 	if n.join != "" {
 		a = append(a, "--join", n.join)
 	}
@@ -68,7 +76,12 @@ func (n *cnode) launch() {
 
 // ready waits until the node serves gNMI.
 func (n *cnode) ready() error {
-	err := n.d.ready(n.addr, insecure.NewCredentials())
+	creds := insecure.NewCredentials()
+	if n.tls {
+		// The test trusts the server it started.
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a test's own daemon
+	}
+	err := n.d.ready(n.addr, creds)
 	n.readyAt = time.Now()
 	return err
 }
@@ -106,7 +119,14 @@ func (n *cnode) startFresh() error {
 // and lists every member.
 func startCluster(t testing.TB, voters, nonvoters int, extra ...string) []*cnode {
 	t.Helper()
+	return startClusterTLS(t, false, voters, nonvoters, extra...)
+}
+
+// startClusterTLS is startCluster, serving TLS if withTLS.
+func startClusterTLS(t testing.TB, withTLS bool, voters, nonvoters int, extra ...string) []*cnode {
+	t.Helper()
 	first := newNode(t, "n1", "", extra...)
+	first.tls = withTLS
 	if err := first.startFresh(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +138,9 @@ func startCluster(t testing.TB, voters, nonvoters int, extra ...string) []*cnode
 		n := newNode(t, fmt.Sprintf("e%d", i), first.addr, extra...)
 		n.nonvoter = true
 		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		n.tls = withTLS
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))

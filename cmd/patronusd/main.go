@@ -30,6 +30,7 @@ import (
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
+	"github.com/patronus-sdwan/patronus/gnmi-server/clusterca"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
 )
 
@@ -179,6 +180,9 @@ func run(args []string) error {
 		}
 	}
 
+	// Without --insecure the cluster's own CA secures the members' traffic:
+	// Raft is mutual TLS, and so are the members' gNMI calls to each other.
+	var ca *clusterca.Manager
 	var gopts []grpc.ServerOption
 	if !o.insecure {
 		cert, fingerprint, err := loadOrCreateCert(o.dataDir, o.tlsCert, o.tlsKey, lis.Addr())
@@ -188,34 +192,36 @@ func run(args []string) error {
 		tc := &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 		if clientCAs != nil {
 			// If given, not required: clients with a password (gnmic -u/-p)
-			// and the members' own calls, which carry the cluster secret and
-			// no certificate, keep working. A certificate that is given must
-			// verify, or the handshake fails.
+			// keep working. A certificate that is given must verify, or the
+			// handshake fails.
 			tc.ClientCAs, tc.ClientAuth = clientCAs, tls.VerifyClientCertIfGiven
 		}
+		ca = clusterca.New(clusterca.Config{Dir: filepath.Join(o.dataDir, "tls"), NodeName: o.nodeName,
+			Addrs: []string{o.raftListen, lis.Addr().String()}, Logger: log})
+		// Members ask for their own server name and get mutual TLS with the
+		// cluster CA instead of tc.
+		ca.ServeMembers(tc)
 		log.Info("TLS enabled", "sha256-fingerprint", fingerprint, "client-certificates", clientCAs != nil)
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	} else {
-		log.Warn("plaintext gRPC (--insecure): for loopback development and tests only")
+		log.Warn("plaintext gRPC (--insecure): for loopback development and tests only; Raft traffic (--raft-listen) is plaintext TCP too")
 	}
 	gopts = append(gopts, grpc.MaxRecvMsgSize(int(o.maxMsgSize)))
 
+	// Members reach each other's gNMI servers with the transport they
+	// serve: with TLS, mutual TLS with the cluster CA's certificates.
+	memberCreds := insecure.NewCredentials()
+	if ca != nil {
+		memberCreds = ca.TransportCredentials()
+	}
 	dial := func(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-		// Members reach each other's gNMI servers with the transport they
-		// serve. Mutual authentication with a cluster CA comes with the
-		// security work; until then a member's certificate is not verified
-		// (members authenticate with the cluster secret in the metadata).
-		creds := insecure.NewCredentials()
-		if !o.insecure {
-			creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // see above
-		}
-		return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
+		return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(memberCreds)}, opts...)...)
 	}
 	n, err := node.Open(node.Config{
 		DataDir: o.dataDir, NodeName: o.nodeName, MinSampleInterval: o.minSample, Logger: log, Site: o.site,
 		Cluster: &node.ClusterConfig{
 			RaftAddr: o.raftListen, GNMIAddr: lis.Addr().String(), Join: o.join, Nonvoter: o.nonvoter, Dial: dial,
-			SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLogs,
+			SnapshotThreshold: o.snapshotThreshold, TrailingLogs: o.trailingLogs, CA: ca,
 		},
 		// Authentication is always on in patronusd; --insecure only drops TLS.
 		Auth: &auth.Config{AdminPassword: o.adminPassword, PrintPassword: printAdminPassword},
@@ -224,12 +230,36 @@ func run(args []string) error {
 		lis.Close()
 		return err
 	}
-	var joinCreds credentials.PerRPCCredentials
+	var joinDial func(string) (*grpc.ClientConn, error)
+	var fetchCA func(context.Context, grpc.ClientConnInterface) error
 	if o.join != "" {
-		if joinCreds, err = joinCredentials(n, o); err != nil {
+		joinCreds, member, err := joinCredentials(n, o)
+		if err != nil {
 			n.Close()
 			lis.Close()
 			return err
+		}
+		joinDial = func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) }
+		if !member {
+			// A new member has no trust anchor for the member it joins
+			// through yet: it sends the admin's password over TLS without
+			// verifying the server, and then fetches the cluster CA.
+			creds := insecure.NewCredentials()
+			if !o.insecure {
+				creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // see above
+			}
+			joinDial = func(addr string) (*grpc.ClientConn, error) {
+				return grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(joinCreds))
+			}
+			if ca != nil && !ca.Ready() {
+				fetchCA = func(ctx context.Context, cc grpc.ClientConnInterface) error {
+					b, err := clusterca.Fetch(ctx, cc)
+					if err != nil {
+						return err
+					}
+					return ca.Install(b)
+				}
+			}
 		}
 	}
 	// serving is set once gRPC serves, stopping on a signal to stop;
@@ -252,8 +282,7 @@ func run(args []string) error {
 		cancel()
 	}
 	if o.join != "" {
-		go join(log, func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) },
-			o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter))
+		go join(log, joinDial, o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter), fetchCA)
 	}
 	// Metrics first: they count what authentication and the limits refuse.
 	gopts = append(gopts,
@@ -261,6 +290,9 @@ func run(args []string) error {
 		grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor(), n.Auth.StreamInterceptor()))
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
+	if ca != nil {
+		ca.Register(gs)
+	}
 	reflection.Register(gs)
 
 	serveErr := make(chan error, 1)
@@ -342,13 +374,30 @@ func httpMux(o *options, n *node.Node, serving, stopping *atomic.Bool) *http.Ser
 // join asks a member to add this node, retrying until it succeeds: the
 // member forwards the request to the leader, which adds the node to the Raft
 // configuration and records it in /system/cluster/members.
-func join(log *slog.Logger, dial func(string) (*grpc.ClientConn, error), addr string, req *gpb.SetRequest) {
+//
+// A new member first gets the cluster CA with fetchCA, if not nil, so that
+// its Raft transport takes the leader's first call, which comes as soon as
+// the node is added.
+func join(log *slog.Logger, dial func(string) (*grpc.ClientConn, error), addr string, req *gpb.SetRequest, fetchCA func(context.Context, grpc.ClientConnInterface) error) {
 	cc, err := dial(addr)
 	if err != nil {
 		log.Error("--join", "addr", addr, "err", err)
 		return
 	}
 	defer cc.Close()
+	for attempt := 1; fetchCA != nil; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := fetchCA(ctx, cc)
+		cancel()
+		if err == nil {
+			log.Info("received the cluster CA", "via", addr)
+			break
+		}
+		if attempt%10 == 1 {
+			log.Warn("fetching the cluster CA to join; retrying", "via", addr, "err", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	client := gpb.NewGNMIClient(cc)
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -375,14 +424,14 @@ func printAdminPassword(password string) {
 // the cluster (a restart) has the cluster secret in its store and joins as
 // a member; a new node has nothing yet and joins as the admin, with the
 // password of --admin-password-file or PATRONUS_ADMIN_PASSWORD.
-func joinCredentials(n *node.Node, o *options) (credentials.PerRPCCredentials, error) {
+func joinCredentials(n *node.Node, o *options) (creds credentials.PerRPCCredentials, member bool, err error) {
 	if _, ok := n.Auth.ClusterSecret(); ok {
-		return n.Auth.MemberCredentials(o.nodeName), nil
+		return n.Auth.MemberCredentials(o.nodeName), true, nil
 	}
 	if o.adminPassword == "" {
-		return nil, errors.New("--join: a new member authenticates its join as user admin; give --admin-password-file or PATRONUS_ADMIN_PASSWORD")
+		return nil, false, errors.New("--join: a new member authenticates its join as user admin; give --admin-password-file or PATRONUS_ADMIN_PASSWORD")
 	}
-	return auth.Password{Username: auth.FirstAdmin, Password: o.adminPassword}, nil
+	return auth.Password{Username: auth.FirstAdmin, Password: o.adminPassword}, false, nil
 }
 
 // stableNodeName keeps a node's name with its data: the Raft configuration

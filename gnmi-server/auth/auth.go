@@ -7,7 +7,8 @@
 // (-username/-password) have it, or with a client certificate that the TLS
 // handshake verified, whose Subject CommonName names the user (see
 // CertUser). Members of a cluster authenticate to each
-// other with the cluster's own secret (see MemberUser), and a member that
+// other with certificates of the cluster's own CA (see MemberServerName), or
+// with the cluster's own secret (see MemberUser), and a member that
 // forwards a request on a user's behalf names that user, who is then
 // authorized as if it had called the leader itself.
 //
@@ -21,6 +22,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -53,6 +55,15 @@ const (
 // with ("patronus-node:<node-name>", the cluster secret as the password).
 // A ':' is not allowed in a username of /system/aaa, so no user can take it.
 const MemberUser = "patronus-node:"
+
+// MemberServerName is the TLS server name (SNI) with which a member calls
+// another member's gNMI server. Such a connection is mutual TLS with the
+// cluster's own CA: the server presents its node certificate and requires
+// the caller's, and the caller is then the member its certificate names
+// (MemberUser+node name), without the cluster secret. It is not a host
+// name: no DNS name can end without a dot-separated label like it and also
+// be a node's address.
+const MemberServerName = "patronus-member"
 
 // ForwardedUserKey is the metadata key that names the user a member forwards
 // a request for; it is believed only on a call authenticated as a member.
@@ -100,8 +111,8 @@ type User struct {
 	Name string
 	Role Role
 	// Member, if set, is the cluster member that authenticated the call
-	// (with the cluster secret); Name is then the user it forwards for, or
-	// the member's own MemberUser name.
+	// (with its member certificate or the cluster secret); Name is then
+	// the user it forwards for, or the member's own MemberUser name.
 	Member string
 }
 
@@ -166,6 +177,12 @@ type Config struct {
 	// to PrintPassword once it is committed.
 	AdminPassword string
 	PrintPassword func(password string)
+
+	// ClusterCA, if set, returns the cluster's own CA certificate, or nil
+	// while this node has none: a call over a member connection (see
+	// MemberServerName) whose client certificate chains to it is the
+	// member the certificate names.
+	ClusterCA func() *x509.Certificate
 }
 
 // Defaults.
@@ -452,6 +469,12 @@ func (a *Authenticator) member(md metadata.MD, name, password, ip string) (User,
 		a.event(name, ip, "wrong cluster secret")
 		return User{}, status.Error(codes.Unauthenticated, "authentication failed: wrong cluster secret")
 	}
+	return a.forwarded(md, name)
+}
+
+// forwarded returns the caller of a call that member (a MemberUser name)
+// authenticated: the user it forwards the call for, or the member itself.
+func (a *Authenticator) forwarded(md metadata.MD, name string) (User, error) {
 	fwd := first(md, ForwardedUserKey)
 	if fwd == "" || strings.HasPrefix(fwd, MemberUser) {
 		return User{Name: name, Role: Admin, Member: name}, nil

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/x509"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -18,24 +19,48 @@ import (
 // to the configured CA.
 func CertUser(c *x509.Certificate) string { return c.Subject.CommonName }
 
-// verifiedCert returns the leaf of the client certificate chain the TLS
-// handshake of ctx's connection verified, if there is one. A connection
-// without TLS, or whose client sent no certificate, has none; a certificate
-// that did not verify never gets this far (the handshake failed).
-func verifiedCert(ctx context.Context) (*x509.Certificate, bool) {
+// verifiedChain returns the client certificate chain the TLS handshake of
+// ctx's connection verified, leaf first, if there is one, and the server
+// name the client asked for. A connection without TLS, or whose client sent
+// no certificate, has none; a certificate that did not verify never gets
+// this far (the handshake failed).
+func verifiedChain(ctx context.Context) (chain []*x509.Certificate, serverName string, ok bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, false
+		return nil, "", false
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return nil, false
+		return nil, "", false
 	}
-	return ti.State.VerifiedChains[0][0], true
+	return ti.State.VerifiedChains[0], ti.State.ServerName, true
 }
 
-// authenticate returns the caller of the RPC in ctx: the user its verified
-// client certificate names, or else the user of its metadata credentials
+// memberCert authenticates a call over a member connection (server name
+// MemberServerName, which the server verifies against the cluster CA
+// alone): the chain must end at this node's cluster CA and its leaf name a
+// member. The cluster secret is not needed; a metadata username, if sent,
+// must be the certificate's.
+func (a *Authenticator) memberCert(ctx context.Context, md metadata.MD, chain []*x509.Certificate) (User, error) {
+	var ca *x509.Certificate
+	if a.cfg.ClusterCA != nil {
+		ca = a.cfg.ClusterCA()
+	}
+	name := CertUser(chain[0])
+	if ca == nil || !chain[len(chain)-1].Equal(ca) || !strings.HasPrefix(name, MemberUser) {
+		a.event(name, peerIP(ctx), "a member connection without a member certificate of this cluster's CA")
+		return User{}, status.Error(codes.Unauthenticated, "authentication failed: not a member certificate of this cluster's CA")
+	}
+	if u := first(md, UsernameKey); u != "" && u != name {
+		a.event(name, peerIP(ctx), "the member certificate names another user than the metadata")
+		return User{}, status.Errorf(codes.Unauthenticated, "authentication failed: the member certificate names %s, the metadata user %s", quote(name), quote(u))
+	}
+	return a.forwarded(md, name)
+}
+
+// authenticate returns the caller of the RPC in ctx: the member its member
+// certificate names (see memberCert), the user its verified client
+// certificate names, or else the user of its metadata credentials
 // (Authenticate).
 //
 // A certificate is proof enough: no password is asked for, and a password
@@ -45,12 +70,16 @@ func verifiedCert(ctx context.Context) (*x509.Certificate, bool) {
 // /system/aaa is UNAUTHENTICATED. Failures are not slowed down or counted
 // against the peer: a certificate the CA signed cannot be guessed.
 func (a *Authenticator) authenticate(ctx context.Context) (User, error) {
-	cert, ok := verifiedCert(ctx)
+	chain, serverName, ok := verifiedChain(ctx)
 	if !ok {
 		return a.Authenticate(ctx)
 	}
-	name := CertUser(cert)
 	md, _ := metadata.FromIncomingContext(ctx)
+	if serverName == MemberServerName {
+		return a.memberCert(ctx, md, chain)
+	}
+	cert := chain[0]
+	name := CertUser(cert)
 	if u := first(md, UsernameKey); u != "" && u != name {
 		a.event(name, peerIP(ctx), "the client certificate names another user than the metadata")
 		return User{}, status.Errorf(codes.Unauthenticated, "authentication failed: the client certificate names user %s, the metadata user %s", quote(name), quote(u))

@@ -190,7 +190,9 @@ func retryable(err error) bool {
 		return false
 	}
 	msg := st.Message()
-	for _, s := range []string{notLeader, "no cluster leader", "while dialing", "connection refused", "cannot reach the leader", "nothing was sent"} {
+	// A failed TLS handshake (say, a member that has not got the cluster
+	// CA yet) sent nothing either.
+	for _, s := range []string{notLeader, "no cluster leader", "while dialing", "connection refused", "cannot reach the leader", "nothing was sent", "authentication handshake failed"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
@@ -261,6 +263,15 @@ func (c *Cluster) Linearize(ctx context.Context) (gpb.GNMIClient, error) {
 
 // client returns a gNMI client of a member, by node name.
 func (c *Cluster) client(name string) (gpb.GNMIClient, error) {
+	cc, err := c.conn(name)
+	if err != nil {
+		return nil, err
+	}
+	return gpb.NewGNMIClient(cc), nil
+}
+
+// conn returns the connection to a member's gNMI server, by node name.
+func (c *Cluster) conn(name string) (*grpc.ClientConn, error) {
 	addr, err := c.address(name)
 	if err != nil {
 		return nil, err
@@ -274,7 +285,43 @@ func (c *Cluster) client(name string) (gpb.GNMIClient, error) {
 		}
 		c.conns[addr] = cc
 	}
-	return gpb.NewGNMIClient(cc), nil
+	return cc, nil
+}
+
+// AskMembers calls ask with a connection to each other member listed in
+// /system/cluster/members, the leader first, until one call succeeds; it
+// returns the last error otherwise. The connection carries this member's
+// credentials.
+func (c *Cluster) AskMembers(ctx context.Context, ask func(context.Context, grpc.ClientConnInterface) error) error {
+	names := []string{c.cfg.Repl.Leader()}
+	prefix := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "cluster"}, {Name: "members"}})
+	var dec pathkey.Decoder
+	if err := c.cfg.Store.Scan(prefix, func(key, _ []byte) error {
+		elems, err := dec.Decode(key)
+		if err == nil && len(elems) == 6 && elems[4].GetName() == "config" && elems[5].GetName() == "node-name" {
+			names = append(names, elems[3].GetKey()["node-name"])
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	err := errors.New("no other member is known")
+	seen := map[string]bool{"": true, c.cfg.NodeName: true}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		cc, cerr := c.conn(name)
+		if cerr != nil {
+			err = cerr
+			continue
+		}
+		if err = ask(ctx, cc); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 func memberPath(name string, leaf ...string) []*gpb.PathElem {

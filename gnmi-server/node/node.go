@@ -19,6 +19,7 @@ import (
 	"github.com/patronus-sdwan/patronus/gnmi-server/audit"
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
+	"github.com/patronus-sdwan/patronus/gnmi-server/clusterca"
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/metrics"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -73,6 +74,13 @@ type ClusterConfig struct {
 	// Dial connects to another member's gNMI server, with opts added to
 	// its own options (the member credentials, with authentication on).
 	Dial func(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
+	// CA, if set, is the cluster CA's manager: Open loads or makes the CA
+	// before Raft starts, Raft goes over mutual TLS with its certificates,
+	// a member certificate authenticates a member's gNMI calls (with Auth),
+	// and the leader commits the CA when the store has none. Dial's
+	// transport should be its TransportCredentials. Without it Raft is
+	// plain TCP.
+	CA *clusterca.Manager
 }
 
 // Node is a running node.
@@ -93,6 +101,7 @@ type Node struct {
 	Metrics *metrics.Metrics
 
 	pub       *server.Publisher
+	ca        *clusterca.Manager // nil without one
 	committer server.Committer
 	audit     *audit.Recorder
 	cancel    context.CancelFunc
@@ -151,16 +160,35 @@ func Open(cfg Config) (*Node, error) {
 		ac := *cfg.Auth
 		ac.Store, ac.Engine, ac.NodeName, ac.Logger, ac.Changes = st, eng, cfg.NodeName, cfg.Logger, changes
 		ac.Audit = n.audit.Record
+		if cfg.Cluster != nil && cfg.Cluster.CA != nil {
+			ac.ClusterCA = cfg.Cluster.CA.Cert
+		}
 		authn = auth.New(ac)
 		n.Auth = authn
 		scfg.Authorize, scfg.Visible, scfg.User, scfg.IsMember = authn.Authorize, authn.Visible, authn.UserName, authn.IsMember
 	}
 	if c := cfg.Cluster; c != nil {
-		n.Repl, err = replication.Open(replication.Config{
+		rcfg := replication.Config{
 			Dir: filepath.Join(cfg.DataDir, "raft"), NodeName: cfg.NodeName, RaftAddr: c.RaftAddr,
 			Bootstrap: c.Join == "", Store: st, Engine: eng, Schema: sch, Timing: c.Timing, Logger: cfg.Logger,
 			SnapshotThreshold: c.SnapshotThreshold, TrailingLogs: c.TrailingLogs,
-		})
+		}
+		if c.CA != nil {
+			// The CA and this node's certificate exist before Raft listens,
+			// so that a new cluster never takes a plaintext connection.
+			has, err := replication.HasState(rcfg.Dir)
+			if err == nil {
+				err = c.CA.Open(st, c.Join != "", has)
+			}
+			if err != nil {
+				n.audit.Close()
+				st.Close()
+				pub.Close()
+				return nil, err
+			}
+			rcfg.TLS = c.CA.RaftTLS
+		}
+		n.Repl, err = replication.Open(rcfg)
 		if err != nil {
 			n.audit.Close()
 			st.Close()
@@ -179,6 +207,18 @@ func Open(cfg Config) (*Node, error) {
 		}
 		n.Cluster = cluster.Start(ccfg)
 		scfg.Committer, scfg.Reads = n.Cluster, n.Cluster
+		if c.CA != nil {
+			n.ca = c.CA
+			cl := n.Cluster
+			c.CA.Start(n.Repl, func(ctx context.Context) ([]byte, error) {
+				var b []byte
+				err := cl.AskMembers(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) (err error) {
+					b, err = clusterca.Fetch(ctx, cc)
+					return err
+				})
+				return b, err
+			})
+		}
 	}
 	scfg.History = history.NewReader(st)
 	if scfg.Committer == nil {
@@ -262,6 +302,9 @@ func (n *Node) closeParts() error {
 	var errs []error
 	if n.Agent != nil {
 		errs = append(errs, n.Agent.Close())
+	}
+	if n.ca != nil {
+		n.ca.Close()
 	}
 	if n.Cluster != nil {
 		n.Cluster.Close()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
@@ -67,7 +68,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		results[i] = r
 		out[i] = r
 		var cmd *txn.Command
-		if l.Type == raft.LogCommand {
+		var setOnceEntry *setOnce
+		if l.Type == raft.LogCommand && len(l.Data) > 0 && l.Data[0] == setOnceCommand {
+			so, err := decodeSetOnce(l.Data)
+			if err != nil {
+				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
+			} else {
+				setOnceEntry = &so
+			}
+		} else if l.Type == raft.LogCommand {
 			c, err := txn.DecodeCommand(f.schema, l.Data)
 			if err != nil {
 				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
@@ -94,6 +103,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			return nil
 		}
 		switch {
+		case setOnceEntry != nil:
+			so := *setOnceEntry
+			fns = append(fns, func(tx store.Tx) error {
+				return once(tx, func() error {
+					if _, ok, err := tx.Get(so.key); err != nil || ok {
+						return err
+					}
+					tx.Set(so.key, so.value)
+					return nil
+				})
+			})
+			owner = append(owner, i)
 		case cmd == nil:
 			fns = append(fns, func(tx store.Tx) error { return once(tx, nil) })
 			owner = append(owner, i)
@@ -153,6 +174,40 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.onApply(logs[len(logs)-1].Index)
 	}
 	return out
+}
+
+// setOnceCommand starts an entry made by SetOnce. txn's commands start with
+// their version, a small number; this byte is none of them.
+const setOnceCommand = 0x80
+
+// setOnce is a decoded SetOnce entry: key is set to value unless the store
+// holds it already.
+type setOnce struct{ key, value []byte }
+
+func encodeSetOnce(key string, value []byte) []byte {
+	b := []byte{setOnceCommand}
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = binary.AppendUvarint(b, uint64(len(value)))
+	return append(b, value...)
+}
+
+var errBadSetOnce = errors.New("malformed set-once entry")
+
+func decodeSetOnce(b []byte) (setOnce, error) {
+	b = b[1:]
+	var parts [2][]byte
+	for i := range parts {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return setOnce{}, errBadSetOnce
+		}
+		parts[i], b = b[k:k+int(n)], b[k+int(n):]
+	}
+	if len(b) != 0 || !strings.HasPrefix(string(parts[0]), SecretPrefix) {
+		return setOnce{}, errBadSetOnce
+	}
+	return setOnce{key: parts[0], value: parts[1]}, nil
 }
 
 func readApplied(r store.Reader) (uint64, error) {

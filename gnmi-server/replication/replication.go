@@ -9,13 +9,14 @@ package replication
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -66,6 +67,14 @@ type Config struct {
 	// leaves in the log for slow followers (0: 10240).
 	SnapshotThreshold, TrailingLogs uint64
 	Logger                          *slog.Logger
+	// TLS, if set, secures Raft traffic with mutual TLS. It is called for
+	// every connection, accepted or dialed, and returns a new configuration
+	// with this node's certificate and the CA that both ends' certificates
+	// must chain to (the dialing end sets ServerName to the host of the
+	// address it dials). It returns nil, no error, to let a connection go
+	// in plaintext (a cluster from before its CA), or an error to refuse
+	// it. Without TLS the transport is plain TCP.
+	TLS func() (*tls.Config, error)
 }
 
 // Node is this process's member of the Raft cluster.
@@ -144,15 +153,10 @@ func Open(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("replication: snapshot store: %w", err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	transport, err := newTransport(cfg, hlog)
 	if err != nil {
 		logs.Close()
-		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
-	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 8, 2*time.Second, hlog)
-	if err != nil {
-		logs.Close()
-		return nil, fmt.Errorf("replication: --raft-listen %s: %w", cfg.RaftAddr, err)
+		return nil, err
 	}
 	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
 	n.dir = cfg.Dir
@@ -209,6 +213,30 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// HasState reports whether dir (Config.Dir) holds Raft state, a log, a term
+// or a snapshot, as the data dir of a node that has been a member of a
+// cluster does. The node must not be open.
+func HasState(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "wal")); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	hlog := hclog.NewNullLogger()
+	logs, err := wal.Open(filepath.Join(dir, "wal"), wal.WithLogger(hlog))
+	if err != nil {
+		return false, fmt.Errorf("replication: open raft-wal: %w", err)
+	}
+	defer logs.Close()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	if err != nil {
+		return false, fmt.Errorf("replication: snapshot store: %w", err)
+	}
+	has, err := raft.HasExistingState(logs, logs, snaps)
+	if err != nil {
+		return false, fmt.Errorf("replication: %w", err)
+	}
+	return has, nil
 }
 
 // Close stops Raft and closes the log. The store is the caller's.
@@ -336,6 +364,34 @@ func (n *Node) Reject(ctx context.Context, rej txn.Rejection) (uint64, error) {
 		return 0, err
 	}
 	return idx, r.err
+}
+
+// SecretPrefix starts the internal keys that hold the cluster's own
+// credentials, such as the cluster secret and CA: replicated (in the log and
+// in snapshots) but, like every internal key, never served.
+const SecretPrefix = "\xfds/"
+
+// SetOnce proposes an entry that sets key, an internal key under
+// SecretPrefix, to value unless the store already holds the key, and
+// returns once the entry is applied here. It must be called on the leader.
+// The first value committed stays: two leaders that each propose one agree
+// on the first.
+func (n *Node) SetOnce(ctx context.Context, key string, value []byte) error {
+	if !strings.HasPrefix(key, SecretPrefix) {
+		return fmt.Errorf("replication: SetOnce of %q: not a key under the secret prefix", key)
+	}
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	r, _, err := n.propose(encodeSetOnce(key, value), timeout)
+	if err != nil {
+		return err
+	}
+	return r.err
 }
 
 func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64, error) {
