@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -167,33 +169,77 @@ func (q *query) String() string {
 	return pathkey.String(q.elems)
 }
 
-// batch accumulates updates and deletes into notifications.
+// batch accumulates updates and deletes into notifications. A full
+// notification ends before the updates of the list entry it was filling, so
+// that an entry's leaves arrive together: collectors such as Telegraf turn
+// the leaves of one notification that share an entry into one metric with
+// its string leaves as labels.
 type batch struct {
 	ss    *session
 	notif *gpb.Notification
+	// entry is the path up to the last keyed element of the last update,
+	// and entryAt the index of its entry's first update in notif.
+	entry   []*gpb.PathElem
+	entryAt int
 	// emit, if set, takes each notification instead of the stream.
 	emit func(*gpb.Notification) error
 }
 
 func (b *batch) add(ts int64, u *gpb.Update, del *gpb.Path) error {
+	var carry []*gpb.Update
 	if b.notif != nil && (b.notif.Timestamp != ts || len(b.notif.Update)+len(b.notif.Delete) >= maxUpdatesPerNotification) {
+		if b.notif.Timestamp == ts && u != nil && b.entryAt > 0 && sameEntry(b.entry, u.GetPath().GetElem()) {
+			carry = slices.Clone(b.notif.Update[b.entryAt:])
+			b.notif.Update = b.notif.Update[:b.entryAt]
+		}
 		if err := b.flush(); err != nil {
 			return err
 		}
 	}
 	if b.notif == nil {
-		b.notif = &gpb.Notification{Timestamp: ts}
+		b.notif = &gpb.Notification{Timestamp: ts, Update: carry}
 		if b.ss.target != "" {
 			b.notif.Prefix = &gpb.Path{Target: b.ss.target}
 		}
+		b.entry, b.entryAt = nil, 0
+		if len(carry) > 0 {
+			b.entry = entryOf(carry[0].GetPath().GetElem())
+		}
 	}
 	if u != nil {
+		elems := u.GetPath().GetElem()
+		if !sameEntry(b.entry, elems) {
+			b.entry, b.entryAt = entryOf(elems), len(b.notif.Update)
+		}
 		b.notif.Update = append(b.notif.Update, u)
 	}
 	if del != nil {
 		b.notif.Delete = append(b.notif.Delete, del)
 	}
 	return nil
+}
+
+// entryOf returns elems up to its last keyed element (nil if none).
+func entryOf(elems []*gpb.PathElem) []*gpb.PathElem {
+	for i := len(elems) - 1; i >= 0; i-- {
+		if len(elems[i].GetKey()) > 0 {
+			return elems[:i+1]
+		}
+	}
+	return nil
+}
+
+// sameEntry reports whether elems lies in the list entry entry.
+func sameEntry(entry, elems []*gpb.PathElem) bool {
+	if entry == nil || len(entryOf(elems)) != len(entry) {
+		return false
+	}
+	for i, e := range entry {
+		if f := elems[i]; e != f && (e.GetName() != f.GetName() || !maps.Equal(e.GetKey(), f.GetKey())) {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *batch) flush() error {
