@@ -39,8 +39,11 @@ type Config struct {
 	NodeName          string
 	MinSampleInterval time.Duration
 	Logger            *slog.Logger
-	// FeedSlots and FeedChanges bound the change feed (commits, changes).
-	FeedSlots, FeedChanges int
+	// FeedSlots and FeedBytes bound the change feed: the commits it holds
+	// and about the memory their changes take (defaults 65,536 and 32 MiB).
+	// A STREAM subscriber that falls further behind is closed with
+	// RESOURCE_EXHAUSTED.
+	FeedSlots, FeedBytes int
 	// Cluster, if set, replicates the store with Raft; without it the node
 	// commits Sets to its store alone.
 	Cluster *ClusterConfig
@@ -118,14 +121,14 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.FeedSlots == 0 {
 		cfg.FeedSlots = 1 << 16
 	}
-	if cfg.FeedChanges == 0 {
-		cfg.FeedChanges = 1 << 20
+	if cfg.FeedBytes == 0 {
+		cfg.FeedBytes = 32 << 20
 	}
 	sch, err := schema.Load()
 	if err != nil {
 		return nil, err
 	}
-	f := feed.New(cfg.FeedSlots, cfg.FeedChanges)
+	f := feed.New(cfg.FeedSlots, cfg.FeedBytes)
 	pub := server.NewPublisher(sch, f)
 	onCommit := pub.OnCommit
 	changes := &auth.Changes{}

@@ -27,7 +27,7 @@ import (
 const sharedMaxCommits = 256
 
 // maxRenderBytes bounds the renderings kept, oldest dropped first.
-const maxRenderBytes = 32 << 20
+const maxRenderBytes = 16 << 20
 
 // preEncoded is a SubscribeResponse already marshaled; the codec below sends
 // its bytes as they are.

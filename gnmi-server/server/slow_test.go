@@ -18,7 +18,7 @@ import (
 // up Sets, and once it has fallen out of the change feed it is closed with
 // RESOURCE_EXHAUSTED instead of silently missing updates.
 func TestSlowSubscriberIsClosed(t *testing.T) {
-	n := nodetest.Start(t, nodetest.Options{FeedSlots: 64, FeedChanges: 2000})
+	n := nodetest.Start(t, nodetest.Options{FeedSlots: 64, FeedBytes: 2000 * 300})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
