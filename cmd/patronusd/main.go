@@ -206,7 +206,7 @@ func run(args []string) error {
 	} else {
 		log.Warn("plaintext gRPC (--insecure): for loopback development and tests only; Raft traffic (--raft-listen) is plaintext TCP too")
 	}
-	gopts = append(gopts, grpc.MaxRecvMsgSize(int(o.maxMsgSize)))
+	gopts = append(gopts, grpc.MaxRecvMsgSize(int(o.maxMsgSize)), node.StreamWorkers())
 
 	// Members reach each other's gNMI servers with the transport they
 	// serve: with TLS, mutual TLS with the cluster CA's certificates.

@@ -60,7 +60,7 @@ func Start(t testing.TB, o Options) *Node {
 	}
 	// The interceptors are chained as patronusd chains them: metrics
 	// first, so that they count the requests authentication refuses.
-	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20),
+	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20), node.StreamWorkers(),
 		grpc.ChainUnaryInterceptor(n.Metrics.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor())}
 	if n.Auth != nil {
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(n.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Auth.StreamInterceptor()))
