@@ -41,7 +41,7 @@ type Config struct {
 	MinSampleInterval time.Duration
 	Logger            *slog.Logger
 	// FeedSlots and FeedBytes bound the change feed: the commits it holds
-	// and about the memory their changes take (defaults 65,536 and 32 MiB).
+	// and about the memory their changes take (defaults 65,536 and 64 MiB).
 	// A STREAM subscriber that falls further behind is closed with
 	// RESOURCE_EXHAUSTED.
 	FeedSlots, FeedBytes int
@@ -132,7 +132,7 @@ func Open(cfg Config) (*Node, error) {
 		cfg.FeedSlots = 1 << 16
 	}
 	if cfg.FeedBytes == 0 {
-		cfg.FeedBytes = 32 << 20
+		cfg.FeedBytes = 64 << 20
 	}
 	sch, err := schema.Load()
 	if err != nil {

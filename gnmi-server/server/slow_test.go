@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 )
 
 // TestSlowSubscriberIsClosed: a subscriber that stops reading never holds
@@ -35,6 +36,22 @@ func TestSlowSubscriberIsClosed(t *testing.T) {
 	}
 	if r, err := slow.Recv(); err != nil || !r.GetSyncResponse() {
 		t.Fatalf("first response = %v, %v; want sync_response", r, err)
+	}
+	// A subscriber of samples alone does not follow the change feed, so
+	// it is not closed however far the feed runs ahead while it does not
+	// read (its samples of /sites soon fill the flow-control window, and
+	// its session waits in Send).
+	sampler, err := n.Client.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sampled = "/sites/site[name=s49]/config/description"
+	err = sampler.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+		Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+		Subscription: []*gpb.Subscription{{Path: nodetest.Path(t, "/sites"), Mode: gpb.SubscriptionMode_SAMPLE, SampleInterval: uint64(100 * time.Millisecond)}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// Large values fill the stream's flow-control window quickly, so the
@@ -63,6 +80,19 @@ func TestSlowSubscriberIsClosed(t *testing.T) {
 			t.Fatalf("stalled subscriber ended with %v; want RESOURCE_EXHAUSTED", err)
 		}
 		break
+	}
+
+	want := fmt.Sprintf("%s-%d", big, sets-1)
+	for seen := false; !seen; {
+		r, err := sampler.Recv()
+		if err != nil {
+			t.Fatalf("subscriber of samples: %v; want samples until %s shows the last Set", err, sampled)
+		}
+		for _, u := range r.GetUpdate().GetUpdate() {
+			if pathkey.String(u.GetPath().GetElem()) == sampled && u.GetVal().GetStringVal() == want {
+				seen = true
+			}
+		}
 	}
 
 	// A fresh subscriber still gets a complete, current view.

@@ -461,9 +461,14 @@ func (ss *session) streamLoop() error {
 			x.next = now.Add(x.heartbeat)
 		}
 	}
-	cursor := ss.s.cfg.Feed.From(seq)
-	ss.s.readers.add(cursor)
-	defer ss.s.readers.remove(cursor)
+	// Only on-change subs follow the feed: samples read the store when
+	// due, and a session of samples alone never falls behind the feed.
+	var cursor *feed.Cursor
+	if len(onChange) > 0 {
+		cursor = ss.s.cfg.Feed.From(seq)
+		ss.s.readers.add(cursor)
+		defer ss.s.readers.remove(cursor)
+	}
 	var buf []feed.Commit
 	for {
 		var timer *time.Timer
@@ -482,7 +487,16 @@ func (ss *session) streamLoop() error {
 				}
 			}()
 		}
-		buf, err = cursor.Next(ctx, done, buf[:0])
+		if cursor != nil {
+			buf, err = cursor.Next(ctx, done, buf[:0])
+		} else {
+			err = nil
+			select {
+			case <-done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
 		if timer != nil {
 			timer.Stop()
 		}
