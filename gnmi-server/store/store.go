@@ -116,10 +116,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxGroup == 0 {
 		opts.MaxGroup = 256
 	}
+	// The durable tree is configuration, history and events: small (the
+	// scale set is a few MiB), read through a 32 MiB block cache. The
+	// memtable stays at 32 MiB: at 8 MiB, concurrent Sets were 13% slower.
 	po := &pebble.Options{
 		Logger:       pebbleLogger{},
 		MemTableSize: 32 << 20,
-		Cache:        pebble.NewCache(64 << 20),
+		Cache:        pebble.NewCache(32 << 20),
 	}
 	defer po.Cache.Unref()
 	db, err := pebble.Open(dir, po)
