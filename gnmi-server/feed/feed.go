@@ -102,6 +102,14 @@ func (f *Feed) Last() uint64 {
 	return f.last
 }
 
+// Holds reports whether the feed still holds every commit after seq, so
+// that a cursor From(seq) can read them.
+func (f *Feed) Holds(seq uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return seq >= f.last || f.ring[(seq+1)%uint64(len(f.ring))].Seq == seq+1
+}
+
 // Cursor reads the feed from a position onwards.
 type Cursor struct {
 	f    *Feed

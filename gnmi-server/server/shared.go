@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/encoding"
@@ -87,6 +88,43 @@ type renderings struct {
 	fifo  []renderKey              // m's keys, oldest first; guarded by mu
 	bytes int                      // of the renderings in fifo, once rendered; guarded by mu
 	kinds map[string]int           // open sessions per kind; guarded by mu
+	syncs map[string]syncMark      // the last sync rendered per kind; guarded by mu
+}
+
+// syncMark is an initial sync rendered from the snapshot at seq.
+type syncMark struct {
+	seq uint64
+	at  time.Time
+	x   *rendering
+}
+
+// maxSyncAge is how old a sync rendering a session may start from: it
+// then follows the feed from that sync's commit, and so converges on the
+// same view as a sync of its own, sooner when its kind syncs in a herd
+// while commits go on.
+const maxSyncAge = time.Second
+
+// recentSync returns the last sync rendered for kind if it is recent and
+// the feed still holds every commit after it.
+func (r *renderings) recentSync(kind string, f *feed.Feed) (syncMark, bool) {
+	r.mu.Lock()
+	m, ok := r.syncs[kind]
+	r.mu.Unlock()
+	if !ok || time.Since(m.at) > maxSyncAge || !f.Holds(m.seq) {
+		return syncMark{}, false
+	}
+	return m, true
+}
+
+func (r *renderings) markSync(kind string, m syncMark) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.syncs == nil {
+		r.syncs = map[string]syncMark{}
+	}
+	if old, ok := r.syncs[kind]; !ok || old.seq <= m.seq {
+		r.syncs[kind] = m
+	}
 }
 
 // join counts a session of kind in until the function it returns is called.
@@ -162,6 +200,9 @@ func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
 // same commit (collectors restarted together, say). It returns the
 // snapshot's commit sequence.
 func (ss *session) syncShared(ts int64) (uint64, error) {
+	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok {
+		return m.seq, ss.sendRendering(m.x, false)
+	}
 	var seq uint64
 	var x *rendering
 	mine := false
@@ -172,6 +213,9 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 			b := x.batch(ss)
 			x.err = ss.fill(b, r, ss.subs, ts)
 			ss.s.renders.done(x)
+			if x.err == nil {
+				ss.s.renders.markSync(ss.kind, syncMark{seq: sq, at: time.Now(), x: x})
+			}
 			mine = true
 		})
 		return nil

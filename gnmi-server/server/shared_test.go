@@ -91,3 +91,75 @@ func TestSharedRendering(t *testing.T) {
 		t.Error("no notification was shared between the two identical subscriptions")
 	}
 }
+
+// TestSharedSyncAcrossCommits: a subscriber that arrives within a second of
+// an identical one starts from that one's sync, rendered from an earlier
+// commit, and then receives the commits since: it ends with the same view.
+func TestSharedSyncAcrossCommits(t *testing.T) {
+	n := startScenario1(t)
+	ctx := ctxT(t)
+	const leaf = "/sites/site[name=hq]/config/description"
+	set := func(v string) {
+		t.Helper()
+		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: pathT(t, leaf),
+			Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: v}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// open subscribes and returns the stream with the description it shows
+	// once synced.
+	open := func() (gpb.GNMI_SubscribeClient, string) {
+		t.Helper()
+		stream, err := n.Client.Subscribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+			Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+			Subscription: []*gpb.Subscription{{Path: pathT(t, "/sites/site[name=hq]/config"), Mode: gpb.SubscriptionMode_ON_CHANGE}},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		desc := ""
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetSyncResponse() {
+				return stream, desc
+			}
+			for _, u := range resp.GetUpdate().GetUpdate() {
+				if u.GetPath().GetElem()[len(u.GetPath().GetElem())-1].GetName() == "description" {
+					desc = u.GetVal().GetStringVal()
+				}
+			}
+		}
+	}
+	set("before")
+	first, got := open()
+	if got != "before" {
+		t.Fatalf("first subscriber synced with %q, want before", got)
+	}
+	set("after")
+	shared := n.Server.SubscribeStats().Shared
+	second, got := open()
+	if n.Server.SubscribeStats().Shared == shared {
+		t.Skip("the second sync was not shared (more than a second passed): nothing to judge")
+	}
+	if got != "before" {
+		t.Errorf("second subscriber's shared sync shows %q, want the first sync's before", got)
+	}
+	// Both then see "after", the second from the commits after the sync.
+	for i, stream := range []gpb.GNMI_SubscribeClient{first, second} {
+		for done := false; !done; {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("subscriber %d: %v", i, err)
+			}
+			for _, u := range resp.GetUpdate().GetUpdate() {
+				done = done || u.GetVal().GetStringVal() == "after"
+			}
+		}
+	}
+}
