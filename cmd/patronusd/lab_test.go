@@ -215,15 +215,7 @@ func TestLab(t *testing.T) {
 
 	// Scenario 1 with the lab's wiring, probing every 50 ms, sampling the
 	// stats history every second.
-	req := &gpb.SetRequest{}
-	for _, part := range []string{"sites", "paths", "policies"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "scenario1", part+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Replace = append(req.Replace, &gpb.Update{Path: mustPath("/" + part), Val: ietf(b)})
-	}
-	req.Update = append(req.Update, &gpb.Update{Path: mustPath("/sites"), Val: ietf(topo.Wiring())})
+	req := labScenario(t)
 	for _, p := range []string{mplsPath, inetPath} {
 		req.Update = append(req.Update, &gpb.Update{Path: mustPath("/paths/path[name=" + p + "]/config/probe-interval"), Val: &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: 50}}})
 	}
@@ -590,4 +582,19 @@ func sendBurst(t *testing.T, from, to string, dst netip.AddrPort, count int, dsc
 	cancel()
 	<-done
 	return recv.Count()
+}
+
+// labScenario returns a Set that loads scenario 1 with the lab's wiring.
+func labScenario(t *testing.T) *gpb.SetRequest {
+	t.Helper()
+	req := &gpb.SetRequest{}
+	for _, part := range []string{"sites", "paths", "policies"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "scenario1", part+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Replace = append(req.Replace, &gpb.Update{Path: mustPath("/" + part), Val: ietf(b)})
+	}
+	req.Update = append(req.Update, &gpb.Update{Path: mustPath("/sites"), Val: ietf(topo.Wiring())})
+	return req
 }

@@ -96,15 +96,7 @@ func TestTelegraf(t *testing.T) {
 		return err == nil && len(ms) == 2
 	})
 
-	req := &gpb.SetRequest{}
-	for _, part := range []string{"sites", "paths", "policies"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "scenario1", part+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Replace = append(req.Replace, &gpb.Update{Path: mustPath("/" + part), Val: ietf(b)})
-	}
-	req.Update = append(req.Update, &gpb.Update{Path: mustPath("/sites"), Val: ietf(topo.Wiring())})
+	req := labScenario(t)
 	if _, err := hqc.Set(ctxT(t, 10*time.Second), req); err != nil {
 		t.Fatalf("loading scenario 1: %v", err)
 	}

@@ -31,6 +31,12 @@ func (m *Manager) RaftTLS() (*tls.Config, error) {
 		}
 		return nil, ErrNoCA
 	}
+	return cur.mutual(), nil
+}
+
+// mutual is a TLS 1.3 configuration, for either end, that presents this
+// node's certificate and requires a member certificate of the cluster CA.
+func (cur *material) mutual() *tls.Config {
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		Certificates:     []tls.Certificate{cur.cert},
@@ -40,7 +46,7 @@ func (m *Manager) RaftTLS() (*tls.Config, error) {
 		VerifyConnection: memberPeer,
 		// A configuration per connection could not resume a session.
 		SessionTicketsDisabled: true,
-	}, nil
+	}
 }
 
 // memberPeer accepts a verified peer certificate that names a member.
@@ -68,16 +74,9 @@ func (m *Manager) ServeMembers(base *tls.Config) {
 		if cur == nil {
 			return nil, ErrNoCA
 		}
-		return &tls.Config{
-			MinVersion:       tls.VersionTLS13,
-			Certificates:     []tls.Certificate{cur.cert},
-			ClientAuth:       tls.RequireAndVerifyClientCert,
-			ClientCAs:        cur.pool,
-			NextProtos:       []string{"h2"},
-			VerifyConnection: memberPeer,
-			// A configuration per connection could not resume a session.
-			SessionTicketsDisabled: true,
-		}, nil
+		c := cur.mutual()
+		c.NextProtos = []string{"h2"}
+		return c, nil
 	}
 }
 

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/collector/telemetry"
 	"github.com/patronus-sdwan/patronus/tools/scalegen/scale"
@@ -40,8 +38,7 @@ type memoryResult struct {
 	synced         time.Duration
 	minLeaves      int
 	delivered      int64 // leaf updates streamed while the collector ran
-	cut, failed    int
-	firstErr       string
+	endings
 }
 
 // runMemory starts the server process, attaches cfg.memorySubs STREAM
@@ -112,16 +109,7 @@ func runMemory(ctx context.Context, cfg *config) (memoryResult, error) {
 	res.rss, res.hwm, res.heap = kb[0]/1024, kb[1]/1024, kb[2]/1024
 	for _, x := range subs {
 		res.delivered += x.updates.Load()
-		if ended, err := x.ended(); ended {
-			if status.Code(err) == codes.ResourceExhausted {
-				res.cut++
-			} else {
-				res.failed++
-			}
-			if res.firstErr == "" {
-				res.firstErr = fmt.Sprint(err)
-			}
-		}
+		res.note(x)
 	}
 	return res, nil
 }

@@ -226,9 +226,30 @@ type streamResult struct {
 	delivered float64 // leaf updates/s received by all subscribers together
 	lat       histogram
 	sched     time.Duration // p99 of the Go scheduler's latency (the whole process)
-	cut       int           // subscribers cut off with RESOURCE_EXHAUSTED
-	failed    int           // subscribers whose stream ended otherwise
-	firstErr  string        // the first such error
+	endings
+}
+
+// endings counts the subscribers whose stream ended during a workload.
+type endings struct {
+	cut      int    // cut off with RESOURCE_EXHAUSTED
+	failed   int    // ended otherwise
+	firstErr string // the first such error
+}
+
+// note counts x if its stream has ended.
+func (e *endings) note(x *subscriber) {
+	ended, err := x.ended()
+	if !ended {
+		return
+	}
+	if status.Code(err) == codes.ResourceExhausted {
+		e.cut++
+	} else {
+		e.failed++
+	}
+	if e.firstErr == "" {
+		e.firstErr = fmt.Sprint(err)
+	}
 }
 
 // runStream attaches spec.subs subscribers and starts the writer. Once
@@ -280,16 +301,7 @@ func runStream(ctx context.Context, s system, leaves int, cfg *config, spec stre
 	for _, x := range subs {
 		l := x.latencies()
 		res.lat.merge(&l)
-		if ended, err := x.ended(); ended {
-			if status.Code(err) == codes.ResourceExhausted {
-				res.cut++
-			} else {
-				res.failed++
-			}
-			if res.firstErr == "" {
-				res.firstErr = fmt.Sprint(err)
-			}
-		}
+		res.note(x)
 	}
 	return res, nil
 }
