@@ -1,7 +1,8 @@
 // Command clusterbench compares a three-voter patronusd cluster with a
 // three-member etcd cluster on one machine in one run. It builds nothing: it
 // starts the given binaries in a temporary directory on free 127.0.0.1 ports
-// (patronusd with --insecure), waits for a leader and all members, and then
+// (patronusd with --insecure, or with TLS as deployed under -tls: Raft and
+// the members' calls over mutual TLS), waits for a leader and all members, and then
 // measures each cluster in turn with the same concurrency and value size:
 // one-leaf writes to the leader by 1 and by -clients clients (a gNMI Set of
 // /sites/site[name=s<k>]/config/description; an etcd Put of s<k>); -batch
@@ -20,6 +21,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -45,6 +47,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -63,6 +66,7 @@ var (
 	flagTrials    = flag.Int("trials", 20, "failover trials")
 	flagTimeout   = flag.Duration("write-timeout", 2*time.Second, "timeout of each write in the failover loop")
 	flagKeep      = flag.Bool("keep", false, "keep the temporary directory (data and logs)")
+	flagTLS       = flag.Bool("tls", false, "run patronusd with TLS, as deployed (Raft and members over mutual TLS with the cluster CA), instead of --insecure")
 	flagOnly      = flag.String("only", "", "run only this part: \"put\" (the concurrent put workload on patronus alone, no etcd)")
 	flagProfile   = flag.String("profile", "", "with -only put: write a CPU profile of each patronus node, taken during the workload, into this directory")
 )
@@ -201,12 +205,17 @@ func (password) GetRequestMetadata(context.Context, ...string) (map[string]strin
 	return map[string]string{"username": "admin", "password": adminPassword}, nil
 }
 
-// RequireTransportSecurity is false: the benchmark runs --insecure on loopback.
+// RequireTransportSecurity is false: without -tls the benchmark runs
+// --insecure on loopback.
 func (password) RequireTransportSecurity() bool { return false }
 
 func dial(addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	return dialWith(insecure.NewCredentials(), addr, opts...)
+}
+
+func dialWith(creds credentials.TransportCredentials, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	// Fail fast, and reconnect quickly to a member that comes back.
-	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
 			Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond}})}, opts...)...)
 	must(err, "dial "+addr)
@@ -278,15 +287,22 @@ func startPatronus() *patronus {
 	must(os.WriteFile(pwFile, []byte(adminPassword+"\n"), 0o600), "admin password file")
 	for i := range 3 {
 		name, addr, httpAddr := fmt.Sprintf("n%d", i+1), freeAddr(), freeAddr()
-		args := []string{*flagPatronusd, "--insecure", "--node-name", name, "--data-dir", filepath.Join(tmpDir, "patronus-"+name),
+		args := []string{*flagPatronusd, "--node-name", name, "--data-dir", filepath.Join(tmpDir, "patronus-"+name),
 			"--listen", addr, "--http", httpAddr, "--raft-listen", freeAddr(), "--log-level", "warn",
 			"--admin-password-file", pwFile}
+		// The benchmark's clients do not verify the generated certificates:
+		// everything is on loopback.
+		creds := credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // loopback benchmark
+		if !*flagTLS {
+			args = append(args, "--insecure")
+			creds = insecure.NewCredentials()
+		}
 		c.https = append(c.https, httpAddr)
 		if i > 0 { // they retry until n1 leads
 			args = append(args, "--join", c.addrs[0])
 		}
 		c.procs, c.addrs = append(c.procs, &proc{name: "patronus-" + name, args: args}), append(c.addrs, addr)
-		c.cs = append(c.cs, gpb.NewGNMIClient(dial(addr, grpc.WithPerRPCCredentials(password{}))))
+		c.cs = append(c.cs, gpb.NewGNMIClient(dialWith(creds, addr, grpc.WithPerRPCCredentials(password{}))))
 		c.procs[i].start()
 	}
 	must(poll(60*time.Second, "patronus cluster of 3", func() error { _, err := c.leader(); return err }), "patronus")
