@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
 )
 
 // Change is one leaf written or deleted, decoded once for every reader.
@@ -24,6 +26,8 @@ type Change struct {
 	Elems []*gpb.PathElem
 	// Value is the new value, or nil if the leaf was deleted.
 	Value *gpb.TypedValue
+	// Node is the leaf's schema node, if the publisher looked it up.
+	Node *schema.Node
 }
 
 // Commit is the set of changes that became visible together.

@@ -227,10 +227,11 @@ func (p *Publisher) decode(c store.Commit) feed.Commit {
 		if err != nil {
 			continue
 		}
-		if n := p.s.Lookup(elems); n == nil || n.WriteOnly {
+		n := p.s.Lookup(elems)
+		if n == nil || n.WriteOnly {
 			continue
 		}
-		fc := feed.Change{Key: ch.Key, Elems: elems}
+		fc := feed.Change{Key: ch.Key, Elems: elems, Node: n}
 		if ch.Value != nil {
 			if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
 				continue

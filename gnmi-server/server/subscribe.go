@@ -569,26 +569,33 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 		ch feed.Change
 		ts int64
 	}
-	var order []string
-	last := map[string]*pending{}
+	var order []pending
+	// Coalescing needs a map only across commits: a commit rarely writes a
+	// leaf twice, and then both writes go out, in order.
+	var last map[string]int // key → its index in order
+	if len(commits) > 1 {
+		last = map[string]int{}
+	}
 	var coalesced uint64
 	for _, c := range commits {
 		for _, ch := range c.Changes {
-			n := ss.s.cfg.Schema.Lookup(ch.Elems)
-			if n == nil {
-				continue
-			}
-			for _, x := range subs {
-				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, n, len(ch.Elems)) || !x.q.shows(ch.Elems) {
+			if ch.Node == nil {
+				if ch.Node = ss.s.cfg.Schema.Lookup(ch.Elems); ch.Node == nil {
 					continue
 				}
-				k := string(ch.Key)
-				if p, ok := last[k]; ok {
-					p.ch, p.ts = ch, c.Time
+			}
+			for _, x := range subs {
+				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, ch.Node, len(ch.Elems)) || !x.q.shows(ch.Elems) {
+					continue
+				}
+				if last == nil {
+					order = append(order, pending{x: x, ch: ch, ts: c.Time})
+				} else if i, ok := last[string(ch.Key)]; ok {
+					order[i].ch, order[i].ts = ch, c.Time
 					coalesced++
 				} else {
-					last[k] = &pending{x: x, ch: ch, ts: c.Time}
-					order = append(order, k)
+					last[string(ch.Key)] = len(order)
+					order = append(order, pending{x: x, ch: ch, ts: c.Time})
 				}
 				break
 			}
@@ -597,8 +604,7 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 	if coalesced > 0 {
 		ss.s.sent.coalesced.Add(coalesced)
 	}
-	for _, k := range order {
-		p := last[k]
+	for _, p := range order {
 		if p.ch.Value == nil {
 			path := p.ch.Elems
 			if p.x.q.alias != nil {
@@ -609,7 +615,7 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 			}
 			continue
 		}
-		u, err := ss.update(p.x, leaf{key: p.ch.Key, elems: p.ch.Elems, node: ss.s.cfg.Schema.Lookup(p.ch.Elems), value: p.ch.Value})
+		u, err := ss.update(p.x, leaf{key: p.ch.Key, elems: p.ch.Elems, node: p.ch.Node, value: p.ch.Value})
 		if err != nil {
 			return err
 		}
