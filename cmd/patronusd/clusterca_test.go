@@ -2,9 +2,11 @@ package main_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -350,4 +352,49 @@ func TestClusterCAUpgrade(t *testing.T) {
 	if got := checkMemberFiles(t, nodes); !got.Equal(ca) {
 		t.Errorf("the cluster CA changed when a member restarted")
 	}
+}
+
+// TestJoinWithCAFingerprint: a node given the cluster CA's fingerprint
+// joins through a member that presents that CA, and refuses, before
+// sending the admin's password, a member that does not.
+func TestJoinWithCAFingerprint(t *testing.T) {
+	t.Parallel()
+	first := newNode(t, "n1", "")
+	first.tls = true
+	if err := first.startFresh(); err != nil {
+		t.Fatal(err)
+	}
+	waitCluster(t, []*cnode{first}, 1, 10*time.Second)
+	ca := readCert(t, filepath.Join(first.dir, "tls", "cluster-ca.crt"))
+	sum := sha256.Sum256(ca.Raw)
+	good := hex.EncodeToString(sum[:])
+	if !strings.Contains(first.d.stderr.String(), good) {
+		t.Errorf("the CA's fingerprint %s is not in n1's log, where operators read it", good)
+	}
+
+	wrong := newNode(t, "n2", first.addr, "--join-ca-sha256", strings.Repeat("ab", 32))
+	wrong.tls = true
+	wrong.launch() // it never serves: it learns no users before it joins
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(wrong.d.stderr.String(), "did not present the cluster CA") {
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 with a wrong fingerprint did not refuse n1; its log:\n%s", wrong.d.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ms, err := members(ctxT(t, 5*time.Second), first.client())
+	if err != nil || len(ms) != 1 {
+		t.Errorf("members after a join with a wrong fingerprint: %v, %v; want n1 alone", ms, err)
+	}
+	if strings.Contains(first.d.stderr.String(), "authentication failed") {
+		t.Errorf("n1 saw a login from the refusing joiner:\n%s", first.d.stderr.String())
+	}
+	wrong.d.kill()
+
+	right := newNode(t, "n3", first.addr, "--join-ca-sha256", "sha256:"+strings.ToUpper(good))
+	right.tls = true
+	if err := right.startFresh(); err != nil {
+		t.Fatal(err)
+	}
+	waitCluster(t, []*cnode{first, right}, 2, 15*time.Second)
 }

@@ -1615,6 +1615,21 @@ func TestFlagsAndExitCodes(t *testing.T) {
 		return out
 	}
 
+	t.Run("join-ca-sha256", func(t *testing.T) {
+		t.Parallel()
+		for i, args := range [][]string{
+			{"--join-ca-sha256", strings.Repeat("ab", 32)},                                        // without --join
+			{"--join", "127.0.0.1:1", "--join-ca-sha256", "not-hex"},                              // not a fingerprint
+			{"--join", "127.0.0.1:1", "--join-ca-sha256", strings.Repeat("ab", 32), "--insecure"}, // no CA without TLS
+		} {
+			d := launch(t, fmt.Sprint("join-ca-", i), append(args, "--data-dir", t.TempDir()), nil)
+			code, ok := d.wait(10 * time.Second)
+			if !ok || code == 0 || !strings.Contains(d.stderr.String(), "--join-ca-sha256") {
+				t.Errorf("patronusd %v: exited %v with code %d, stderr:\n%s\nwant a non-zero exit naming --join-ca-sha256", args, ok, code, d.stderr.String())
+			}
+		}
+	})
+
 	t.Run("bad-flag", func(t *testing.T) {
 		t.Parallel()
 		d := launch(t, "bad-flag", []string{"--no-such-flag", "--data-dir", t.TempDir()}, nil)

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -38,6 +40,8 @@ type options struct {
 	listen, http, raftListen, dataDir, nodeName, join, site string
 	tlsCert, tlsKey, tlsCA, adminPasswordFile, logLevel     string
 	adminPassword                                           string // read from the file or PATRONUS_ADMIN_PASSWORD
+	joinCASHA256                                            string
+	joinCA                                                  []byte // joinCASHA256 parsed
 	nonvoter, insecure, insecureNonLoopback                 bool
 	minSample, defaultDeadline                              time.Duration
 	maxMsgSize                                              byteSize
@@ -61,6 +65,7 @@ func parseFlags(args []string) (*options, bool, error) {
 	fs.StringVar(&o.dataDir, "data-dir", "./patronus-data", "store and generated TLS material")
 	fs.StringVar(&o.nodeName, "node-name", host, "this node's name")
 	fs.StringVar(&o.join, "join", "", "gNMI address of any member of an existing cluster to join; without it an empty data dir bootstraps a new single-node cluster")
+	fs.StringVar(&o.joinCASHA256, "join-ca-sha256", "", "SHA-256 fingerprint of the cluster CA (logged by every member as ca-sha256-fingerprint): with it, a --join verifies the member it joins through before sending the admin's password; without it, the first contact is trusted")
 	fs.BoolVar(&o.nonvoter, "nonvoter", false, "join as a non-voting member (an edge node that replicates config but does not vote)")
 	fs.StringVar(&o.site, "site", "", "the site this node serves: runs its dataplane (eBPF classifier, policy routing, probes); needs root")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); default: self-signed, generated into the data dir")
@@ -105,6 +110,10 @@ func parseFlags(args []string) (*options, bool, error) {
 	switch {
 	case o.nonvoter && o.join == "":
 		return nil, false, errors.New("--nonvoter needs --join: a new cluster's first node is a voter")
+	case o.joinCASHA256 != "" && o.join == "":
+		return nil, false, errors.New("--join-ca-sha256 needs --join: it verifies the member joined through")
+	case o.joinCASHA256 != "" && o.insecure:
+		return nil, false, errors.New("--join-ca-sha256 needs TLS: with --insecure there is no cluster CA")
 	case o.tlsCA != "" && o.insecure:
 		return nil, false, errors.New("--tls-ca needs TLS: it cannot go with --insecure")
 	case o.insecureNonLoopback && !o.insecure:
@@ -117,6 +126,12 @@ func parseFlags(args []string) (*options, bool, error) {
 		return nil, false, errors.New("--tls-cert and --tls-key go together")
 	case o.nodeName == "":
 		return nil, false, errors.New("--node-name is empty and the host name is unknown")
+	}
+	if o.joinCASHA256 != "" {
+		var err error
+		if o.joinCA, err = clusterca.ParseFingerprint(o.joinCASHA256); err != nil {
+			return nil, false, fmt.Errorf("--join-ca-sha256: %v", err)
+		}
 	}
 	if o.adminPasswordFile != "" {
 		b, err := os.ReadFile(o.adminPasswordFile)
@@ -241,11 +256,16 @@ func run(args []string) error {
 		}
 		joinDial = func(addr string) (*grpc.ClientConn, error) { return dial(addr, grpc.WithPerRPCCredentials(joinCreds)) }
 		if !member {
-			// A new member has no trust anchor for the member it joins
-			// through yet: it sends the admin's password over TLS without
-			// verifying the server, and then fetches the cluster CA.
+			// A new member verifies the member it joins through against
+			// the CA fingerprint it was given; without one it has no trust
+			// anchor yet, and sends the admin's password over TLS without
+			// verifying the server. Then it fetches the cluster CA.
 			creds := insecure.NewCredentials()
-			if !o.insecure {
+			switch {
+			case o.joinCA != nil:
+				creds = credentials.NewTLS(clusterca.JoinTLS(o.joinCA))
+			case !o.insecure:
+				log.Warn("--join without --join-ca-sha256: the member joined through is not verified before the admin's password is sent")
 				creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // see above
 			}
 			joinDial = func(addr string) (*grpc.ClientConn, error) {
@@ -256,6 +276,15 @@ func run(args []string) error {
 					b, err := clusterca.Fetch(ctx, cc)
 					if err != nil {
 						return err
+					}
+					if o.joinCA != nil {
+						got, err := clusterca.Decode(b)
+						if err != nil {
+							return err
+						}
+						if sum := sha256.Sum256(got.Cert.Raw); !bytes.Equal(sum[:], o.joinCA) {
+							return errors.New("the member handed over a cluster CA of another fingerprint than --join-ca-sha256")
+						}
 					}
 					return ca.Install(b)
 				}

@@ -65,6 +65,12 @@ const MemberUser = "patronus-node:"
 // be a node's address.
 const MemberServerName = "patronus-member"
 
+// JoinServerName is the TLS server name with which a joining node that
+// knows the cluster CA's fingerprint (--join-ca-sha256) calls the member it
+// joins through: the member presents its node certificate and the CA's, so
+// that the joiner verifies them before it sends the admin's password.
+const JoinServerName = "patronus-join"
+
 // ForwardedUserKey is the metadata key that names the user a member forwards
 // a request for; it is believed only on a call authenticated as a member.
 // It is the same key as server.ForwardedUserHeader.

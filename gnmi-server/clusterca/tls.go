@@ -1,12 +1,16 @@
 package clusterca
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/credentials"
@@ -64,19 +68,77 @@ func memberPeer(cs tls.ConnectionState) error {
 // member connections: a client that asks for auth.MemberServerName gets
 // this node's certificate instead of base's, must present a member
 // certificate of the cluster CA, and is refused while this node has no CA.
-// Other clients get base unchanged (its certificate, its client CAs).
+// A client that asks for auth.JoinServerName (a joining node) gets this
+// node's certificate and the CA's, and presents none. Other clients get
+// base unchanged (its certificate, its client CAs).
 func (m *Manager) ServeMembers(base *tls.Config) {
 	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if hello.ServerName != auth.MemberServerName {
+		if hello.ServerName != auth.MemberServerName && hello.ServerName != auth.JoinServerName {
 			return nil, nil
 		}
 		cur := m.cur.Load()
 		if cur == nil {
 			return nil, ErrNoCA
 		}
+		if hello.ServerName == auth.JoinServerName {
+			chain := cur.cert
+			chain.Certificate = append(slices.Clip(chain.Certificate), cur.ca.Raw)
+			return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{chain}, NextProtos: []string{"h2"}}, nil
+		}
 		c := cur.mutual()
 		c.NextProtos = []string{"h2"}
 		return c, nil
+	}
+}
+
+// ParseFingerprint reads a CA fingerprint as --join-ca-sha256 takes it: the
+// SHA-256 of the certificate (DER) in hex, colons and a "sha256:" prefix
+// allowed, as patronusd logs it and `openssl x509 -fingerprint -sha256`
+// prints it.
+func ParseFingerprint(s string) ([]byte, error) {
+	h := strings.ReplaceAll(strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "sha256:"), ":", "")
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("%q is not a SHA-256 fingerprint (64 hex digits)", s)
+	}
+	return b, nil
+}
+
+// JoinTLS is the TLS configuration of a joining node that knows the
+// fingerprint of the cluster CA: the member must present a member
+// certificate signed by the CA with that fingerprint, and present the CA,
+// before the joiner sends anything (the admin's password above all).
+func JoinTLS(fingerprint []byte) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: auth.JoinServerName,
+		// Verified below against the pinned CA, not the system's roots.
+		InsecureSkipVerify: true, //nolint:gosec // VerifyPeerCertificate verifies
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			var ca *x509.Certificate
+			for _, r := range raw[1:] {
+				if sum := sha256.Sum256(r); bytes.Equal(sum[:], fingerprint) {
+					c, err := x509.ParseCertificate(r)
+					if err != nil {
+						return err
+					}
+					ca = c
+				}
+			}
+			if ca == nil {
+				return errors.New("clusterca: the member did not present the cluster CA of the fingerprint given (--join-ca-sha256)")
+			}
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			pool.AddCert(ca)
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				return fmt.Errorf("clusterca: the member's certificate is not the cluster CA's: %w", err)
+			}
+			return memberPeer(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+		},
 	}
 }
 
