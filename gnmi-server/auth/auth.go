@@ -371,6 +371,15 @@ func first(md metadata.MD, key string) string {
 	return ""
 }
 
+// incoming returns the first value of key in ctx's metadata, without
+// copying all of it as metadata.FromIncomingContext does.
+func incoming(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // peerIP is the client's address without its port: a client that opens new
 // connections stays the same peer.
 func peerIP(ctx context.Context) string {
@@ -392,13 +401,13 @@ var errBadLogin = status.Error(codes.Unauthenticated, "authentication failed: un
 // Authenticate checks the credentials in ctx's metadata and returns the
 // caller.
 func (a *Authenticator) Authenticate(ctx context.Context) (User, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	name, password := first(md, UsernameKey), first(md, PasswordKey)
+	name, password := incoming(ctx, UsernameKey), incoming(ctx, PasswordKey)
 	if name == "" {
 		return User{}, status.Error(codes.Unauthenticated, "no credentials: send the username and password in the request metadata")
 	}
 	ip := peerIP(ctx)
 	if strings.HasPrefix(name, MemberUser) {
+		md, _ := metadata.FromIncomingContext(ctx)
 		return a.member(md, name, password, ip)
 	}
 	key := cacheKey(name, password)

@@ -74,13 +74,13 @@ func (a *Authenticator) authenticate(ctx context.Context) (User, error) {
 	if !ok {
 		return a.Authenticate(ctx)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	if serverName == MemberServerName {
+		md, _ := metadata.FromIncomingContext(ctx)
 		return a.memberCert(ctx, md, chain)
 	}
 	cert := chain[0]
 	name := CertUser(cert)
-	if u := first(md, UsernameKey); u != "" && u != name {
+	if u := incoming(ctx, UsernameKey); u != "" && u != name {
 		a.event(name, peerIP(ctx), "the client certificate names another user than the metadata")
 		return User{}, status.Errorf(codes.Unauthenticated, "authentication failed: the client certificate names user %s, the metadata user %s", quote(name), quote(u))
 	}
