@@ -64,9 +64,12 @@ type rendering struct {
 	size             int // bytes of msgs, counted in renderings.bytes; guarded by renderings.mu
 }
 
-// done counts the bytes of a new rendering against the budget.
+// done counts the bytes of a new rendering against the budget, with an
+// overhead for the entry itself: a commit that none of a kind's
+// subscriptions covers renders to nothing, and must still be dropped in
+// time.
 func (r *renderings) done(x *rendering) {
-	n := 0
+	n := 256
 	for _, m := range x.msgs {
 		n += len(m.b)
 	}
@@ -116,11 +119,19 @@ func (r *renderings) recentSync(kind string, f *feed.Feed) (syncMark, bool) {
 	return m, true
 }
 
+// markSync records m as kind's last sync. It forgets the syncs too old to
+// start from, so that the many kinds a long-running node sees (every
+// one-off subscription is one) hold no memory.
 func (r *renderings) markSync(kind string, m syncMark) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.syncs == nil {
 		r.syncs = map[string]syncMark{}
+	}
+	for k, old := range r.syncs {
+		if m.at.Sub(old.at) > maxSyncAge {
+			delete(r.syncs, k)
+		}
 	}
 	if old, ok := r.syncs[kind]; !ok || old.seq <= m.seq {
 		r.syncs[kind] = m
