@@ -212,6 +212,15 @@ func (b *batch) str(e *entity, rel string, s string) {
 	b.leaf(e, rel, b.w.scratch)
 }
 
+// optStr records s for the leaf rel of e, or its absence when s is "".
+func (b *batch) optStr(e *entity, rel string, s string) {
+	if s == "" {
+		b.leaf(e, rel, nil)
+		return
+	}
+	b.str(e, rel, s)
+}
+
 func (b *batch) time(e *entity, rel string, t time.Time) {
 	if t.IsZero() {
 		b.leaf(e, rel, nil)
@@ -245,7 +254,7 @@ func (b *batch) add(s *Snapshot) {
 		if p.Bandwidth > 0 {
 			b.uint(e, "bandwidth", p.Bandwidth)
 		} else {
-			b.leaf(e, "bandwidth", nil)
+			b.leaf(e, "bandwidth", nil) // not reported
 		}
 		b.time(e, "last-change", p.LastChange)
 		b.uint(e, "counters/probes-sent", p.ProbesSent)
@@ -257,11 +266,7 @@ func (b *batch) add(s *Snapshot) {
 		e := b.entity(entityID{kind: 'o', name: name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": name}}, {Name: "state"}}
 		})
-		if p.ActivePath != "" {
-			b.str(e, "active-path", p.ActivePath)
-		} else {
-			b.leaf(e, "active-path", nil)
-		}
+		b.optStr(e, "active-path", p.ActivePath)
 		b.uint(e, "counters/packets-matched", p.PacketsMatched)
 		b.uint(e, "counters/bytes-matched", p.BytesMatched)
 		b.uint(e, "counters/active-flows", p.ActiveFlows)
@@ -286,11 +291,7 @@ func (b *batch) add(s *Snapshot) {
 			b.uint(e, "destination-port", uint64(f.Dst.Port()))
 		}
 		b.str(e, "policy", f.Policy)
-		if f.Path != "" {
-			b.str(e, "path", f.Path)
-		} else {
-			b.leaf(e, "path", nil)
-		}
+		b.optStr(e, "path", f.Path)
 		b.uint(e, "packets", f.Packets)
 		b.uint(e, "bytes", f.Bytes)
 		b.time(e, "first-seen", f.FirstSeen)

@@ -6,6 +6,8 @@
 // transactions accepted earlier in the same group, so transactions are
 // serializable: two that conflict can never both apply. A transaction's
 // caller is answered only after its group's batch is synced to disk.
+// Volatile keys (measured state, see volatile.go) commit the same way but
+// live in memory only.
 package store
 
 import (
