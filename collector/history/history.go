@@ -34,9 +34,14 @@ import (
 
 const keyframeEvery = 60
 
+// KeyPrefix starts every key of the history: the store keeps them on disk
+// only (store.Options.DiskOnly), as a long retention holds far more samples
+// than the tree.
+const KeyPrefix = txn.LocalPrefix + "hist/"
+
 var (
-	dataPrefix  = []byte(txn.LocalPrefix + "hist/d/")
-	framePrefix = []byte(txn.LocalPrefix + "hist/k/")
+	dataPrefix  = []byte(KeyPrefix + "d/")
+	framePrefix = []byte(KeyPrefix + "k/")
 )
 
 func timeKey(prefix []byte, t int64) []byte {

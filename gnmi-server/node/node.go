@@ -152,7 +152,8 @@ func Open(cfg Config) (*Node, error) {
 	}
 	// With replication the Raft log is the durable record (see
 	// store.Options.NoSync).
-	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil})
+	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil,
+		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}})
 	if err != nil {
 		pub.Close()
 		return nil, err

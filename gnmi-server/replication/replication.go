@@ -188,7 +188,16 @@ func Open(cfg Config) (*Node, error) {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
 	rc.Logger = hlog
-	r, err := raft.NewRaft(rc, n.fsm, logs, logs, snaps, transport)
+	// Raft reads each entry back to replicate it and, on followers, to
+	// apply it: the cache of the newest entries answers those reads from
+	// memory instead of the WAL's segment files.
+	cached, err := raft.NewLogCache(4096, logs)
+	if err != nil {
+		transport.Close()
+		logs.Close()
+		return nil, fmt.Errorf("replication: log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, cached, logs, snaps, transport)
 	if err != nil {
 		transport.Close()
 		logs.Close()

@@ -1,6 +1,12 @@
 // Package store keeps the data tree durably in Pebble and serializes every
 // change to it through one writer that commits many transactions per fsync.
 //
+// Reads are served from memory: every durable key outside Options.DiskOnly
+// is also held in a copy-on-write B-tree that each commit publishes with
+// the volatile keys (see volatile.go), so a read never walks Pebble's
+// memtable and levels, and a reader holds its view without locks. Pebble is
+// read when the store opens (to load that tree) and for disk-only keys.
+//
 // Readers see only committed data. A transaction is a function that runs on
 // the writer goroutine against a view holding everything committed plus the
 // transactions accepted earlier in the same group, so transactions are
@@ -11,15 +17,17 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/google/btree"
@@ -82,6 +90,12 @@ type Options struct {
 	// the durable record, and entries Pebble lost in a crash are applied
 	// again from it (see Sync).
 	NoSync bool
+	// DiskOnly lists key prefixes whose keys are not held in memory: key
+	// ranges too large for it, such as a node's stats history. Their keys
+	// are read from Pebble as it is when read, not as of a View's Seq, and a
+	// transaction does not see the disk-only writes of the transactions
+	// before it in its group, only its own and those committed.
+	DiskOnly [][]byte
 }
 
 // Store is a Pebble database with a single serializing writer.
@@ -96,6 +110,10 @@ type Store struct {
 	mu  sync.RWMutex
 	seq uint64   // the last commit's Seq, guarded by mu
 	mem *memTree // the volatile keys, replaced by commits; guarded by mu
+	dur *durTree // the durable keys outside DiskOnly, likewise
+	// diskOnly is Options.DiskOnly sorted, with prefixes inside another
+	// dropped.
+	diskOnly [][]byte
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -118,23 +136,77 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxGroup == 0 {
 		opts.MaxGroup = 256
 	}
-	// The durable tree is configuration, history and events: small (the
-	// scale set is a few MiB), read through a 32 MiB block cache. The
-	// memtable stays at 32 MiB: at 8 MiB, concurrent Sets were 13% slower.
+	// Reads come from memory but for the stats history (DiskOnly) and the
+	// load at open, so the block cache is small. The memtable stays at
+	// 32 MiB: at 8 MiB, concurrent Sets were 13% slower.
 	po := &pebble.Options{
 		Logger:       pebbleLogger{},
 		MemTableSize: 32 << 20,
-		Cache:        pebble.NewCache(32 << 20),
+		Cache:        pebble.NewCache(8 << 20),
 	}
 	defer po.Cache.Unref()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{}), mem: newMemTree()}
+	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{}), mem: newMemTree(),
+		diskOnly: normalizePrefixes(opts.DiskOnly)}
+	if s.dur, err = s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: load %s: %w", dir, err)
+	}
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
+}
+
+// load reads every durable key outside the disk-only prefixes into a tree.
+func (s *Store) load() (*durTree, error) {
+	t := newDurTree()
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	for it.First(); it.Valid(); {
+		if p := s.diskOnlyPrefix(it.Key()); p != nil {
+			end := pathkey.PrefixEnd(p)
+			if end == nil {
+				break
+			}
+			it.SeekGE(end)
+			continue
+		}
+		t.ReplaceOrInsert(durKV{key: string(it.Key()), value: bytes.Clone(it.Value())})
+		it.Next()
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// normalizePrefixes sorts prefixes and drops those inside another.
+func normalizePrefixes(prefixes [][]byte) [][]byte {
+	ps := slices.Clone(prefixes)
+	slices.SortFunc(ps, bytes.Compare)
+	var out [][]byte
+	for _, p := range ps {
+		if n := len(out); n > 0 && bytes.HasPrefix(p, out[n-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// diskOnlyPrefix returns the disk-only prefix key starts with, or nil.
+func (s *Store) diskOnlyPrefix(key []byte) []byte {
+	for _, p := range s.diskOnly {
+		if bytes.HasPrefix(key, p) {
+			return p
+		}
+	}
+	return nil
 }
 
 // Close stops the writer after the transactions already submitted and closes
@@ -229,12 +301,13 @@ func (s *Store) drain() {
 }
 
 func (s *Store) commitGroup(group []*request) {
-	batch := s.db.NewIndexedBatch()
+	batch := s.db.NewBatch()
 	defer batch.Close()
 	now := time.Now().UnixNano()
 	var changes []Change
-	// Only this goroutine replaces s.mem, so it reads it without the lock.
-	g := &groupMem{pub: s.mem}
+	// Only this goroutine replaces s.mem and s.dur, so it reads them
+	// without the lock.
+	g, dur := &groupMem{pub: s.mem}, &groupDur{pub: s.dur}
 	errs := make([]error, len(group))
 	applied := 0
 	for i, r := range group {
@@ -242,9 +315,8 @@ func (s *Store) commitGroup(group []*request) {
 			errs[i] = err
 			continue
 		}
-		tx := &tx{base: batch, g: g, writes: map[string]int{}, now: now}
+		tx := &tx{s: s, g: g, dur: dur, writes: map[string]int{}, now: now}
 		err := r.fn(tx)
-		tx.close()
 		if err != nil {
 			errs[i] = err
 			continue
@@ -256,17 +328,24 @@ func (s *Store) commitGroup(group []*request) {
 			k, v := op.key, op.value
 			kb := []byte(k)
 			var err error
+			diskOnly := s.diskOnlyPrefix(kb) != nil
 			switch {
 			case v == nil:
-				if !g.drop(k) {
+				// A key is volatile, disk-only or in dur, or absent:
+				// deleting an absent key leaves no tombstone.
+				if !g.drop(k) && (diskOnly || dur.drop(k)) {
 					err = batch.Delete(kb, nil)
 				}
 			case op.volatile:
-				if g.set(k, v) {
-					err = deleteDurable(batch, kb)
+				// A key becoming volatile loses its durable value.
+				if g.set(k, v) && (diskOnly || dur.drop(k)) {
+					err = batch.Delete(kb, nil)
 				}
 			default:
 				g.drop(k)
+				if !diskOnly {
+					dur.set(k, bytes.Clone(v))
+				}
 				err = batch.Set(kb, v, nil)
 			}
 			if err != nil {
@@ -297,6 +376,9 @@ func (s *Store) commitGroup(group []*request) {
 			if g.work != nil {
 				s.mem = g.work
 			}
+			if dur.work != nil {
+				s.dur = dur.work
+			}
 			s.seq++
 			if s.opts.OnCommit != nil {
 				s.opts.OnCommit(Commit{Seq: s.seq, Time: now, Changes: changes})
@@ -318,49 +400,31 @@ func (s *Store) commitGroup(group []*request) {
 	}
 }
 
-// deleteDurable deletes key from b if it holds it (a key becoming volatile
-// keeps no durable value).
-func deleteDurable(b *pebble.Batch, key []byte) error {
-	_, c, err := b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	c.Close()
-	return b.Delete(key, nil)
-}
-
 // View calls fn with a consistent snapshot of the committed data and the Seq
 // of the last commit it contains. No commit becomes visible between the
 // snapshot and the Seq, so a caller that then follows commits after Seq
 // misses none and sees none twice.
 func (s *Store) View(fn func(seq uint64, r Reader) error) error {
 	s.mu.RLock()
-	snap := s.db.NewSnapshot()
-	seq, mem := s.seq, s.mem
+	seq, r := s.seq, s.reader(s.dur, s.mem)
 	s.mu.RUnlock()
-	defer snap.Close()
-	return fn(seq, pebbleReader{snap, mem})
+	return fn(seq, r)
 }
 
-// Snapshot is a consistent read-only view of the store that stays open
-// until Close.
+// Snapshot is a consistent read-only view of the store (but for disk-only
+// keys, read as they are when read).
 type Snapshot struct {
 	Reader
-	snap *pebble.Snapshot
 }
 
 // Close releases the snapshot.
-func (s *Snapshot) Close() error { return s.snap.Close() }
+func (s *Snapshot) Close() error { return nil }
 
 // Snapshot returns a view of the committed data as of now.
 func (s *Store) Snapshot() *Snapshot {
 	s.mu.RLock()
-	snap, mem := s.db.NewSnapshot(), s.mem
-	s.mu.RUnlock()
-	return &Snapshot{Reader: pebbleReader{snap, mem}, snap: snap}
+	defer s.mu.RUnlock()
+	return &Snapshot{Reader: s.reader(s.dur, s.mem)}
 }
 
 // Get reads one committed key.
@@ -379,12 +443,15 @@ func (s *Store) ScanRange(lo, hi []byte, fn func(key, value []byte) error) error
 	return s.live().scanRange(lo, hi, fn)
 }
 
-// live reads the database as it is now, with the volatile keys last
-// published.
-func (s *Store) live() pebbleReader {
+// live reads the keys last published.
+func (s *Store) live() reader {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return pebbleReader{s.db, s.mem}
+	return s.reader(s.dur, s.mem)
+}
+
+func (s *Store) reader(dur *durTree, mem *memTree) reader {
+	return reader{dur: dur, mem: mem, db: s.db, diskOnly: s.diskOnly}
 }
 
 // Metrics returns Pebble's metrics.
@@ -437,57 +504,170 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-type pebbleSource interface {
-	Get(key []byte) ([]byte, io.Closer, error)
-	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+// reader reads the durable keys of dur with the volatile keys of mem over
+// them, and db for keys under the disk-only prefixes.
+type reader struct {
+	dur      *durTree
+	mem      *memTree
+	db       *pebble.DB
+	diskOnly [][]byte // sorted, none inside another
 }
 
-// pebbleReader reads src with the volatile keys of mem over it.
-type pebbleReader struct {
-	src pebbleSource
-	mem *memTree
-}
+// readOnly is v as a reader gets it: a value held in a tree, which the
+// reader must not change; without spare capacity, so an append copies.
+func readOnly(v []byte) []byte { return v[:len(v):len(v)] }
 
-func (r pebbleReader) Get(key []byte) ([]byte, bool, error) {
+func (r reader) Get(key []byte) ([]byte, bool, error) {
 	if v, ok := memGet(r.mem, key); ok {
-		return v, true, nil
+		return readOnly(v), true, nil
 	}
-	v, c, err := r.src.Get(key)
+	for _, p := range r.diskOnly {
+		if bytes.HasPrefix(key, p) {
+			return r.diskGet(key)
+		}
+	}
+	kv, ok := r.dur.Get(durKV{key: string(key)})
+	return readOnly(kv.value), ok, nil
+}
+
+func (r reader) diskGet(key []byte) ([]byte, bool, error) {
+	v, c, err := r.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	out := append([]byte(nil), v...)
+	out := bytes.Clone(v)
 	c.Close()
 	return out, true, nil
 }
 
-func (r pebbleReader) Scan(prefix []byte, fn func(key, value []byte) error) error {
+func (r reader) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	return r.scanRange(prefix, pathkey.PrefixEnd(prefix), fn)
 }
 
-func (r pebbleReader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
+// scanRange calls fn for the keys k with lo <= k < hi (hi nil: no bound).
+func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
 	return mergeScan(memRange(r.mem, lo, hi), func(fn func(key, value []byte) error) error {
-		it, err := r.src.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-		if err != nil {
-			return err
-		}
-		for it.First(); it.Valid(); it.Next() {
-			if err := fn(it.Key(), it.Value()); err != nil {
-				it.Close()
-				return err
-			}
-		}
-		return it.Close()
+		return r.durableRange(lo, hi, fn)
 	}, fn)
 }
 
-// tx overlays one transaction's writes on the group's batch.
+// durableRange calls fn for the durable keys in [lo, hi): from dur between
+// the disk-only prefixes, from Pebble within them.
+func (r reader) durableRange(lo, hi []byte, fn func(key, value []byte) error) error {
+	cur := lo
+	for _, p := range r.diskOnly {
+		if hi != nil && bytes.Compare(p, hi) >= 0 {
+			break
+		}
+		end := pathkey.PrefixEnd(p)
+		if end != nil && bytes.Compare(end, cur) <= 0 {
+			continue
+		}
+		if bytes.Compare(cur, p) < 0 {
+			if err := treeRange(r.dur, cur, p, fn); err != nil {
+				return err
+			}
+			cur = p
+		}
+		dhi := end
+		if hi != nil && (dhi == nil || bytes.Compare(hi, dhi) < 0) {
+			dhi = hi
+		}
+		if err := r.diskRange(cur, dhi, fn); err != nil {
+			return err
+		}
+		if cur = end; cur == nil || (hi != nil && bytes.Compare(cur, hi) >= 0) {
+			return nil
+		}
+	}
+	return treeRange(r.dur, cur, hi, fn)
+}
+
+func (r reader) diskRange(lo, hi []byte, fn func(key, value []byte) error) error {
+	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// durKV is one durable key held in memory.
+type durKV struct {
+	key   string
+	value []byte
+}
+
+// durTree is the durable keys held in memory. Like the volatile keys' tree,
+// a published one is never changed: a group changes a copy-on-write clone.
+type durTree = btree.BTreeG[durKV]
+
+func newDurTree() *durTree {
+	return btree.NewG(32, func(a, b durKV) bool { return a.key < b.key })
+}
+
+// groupDur is the durable side of one commit group.
+type groupDur struct {
+	pub  *durTree // the published tree when the group started
+	work *durTree // pub's copy with the group's changes; nil until one
+}
+
+// view returns the durable keys as the group has them so far.
+func (g *groupDur) view() *durTree {
+	if g.work != nil {
+		return g.work
+	}
+	return g.pub
+}
+
+func (g *groupDur) set(k string, v []byte) {
+	if g.work == nil {
+		g.work = g.pub.Clone()
+	}
+	g.work.ReplaceOrInsert(durKV{key: k, value: v})
+}
+
+// drop deletes k and reports whether it was there.
+func (g *groupDur) drop(k string) bool {
+	if !g.view().Has(durKV{key: k}) {
+		return false
+	}
+	if g.work == nil {
+		g.work = g.pub.Clone()
+	}
+	g.work.Delete(durKV{key: k})
+	return true
+}
+
+// treeRange calls fn for t's keys in [lo, hi) (hi nil: no bound). The key
+// passed to fn shares the tree's memory: fn must not change it.
+func treeRange(t *durTree, lo, hi []byte, fn func(key, value []byte) error) error {
+	var err error
+	visit := func(kv durKV) bool {
+		err = fn(unsafe.Slice(unsafe.StringData(kv.key), len(kv.key)), readOnly(kv.value))
+		return err == nil
+	}
+	if hi == nil {
+		t.AscendGreaterOrEqual(durKV{key: string(lo)}, visit)
+	} else {
+		t.AscendRange(durKV{key: string(lo)}, durKV{key: string(hi)}, visit)
+	}
+	return err
+}
+
+// tx overlays one transaction's writes on its group's trees.
 type tx struct {
-	base   *pebble.Batch
+	s      *Store
 	g      *groupMem      // the group's volatile keys
+	dur    *groupDur      // the group's durable keys
 	ops    []txOp         // the keys written, in first-write order
 	writes map[string]int // key → its index in ops
 	// sorted indexes the keys of ops[:indexed] for Scan; it is brought up to date
@@ -496,38 +676,14 @@ type tx struct {
 	sorted  *btree.BTreeG[string]
 	indexed int
 	now     int64
-	// iter reads the batch for every Scan of the transaction: the batch
-	// does not change while the transaction runs (its writes go to writes),
-	// and positioning one iterator is much cheaper than creating one.
-	iter *pebble.Iterator
 }
 
-func (t *tx) close() {
-	if t.iter != nil {
-		t.iter.Close()
-		t.iter = nil
-	}
-}
+// base reads what the group has committed so far.
+func (t *tx) base() reader { return t.s.reader(t.dur.view(), t.g.view()) }
 
-// scanBase calls fn for the batch's keys under prefix.
+// scanBase calls fn for the group's keys under prefix.
 func (t *tx) scanBase(prefix []byte, fn func(key, value []byte) error) error {
-	if t.iter == nil {
-		it, err := t.base.NewIter(nil)
-		if err != nil {
-			return err
-		}
-		t.iter = it
-	}
-	hi := pathkey.PrefixEnd(prefix)
-	t.iter.SetBounds(prefix, hi)
-	return mergeScan(memRange(t.g.view(), prefix, hi), func(fn func(key, value []byte) error) error {
-		for t.iter.First(); t.iter.Valid(); t.iter.Next() {
-			if err := fn(t.iter.Key(), t.iter.Value()); err != nil {
-				return err
-			}
-		}
-		return t.iter.Error()
-	}, fn)
+	return t.base().Scan(prefix, fn)
 }
 
 var _ Tx = (*tx)(nil)
@@ -579,7 +735,7 @@ func (t *tx) Get(key []byte) ([]byte, bool, error) {
 	if v, ok := t.written(string(key)); ok {
 		return v, v != nil, nil
 	}
-	return pebbleReader{t.base, t.g.view()}.Get(key)
+	return t.base().Get(key)
 }
 
 func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {

@@ -1,0 +1,142 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+)
+
+// TestDurableInMemory checks that the in-memory durable tree and Pebble
+// agree: what is read before a reopen is read after it, disk-only keys
+// included, and scans across the disk-only prefixes merge all three.
+func TestDurableInMemory(t *testing.T) {
+	dir := t.TempDir()
+	opts := store.Options{DiskOnly: [][]byte{[]byte("h/"), []byte("h/inner/"), []byte("z")}}
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, st, func(tx store.Tx) error {
+		for _, k := range []string{"a", "g/1", "h/1", "h/inner/2", "i/1", "y", "z", "z/9"} {
+			tx.Set([]byte(k), []byte("v-"+k))
+		}
+		tx.SetVolatile([]byte("h/v"), []byte("volatile"))
+		return nil
+	})
+	update(t, st, func(tx store.Tx) error {
+		tx.Delete([]byte("g/1"))
+		tx.Delete([]byte("h/1"))
+		tx.Delete([]byte("never-written"))
+		return nil
+	})
+	want := map[string]string{"a": "v-a", "h/inner/2": "v-h/inner/2", "h/v": "volatile", "i/1": "v-i/1", "y": "v-y", "z": "v-z", "z/9": "v-z/9"}
+	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+		t.Errorf("scan of everything (-want +got):\n%s", diff)
+	}
+	wantH := map[string]string{"h/inner/2": "v-h/inner/2", "h/v": "volatile"}
+	if diff := cmp.Diff(wantH, all(t, st, "h/")); diff != "" {
+		t.Errorf("scan of h/ (-want +got):\n%s", diff)
+	}
+	var ranged []string
+	if err := st.ScanRange([]byte("g"), []byte("h/inner/3"), func(k, _ []byte) error {
+		ranged = append(ranged, string(k))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"h/inner/2"}, ranged); diff != "" {
+		t.Errorf("ScanRange(g, h/inner/3) (-want +got):\n%s", diff)
+	}
+	for k, v := range map[string]string{"a": "v-a", "h/inner/2": "v-h/inner/2", "z/9": "v-z/9"} {
+		if got, ok, err := st.Get([]byte(k)); err != nil || !ok || string(got) != v {
+			t.Errorf("Get(%s) = %q, %v, %v; want %q", k, got, ok, err, v)
+		}
+	}
+	for _, k := range []string{"g/1", "h/1", "never-written"} {
+		if _, ok, err := st.Get([]byte(k)); err != nil || ok {
+			t.Errorf("Get(%s) = found %v, %v; want not found", k, ok, err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err = store.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	delete(want, "h/v") // volatile: gone with the store
+	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+		t.Errorf("after reopen (-want +got):\n%s", diff)
+	}
+}
+
+// TestGroupSeesEarlierTransactions checks that a transaction reads the
+// writes of the transactions before it in its commit group, and that one
+// that fails leaves nothing for those after it.
+func TestGroupSeesEarlierTransactions(t *testing.T) {
+	st := open(t, t.TempDir(), nil)
+	defer st.Close()
+	update(t, st, func(tx store.Tx) error {
+		tx.Set([]byte("n"), []byte{0})
+		return nil
+	})
+	// Many concurrent increments land in shared groups; each must read the
+	// previous one's value, so none is lost.
+	const n = 200
+	var wg sync.WaitGroup
+	errFail := errors.New("fail")
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := st.Update(context.Background(), func(tx store.Tx) error {
+				v, _, err := tx.Get([]byte("n"))
+				if err != nil {
+					return err
+				}
+				tx.Set([]byte("n"), []byte{v[0] + 1})
+				if i%10 == 0 {
+					return errFail // discarded: its increment must not count
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errFail) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	v, _, err := st.Get([]byte("n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := byte(n - n/10); v[0] != want {
+		t.Errorf("n = %d after %d increments of which %d failed; want %d", v[0], n, n/10, want)
+	}
+}
+
+// TestReadValuesHaveNoSpareCapacity checks that appending to a value a
+// reader got copies it instead of writing into the store's memory.
+func TestReadValuesHaveNoSpareCapacity(t *testing.T) {
+	st := open(t, t.TempDir(), nil)
+	defer st.Close()
+	update(t, st, func(tx store.Tx) error {
+		tx.Set([]byte("k"), make([]byte, 3, 64))
+		return nil
+	})
+	v, _, _ := st.Get([]byte("k"))
+	if cap(v) != len(v) {
+		t.Fatalf("cap(value) = %d, len %d; want equal", cap(v), len(v))
+	}
+	_ = append(v, 'x')
+	if v2, _, _ := st.Get([]byte("k")); len(v2) != 3 {
+		t.Errorf("value changed to %q", v2)
+	}
+}
