@@ -116,6 +116,10 @@ type Engine struct {
 	refs map[*schema.Node][]relLeaf
 	// uniques maps a list to its unique leaf (see schema.Unique).
 	uniques map[*schema.Node]relLeaf
+	// leaves maps, per list, the encoded path of each leaf of an entry
+	// outside nested lists, relative to the entry, to its schema node: a
+	// delete of a whole entry knows its keys without decoding them.
+	leaves map[*schema.Node]map[string]*schema.Node
 	// EventRing is the number of events kept.
 	EventRing uint64
 	// AuditRing is the number of audit records kept.
@@ -132,7 +136,8 @@ func New(s *schema.Schema) *Engine {
 	e := &Engine{
 		s: s, keyOf: map[*schema.Node]string{}, defaults: map[*schema.Node][]relLeaf{},
 		mandatory: map[*schema.Node][]relLeaf{}, refs: map[*schema.Node][]relLeaf{},
-		uniques: map[*schema.Node]relLeaf{}, EventRing: 10000, AuditRing: 100000,
+		uniques: map[*schema.Node]relLeaf{}, leaves: map[*schema.Node]map[string]*schema.Node{},
+		EventRing: 10000, AuditRing: 100000,
 	}
 	schema.Walk(s.Root, func(n *schema.Node) {
 		if n.Kind != schema.List {
@@ -145,7 +150,13 @@ func New(s *schema.Schema) *Engine {
 				}
 			}
 		}
+		e.leaves[n] = map[string]*schema.Node{}
 		collectLeaves(n, nil, func(rel []string, leaf *schema.Node) {
+			var suffix []byte
+			for _, name := range rel {
+				suffix = pathkey.AppendElem(suffix, name, nil)
+			}
+			e.leaves[n][string(suffix)] = leaf
 			if !leaf.Config {
 				return
 			}
@@ -787,9 +798,34 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 		node       *schema.Node
 	}
 	var hits []hit
+	// A whole entry's own leaves are known by their encoded suffix, and
+	// deleted without decoding (a cascade deletes thousands of them).
+	var entryKey []byte
+	var own map[string]*schema.Node
+	var ownKeys [][]byte
+	var ownKeyLeaf bool
+	var ownUnique []byte
+	var list *schema.Node
+	if whole {
+		entryKey = pathkey.Encode(elems)
+		list = nodes[len(nodes)-1]
+		own = a.e.leaves[list]
+	}
 	err = a.tx.Scan(m.Prefix(), func(k, v []byte) error {
 		if IsInternal(k) {
 			return nil
+		}
+		if own != nil && bytes.HasPrefix(k, entryKey) {
+			if n := own[string(k[len(entryKey):])]; n != nil {
+				ownKeys = append(ownKeys, slices.Clone(k))
+				if _, ok := a.e.keyOf[n]; ok {
+					ownKeyLeaf = true
+				}
+				if u, ok := a.e.uniques[list]; ok && u.node == n {
+					ownUnique = slices.Clone(v)
+				}
+				return nil
+			}
 		}
 		le, err := pathkey.Decode(k)
 		if err != nil {
@@ -809,7 +845,24 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 		return err
 	}
 	if whole {
-		a.swept[string(pathkey.Encode(elems))] = true
+		a.swept[string(entryKey)] = true
+	}
+	if len(ownKeys) > 0 {
+		for _, k := range ownKeys {
+			a.tx.Delete(k)
+		}
+		// Touch the entry (and the entries above it) as a leaf of it would.
+		a.touch(append(slices.Clone(elems), &gpb.PathElem{}))
+		if ownUnique != nil {
+			old, err := DecodeValue(ownUnique)
+			if err != nil {
+				return err
+			}
+			a.tx.Delete(append([]byte(uniquePrefix(list, old)), entryKey...))
+		}
+		if ownKeyLeaf {
+			a.deleted = append(a.deleted, &entry{key: string(entryKey), elems: slices.Clone(elems), list: list})
+		}
 	}
 	for _, h := range hits {
 		if !h.node.Config {
