@@ -637,14 +637,14 @@ func (g *groupDur) set(k string, v []byte) {
 
 // drop deletes k and reports whether it was there.
 func (g *groupDur) drop(k string) bool {
-	if !g.view().Has(durKV{key: k}) {
-		return false
-	}
 	if g.work == nil {
+		if !g.pub.Has(durKV{key: k}) {
+			return false
+		}
 		g.work = g.pub.Clone()
 	}
-	g.work.Delete(durKV{key: k})
-	return true
+	_, ok := g.work.Delete(durKV{key: k})
+	return ok
 }
 
 // treeRange calls fn for t's keys in [lo, hi) (hi nil: no bound). The key

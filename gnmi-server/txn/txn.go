@@ -116,6 +116,9 @@ type Engine struct {
 	refs map[*schema.Node][]relLeaf
 	// uniques maps a list to its unique leaf (see schema.Unique).
 	uniques map[*schema.Node]relLeaf
+	// keyLeaves lists, per list, the encoded paths of the leaves that hold
+	// an entry's keys, relative to the entry.
+	keyLeaves map[*schema.Node][][]byte
 	// leaves maps, per list, the encoded path of each leaf of an entry
 	// outside nested lists, relative to the entry, to its schema node: a
 	// delete of a whole entry knows its keys without decoding them.
@@ -127,8 +130,26 @@ type Engine struct {
 }
 
 type relLeaf struct {
-	names []string
-	node  *schema.Node
+	names  []string
+	node   *schema.Node
+	suffix []byte // names encoded, see suffix
+}
+
+// suffix encodes names, the path of a leaf relative to its entry: the
+// leaf's key is the entry's key followed by it.
+func suffix(names []string) []byte {
+	var b []byte
+	for _, name := range names {
+		b = pathkey.AppendElem(b, name, nil)
+	}
+	return b
+}
+
+// leafKey returns the key of the leaf at names (encoded as suffix) in the
+// entry with key entryKey.
+func leafKey(entryKey string, suffix []byte) []byte {
+	k := make([]byte, 0, len(entryKey)+len(suffix))
+	return append(append(k, entryKey...), suffix...)
 }
 
 // New returns an engine for schema s.
@@ -137,7 +158,7 @@ func New(s *schema.Schema) *Engine {
 		s: s, keyOf: map[*schema.Node]string{}, defaults: map[*schema.Node][]relLeaf{},
 		mandatory: map[*schema.Node][]relLeaf{}, refs: map[*schema.Node][]relLeaf{},
 		uniques: map[*schema.Node]relLeaf{}, leaves: map[*schema.Node]map[string]*schema.Node{},
-		EventRing: 10000, AuditRing: 100000,
+		keyLeaves: map[*schema.Node][][]byte{}, EventRing: 10000, AuditRing: 100000,
 	}
 	schema.Walk(s.Root, func(n *schema.Node) {
 		if n.Kind != schema.List {
@@ -148,33 +169,30 @@ func New(s *schema.Schema) *Engine {
 				if t := descend(n, kn.Alias); t != nil {
 					e.keyOf[t] = k
 				}
+				e.keyLeaves[n] = append(e.keyLeaves[n], suffix(kn.Alias))
 			}
 		}
 		e.leaves[n] = map[string]*schema.Node{}
 		collectLeaves(n, nil, func(rel []string, leaf *schema.Node) {
-			var suffix []byte
-			for _, name := range rel {
-				suffix = pathkey.AppendElem(suffix, name, nil)
-			}
-			e.leaves[n][string(suffix)] = leaf
+			e.leaves[n][string(suffix(rel))] = leaf
 			if !leaf.Config {
 				return
 			}
 			if leaf.Default != nil {
-				e.defaults[n] = append(e.defaults[n], relLeaf{rel, leaf})
+				e.defaults[n] = append(e.defaults[n], relLeaf{rel, leaf, suffix(rel)})
 			}
 			if leaf.Mandatory {
-				e.mandatory[n] = append(e.mandatory[n], relLeaf{rel, leaf})
+				e.mandatory[n] = append(e.mandatory[n], relLeaf{rel, leaf, suffix(rel)})
 			}
 			if leaf.Leafref != nil {
-				e.refs[n] = append(e.refs[n], relLeaf{rel, leaf})
+				e.refs[n] = append(e.refs[n], relLeaf{rel, leaf, suffix(rel)})
 			}
 		})
 	})
 	for list, leaf := range schema.Unique {
 		ln := s.Lookup(elemsOf(list))
 		rel := splitRel(leaf)
-		e.uniques[ln] = relLeaf{rel, descend(ln, rel)}
+		e.uniques[ln] = relLeaf{rel, descend(ln, rel), suffix(rel)}
 	}
 	return e
 }
@@ -557,17 +575,17 @@ func (a *applier) reindexRefs(ent *entry) error {
 	}); err != nil {
 		return err
 	}
-	mine := map[string]bool{}
-	for _, r := range refs {
-		mine[string(pathkey.Encode(relElems(ent.elems, r.names)))] = true
-	}
+	own := a.e.leaves[ent.list]
 	for _, k := range old {
-		leafKey, target, ok := bytes.Cut(k[len(fwdIndex):], []byte{0xff})
-		if !ok || !mine[string(leafKey)] {
+		leaf, target, ok := bytes.Cut(k[len(fwdIndex):], []byte{0xff})
+		if !ok {
+			continue
+		}
+		if n := own[string(leaf[len(ent.key):])]; n == nil || !n.Config || n.Leafref == nil {
 			continue // a leaf of a nested entry, reindexed with that entry
 		}
 		a.tx.Delete(k)
-		a.tx.Delete(refKey(target, leafKey))
+		a.tx.Delete(refKey(target, leaf))
 	}
 	if a.gone[ent.key] {
 		if again, err := a.entryExists(ent); err != nil || !again {
@@ -575,19 +593,18 @@ func (a *applier) reindexRefs(ent *entry) error {
 		}
 	}
 	for _, r := range refs {
-		elems := relElems(ent.elems, r.names)
-		leafKey := pathkey.Encode(elems)
-		tv, err := a.readLeaf(leafKey)
+		key := leafKey(ent.key, r.suffix)
+		tv, err := a.readLeaf(key)
 		if err != nil {
 			return err
 		}
 		if tv == nil {
 			continue
 		}
-		fwd := append(append([]byte(fwdIndex), leafKey...), 0xff)
-		for _, t := range a.targets(elems, r.node, tv) {
+		fwd := append(append([]byte(fwdIndex), key...), 0xff)
+		for _, t := range a.targets(relElems(ent.elems, r.names), r.node, tv) {
 			a.tx.Set(append(slices.Clone(fwd), t...), nil)
-			a.tx.Set(refKey(t, leafKey), nil)
+			a.tx.Set(refKey(t, key), nil)
 		}
 	}
 	return nil
@@ -1059,37 +1076,34 @@ func (a *applier) finish() error {
 			continue
 		}
 		for _, d := range a.e.defaults[ent.list] {
-			le := relElems(ent.elems, d.names)
-			_, ok, err := a.tx.Get(pathkey.Encode(le))
+			_, ok, err := a.tx.Get(leafKey(ent.key, d.suffix))
 			if err != nil {
 				return err
 			}
 			if !ok {
-				if err := a.write(le, d.node, d.node.Default); err != nil {
+				if err := a.write(relElems(ent.elems, d.names), d.node, d.node.Default); err != nil {
 					return err
 				}
 			}
 		}
 		for _, m := range a.e.mandatory[ent.list] {
-			le := relElems(ent.elems, m.names)
-			_, ok, err := a.tx.Get(pathkey.Encode(le))
+			_, ok, err := a.tx.Get(leafKey(ent.key, m.suffix))
 			if err != nil {
 				return err
 			}
 			if !ok {
-				return &Error{Code: codes.InvalidArgument, Op: -1, Path: pathkey.String(le), Msg: "mandatory leaf is missing"}
+				return &Error{Code: codes.InvalidArgument, Op: -1, Path: pathkey.String(relElems(ent.elems, m.names)), Msg: "mandatory leaf is missing"}
 			}
 		}
 		for _, r := range a.e.refs[ent.list] {
-			le := relElems(ent.elems, r.names)
-			tv, err := a.readLeaf(pathkey.Encode(le))
+			tv, err := a.readLeaf(leafKey(ent.key, r.suffix))
 			if err != nil {
 				return err
 			}
 			if tv == nil {
 				continue
 			}
-			if err := a.checkRefs(le, r.node, tv); err != nil {
+			if err := a.checkRefs(relElems(ent.elems, r.names), r.node, tv); err != nil {
 				return err
 			}
 		}
@@ -1172,12 +1186,8 @@ func (a *applier) keyLeaf(ent *entry) []*gpb.PathElem {
 
 // entryExists reports whether a list entry's key leaves exist.
 func (a *applier) entryExists(ent *entry) (bool, error) {
-	for _, k := range ent.list.Keys {
-		kn := ent.list.Children[k]
-		if kn.Alias == nil {
-			continue
-		}
-		_, ok, err := a.tx.Get(pathkey.Encode(relElems(ent.elems, kn.Alias)))
+	for _, sfx := range a.e.keyLeaves[ent.list] {
+		_, ok, err := a.tx.Get(leafKey(ent.key, sfx))
 		if err != nil || !ok {
 			return false, err
 		}
