@@ -28,7 +28,14 @@ const (
 
 // Encode returns the key for a concrete path (one without wildcards).
 func Encode(elems []*gpb.PathElem) []byte {
-	return AppendElems(nil, elems)
+	n := 0 // the size without escapes, which are rare
+	for _, e := range elems {
+		n += len(e.GetName()) + 1
+		for k, v := range e.GetKey() {
+			n += len(k) + len(v) + 2
+		}
+	}
+	return AppendElems(make([]byte, 0, n), elems)
 }
 
 // AppendElems appends the encoding of elems to b.
@@ -66,7 +73,12 @@ func AppendElem(b []byte, name string, keys map[string]string) []byte {
 }
 
 func appendEscaped(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
+	i := 0
+	for i < len(s) && s[i] > escape {
+		i++
+	}
+	b = append(b, s[:i]...)
+	for ; i < len(s); i++ {
 		c := s[i]
 		if c <= escape {
 			b = append(b, escape)

@@ -32,23 +32,29 @@ func (e *Engine) AppendEvent(tx store.Tx, ev Event) error {
 	if err != nil {
 		return err
 	}
-	base := []*gpb.PathElem{{Name: "system"}, {Name: "events"}, {Name: "event", Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}}
-	put := func(name string, tv *gpb.TypedValue) {
-		tx.Set(pathkey.Encode(append(base[:4:4], &gpb.PathElem{Name: name})), EncodeValue(tv))
-	}
-	put("sequence", uintVal(seq))
-	put("timestamp", uintVal(uint64(tx.Time())))
-	put("severity", strVal(ev.Severity))
-	put("type", strVal(ev.Type))
+	put := recordPutter(tx, "events", "event", seq)
+	put("sequence", AppendUint(nil, seq))
+	put("timestamp", AppendUint(nil, uint64(tx.Time())))
+	put("severity", AppendString(nil, ev.Severity))
+	put("type", AppendString(nil, ev.Type))
 	if ev.Subject != "" {
-		put("subject", strVal(ev.Subject))
+		put("subject", AppendString(nil, ev.Subject))
 	}
-	put("message", strVal(ev.Message))
-	put("node", strVal(ev.Node))
+	put("message", AppendString(nil, ev.Message))
+	put("node", AppendString(nil, ev.Node))
 	if seq > e.EventRing {
 		return trim(tx, "events", "event", seq-e.EventRing)
 	}
 	return nil
+}
+
+// recordPutter returns a function that writes a leaf of the state of
+// /system/<container>/<list>[sequence=seq] with its stored value.
+func recordPutter(tx store.Tx, container, list string, seq uint64) func(leaf string, value []byte) {
+	base := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}})
+	return func(leaf string, value []byte) {
+		tx.Set(pathkey.AppendElem(base[:len(base):len(base)], leaf, nil), value)
+	}
 }
 
 func trim(tx store.Tx, container, list string, seq uint64) error {
@@ -101,24 +107,17 @@ func (e *Engine) writeAudit(tx store.Tx, r auditRecord) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	base := []*gpb.PathElem{{Name: "system"}, {Name: "audit"}, {Name: "record", Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}}
-	put := func(name string, tv *gpb.TypedValue) {
-		tx.Set(pathkey.Encode(append(base[:4:4], &gpb.PathElem{Name: name})), EncodeValue(tv))
-	}
-	paths := &gpb.ScalarArray{}
-	for _, p := range r.paths {
-		paths.Element = append(paths.Element, strVal(p))
-	}
-	put("sequence", uintVal(seq))
-	put("timestamp", uintVal(uint64(r.time)))
-	put("user", strVal(r.user))
-	put("peer", strVal(r.peer))
-	put("operation", strVal(r.operation))
+	put := recordPutter(tx, "audit", "record", seq)
+	put("sequence", AppendUint(nil, seq))
+	put("timestamp", AppendUint(nil, uint64(r.time)))
+	put("user", AppendString(nil, r.user))
+	put("peer", AppendString(nil, r.peer))
+	put("operation", AppendString(nil, r.operation))
 	if r.message != "" {
-		put("message", strVal(r.message))
+		put("message", AppendString(nil, r.message))
 	}
-	put("paths", &gpb.TypedValue{Value: &gpb.TypedValue_LeaflistVal{LeaflistVal: paths}})
-	put("result", strVal(r.result))
+	put("paths", AppendStrings(nil, r.paths))
+	put("result", AppendString(nil, r.result))
 	if seq > e.AuditRing {
 		if err := trim(tx, "audit", "record", seq-e.AuditRing); err != nil {
 			return 0, err
@@ -214,9 +213,6 @@ func (e *Engine) RecordRejected(tx store.Tx, rej Rejection, node string) error {
 	return e.AppendEvent(tx, Event{Severity: "WARNING", Type: "SET_REJECTED", Message: msg, Node: node})
 }
 
-func uintVal(u uint64) *gpb.TypedValue {
-	return &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: u}}
-}
 func strVal(s string) *gpb.TypedValue {
 	return &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: s}}
 }

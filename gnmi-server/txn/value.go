@@ -36,6 +36,17 @@ func AppendUint(b []byte, u uint64) []byte { return binary.AppendUvarint(append(
 // would encode a StringVal.
 func AppendString(b []byte, s string) []byte { return append(append(b, tagString), s...) }
 
+// AppendStrings appends the stored form of a leaf-list of strings to b, as
+// EncodeValue would encode a LeaflistVal of StringVals.
+func AppendStrings(b []byte, ss []string) []byte {
+	b = append(b, tagLeafList)
+	for _, s := range ss {
+		b = binary.AppendUvarint(b, uint64(1+len(s)))
+		b = AppendString(b, s)
+	}
+	return b
+}
+
 func appendValue(b []byte, tv *gpb.TypedValue) []byte {
 	switch v := tv.GetValue().(type) {
 	case *gpb.TypedValue_StringVal:
