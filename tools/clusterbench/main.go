@@ -67,7 +67,7 @@ var (
 	flagTimeout   = flag.Duration("write-timeout", 2*time.Second, "timeout of each write in the failover loop")
 	flagKeep      = flag.Bool("keep", false, "keep the temporary directory (data and logs)")
 	flagTLS       = flag.Bool("tls", false, "run patronusd with TLS, as deployed (Raft and members over mutual TLS with the cluster CA), instead of --insecure")
-	flagOnly      = flag.String("only", "", "run only this part: \"put\" (the concurrent put workload on patronus alone) or \"patronus\" (every workload, on patronus alone); neither starts etcd")
+	flagOnly      = flag.String("only", "", "run only this part, on patronus alone: \"put\" (the concurrent put workload), \"patronus\" (every workload) or \"soak\" (the concurrent put workload for -duration, counting elections; fails if there was one)")
 	flagProfile   = flag.String("profile", "", "with -only put: write a CPU profile of each patronus node, taken during the workload, into this directory")
 )
 
@@ -672,8 +672,12 @@ func main() {
 	go func() { fatal("%v: stopping", <-sig) }()
 	defer cleanup()
 
-	if *flagOnly == "put" {
+	switch *flagOnly {
+	case "put":
 		putOnly(value(), *flagProfile)
+		return
+	case "soak":
+		soak(value())
 		return
 	}
 	if *flagOnly != "" && *flagOnly != "patronus" {
@@ -725,6 +729,39 @@ func main() {
 }
 
 func value() string { return strings.Repeat("v", *flagValue) }
+
+// soak runs the concurrent put workload for -duration and counts the
+// elections held meanwhile: each starts a new term.
+func soak(value string) {
+	logf("starting patronus in %s", tmpDir)
+	c := startPatronus()
+	c.useLeader()
+	term := func() uint64 {
+		var t uint64
+		for i := range c.cs { // the highest term any member knows
+			ctx, cancel := tctx(2 * time.Second)
+			r, err := c.cs[i].Get(ctx, &gpb.GetRequest{Path: []*gpb.Path{gpath("/system/cluster/state/term")}, Encoding: gpb.Encoding_PROTO})
+			cancel()
+			must(err, "reading the term")
+			for _, n := range r.GetNotification() {
+				for _, u := range n.GetUpdate() {
+					t = max(t, u.GetVal().GetUintVal())
+				}
+			}
+		}
+		return t
+	}
+	t0 := term()
+	l := run(fmt.Sprintf("patronus: soak, put, %d clients, %s", *flagClients, *flagDuration), *flagClients, func(ctx context.Context, w, i int) error {
+		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
+	})
+	t1 := term()
+	fmt.Printf("soak %s, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms; term %d -> %d: %d election(s)\n",
+		*flagDuration, *flagClients, l.PerSecond, l.P50ms, l.P99ms, t0, t1, t1-t0)
+	if t1 != t0 {
+		fatal("the cluster held %d election(s) without a fault", t1-t0)
+	}
+}
 
 // putOnly runs the concurrent put workload on patronus alone, optionally
 // with a CPU profile of every node taken while it runs.
