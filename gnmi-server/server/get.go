@@ -28,8 +28,10 @@ type leaf struct {
 
 // query is one requested path, resolved.
 type query struct {
-	elems   []*gpb.PathElem
-	nodes   []*schema.Node
+	elems []*gpb.PathElem
+	nodes []*schema.Node
+	// matcher matches the stored paths at or below a query that is not a
+	// leaf; a leaf query matches its key alone (see matches).
 	matcher *txn.Matcher
 	// alias is the path the client asked for when it named a list key leaf,
 	// which is read from the leaf it stands for.
@@ -57,13 +59,32 @@ func (s *Server) newQuery(elems []*gpb.PathElem) (*query, error) {
 			}
 		}
 	}
-	q.matcher = txn.NewMatcher(q.elems, q.nodes)
 	if !q.wild && len(q.nodes) > 0 {
 		if last := q.nodes[len(q.nodes)-1]; (last.Kind == schema.Leaf || last.Kind == schema.LeafList) && schema.Concrete(q.elems, q.nodes) {
 			q.leaf, q.key = true, pathkey.Encode(q.elems)
+			return q, nil
 		}
 	}
+	q.matcher = txn.NewMatcher(q.elems, q.nodes)
 	return q, nil
+}
+
+// prefix returns the key prefix of every stored leaf at or below q.
+func (q *query) prefix() []byte {
+	if q.leaf {
+		return q.key
+	}
+	return q.matcher.Prefix()
+}
+
+// matches reports whether the stored leaf at key, whose path is elems, is
+// at or below q. Nothing is stored below a leaf, so a leaf query matches
+// its own key only.
+func (q *query) matches(key []byte, elems []*gpb.PathElem) bool {
+	if q.leaf {
+		return string(key) == string(q.key)
+	}
+	return q.matcher.Match(elems)
 }
 
 // nodeCache looks up the schema nodes of paths that arrive in key order,
@@ -108,6 +129,14 @@ func aliasElems(names []string) []*gpb.PathElem {
 		out[i] = &gpb.PathElem{Name: n}
 	}
 	return out
+}
+
+// requested returns the path the client asked for.
+func (q *query) requested() []*gpb.PathElem {
+	if q.alias != nil {
+		return q.alias
+	}
+	return q.elems
 }
 
 // shows reports whether the caller may read the leaf at elems.
@@ -205,7 +234,6 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 		return nil, status.Error(codes.InvalidArgument, "GetRequest has no path")
 	}
 	queries := make([]*query, 0, len(req.GetPath()))
-	paths := make([]*gpb.Path, 0, len(req.GetPath()))
 	visible := s.visible(ctx)
 	for _, p := range req.GetPath() {
 		elems, err := fullPath(req.GetPrefix(), p)
@@ -218,36 +246,39 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 		}
 		q.visible = visible
 		queries = append(queries, q)
-		paths = append(paths, &gpb.Path{Elem: elems})
 	}
-	if err := s.authorize(ctx, "Get", paths); err != nil {
-		return nil, err
+	if s.cfg.Authorize != nil {
+		paths := make([]*gpb.Path, len(queries))
+		for i, q := range queries {
+			paths[i] = &gpb.Path{Elem: q.requested()}
+		}
+		if err := s.cfg.Authorize(ctx, "Get", paths); err != nil {
+			return nil, err
+		}
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && s.cfg.Reads != nil {
-		if v := md.Get(ConsistencyHeader); len(v) > 0 && v[0] == "linearizable" {
-			// A read may be retried freely: wait out an election, within
-			// the deadline, instead of failing while the leader changes.
-			for {
-				leader, err := s.cfg.Reads.Linearize(ctx)
-				if err == nil && leader == nil {
-					break // this node may serve it
+	if s.cfg.Reads != nil && linearizable(ctx) {
+		// A read may be retried freely: wait out an election, within
+		// the deadline, instead of failing while the leader changes.
+		for {
+			leader, err := s.cfg.Reads.Linearize(ctx)
+			if err == nil && leader == nil {
+				break // this node may serve it
+			}
+			if err == nil {
+				out := metadata.Pairs(ConsistencyHeader, "linearizable")
+				if s.cfg.User != nil {
+					// The leader filters the answer for the caller.
+					out.Set(ForwardedUserHeader, s.cfg.User(ctx))
 				}
-				if err == nil {
-					out := metadata.Pairs(ConsistencyHeader, "linearizable")
-					if s.cfg.User != nil {
-						// The leader filters the answer for the caller.
-						out.Set(ForwardedUserHeader, s.cfg.User(ctx))
-					}
-					resp, err := leader.Get(metadata.NewOutgoingContext(ctx, out), req)
-					if status.Code(err) != codes.Unavailable {
-						return resp, err
-					}
+				resp, err := leader.Get(metadata.NewOutgoingContext(ctx, out), req)
+				if status.Code(err) != codes.Unavailable {
+					return resp, err
 				}
-				select {
-				case <-ctx.Done():
-					return nil, status.Errorf(codes.Unavailable, "linearizable read: no leader confirmed it before the deadline: %v", err)
-				case <-time.After(50 * time.Millisecond):
-				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil, status.Errorf(codes.Unavailable, "linearizable read: no leader confirmed it before the deadline: %v", err)
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}
@@ -282,6 +313,17 @@ func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse
 	return resp, nil
 }
 
+// linearizable reports whether the request in ctx asks for a linearizable
+// read (ConsistencyHeader).
+func linearizable(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	v := md.Get(ConsistencyHeader)
+	return len(v) > 0 && v[0] == "linearizable"
+}
+
 // notification reads one query into a notification: one update per leaf for
 // PROTO and for "..." paths, otherwise one JSON tree per matched node.
 func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK func(*schema.Node) bool, depth uint32) (*gpb.Notification, error) {
@@ -290,14 +332,15 @@ func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK
 		return typeOK(n) && (depth == 0 || l-base < int(depth)+1)
 	}
 	notif := &gpb.Notification{}
-	perLeaf := enc == gpb.Encoding_PROTO || q.wild
+	// A leaf query's one leaf is a group of its own: one update either way.
+	perLeaf := enc == gpb.Encoding_PROTO || q.wild || q.leaf
 	type group struct {
 		elems []*gpb.PathElem
 		b     *schema.Builder
 		leaf  *leaf
 	}
 	var groups []*group
-	index := map[string]*group{}
+	var index map[string]*group
 	err := s.scan(r, q, keep, func(l leaf) error {
 		if perLeaf {
 			v, err := leafValue(l.node, l.value, enc)
@@ -314,6 +357,9 @@ func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK
 		head, _, _ := pathkey.Split(l.key, base)
 		g := index[string(head)]
 		if g == nil {
+			if index == nil {
+				index = map[string]*group{}
+			}
 			g = &group{elems: l.elems[:base]}
 			index[string(head)] = g
 			groups = append(groups, g)
@@ -368,11 +414,7 @@ func (s *Server) notification(r store.Reader, q *query, enc gpb.Encoding, typeOK
 		}
 	}
 	if len(notif.Update) == 0 {
-		p := q.elems
-		if q.alias != nil {
-			p = q.alias
-		}
-		return nil, status.Errorf(codes.NotFound, "%s: no data at this path", pathkey.String(p))
+		return nil, status.Errorf(codes.NotFound, "%s: no data at this path", pathkey.String(q.requested()))
 	}
 	return notif, nil
 }

@@ -20,3 +20,33 @@ func TestRenderingsBounded(t *testing.T) {
 		t.Error("the oldest rendering is still held")
 	}
 }
+
+// TestRenderingsTaken: a rendering that every session of its kind has
+// taken is dropped at once, its bytes with it; one that a session has not
+// taken yet is kept.
+func TestRenderingsTaken(t *testing.T) {
+	var r renderings
+	leave := []func(){r.join("kind"), r.join("kind")}
+	x := r.get("kind", 1)
+	x.msgs = []*preEncoded{{b: make([]byte, 1000)}}
+	r.done(x)
+	if r.m[renderKey{"kind", 1}] != x || r.bytes != 1256 {
+		t.Fatalf("after one of two sessions took it: held %v, %d bytes; want it held, 1256 bytes", r.m[renderKey{"kind", 1}] != nil, r.bytes)
+	}
+	if y := r.get("kind", 1); y != x {
+		t.Fatal("the second session got another rendering")
+	}
+	if _, ok := r.m[renderKey{"kind", 1}]; ok || r.bytes != 0 {
+		t.Errorf("after both sessions took it: held %v, %d bytes; want it dropped, 0 bytes", ok, r.bytes)
+	}
+	// Rendered after every session took it: never counted.
+	z := r.get("kind", 2)
+	r.get("kind", 2)
+	r.done(z)
+	if r.bytes != 0 {
+		t.Errorf("%d bytes held after a rendering taken before it was done; want 0", r.bytes)
+	}
+	for _, l := range leave {
+		l()
+	}
+}

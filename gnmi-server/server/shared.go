@@ -61,7 +61,16 @@ type rendering struct {
 	msgs             []*preEncoded
 	updates, deletes uint64
 	err              error
-	size             int // bytes of msgs, counted in renderings.bytes; guarded by renderings.mu
+
+	// Guarded by renderings.mu:
+	key  renderKey
+	size int // bytes of msgs, counted in renderings.bytes unless dropped
+	// want is how many sessions of the kind there were when it was made,
+	// taken how many have asked for it since: once all have, none of them
+	// needs it again, and it is dropped at once rather than when the
+	// budget is spent.
+	want, taken int
+	dropped     bool // no longer in renderings.m
 }
 
 // done counts the bytes of a new rendering against the budget, with an
@@ -75,8 +84,21 @@ func (r *renderings) done(x *rendering) {
 	}
 	r.mu.Lock()
 	x.size = n
-	r.bytes += n
+	if !x.dropped {
+		r.bytes += n
+	}
 	r.mu.Unlock()
+}
+
+// drop takes x out of the renderings held; r.mu is held. The sessions
+// still sending it keep it until they are done.
+func (r *renderings) drop(x *rendering) {
+	if x.dropped {
+		return
+	}
+	x.dropped = true
+	r.bytes -= x.size
+	delete(r.m, x.key)
 }
 
 type renderKey struct {
@@ -88,8 +110,8 @@ type renderKey struct {
 type renderings struct {
 	mu    sync.Mutex
 	m     map[renderKey]*rendering // guarded by mu
-	fifo  []renderKey              // m's keys, oldest first; guarded by mu
-	bytes int                      // of the renderings in fifo, once rendered; guarded by mu
+	fifo  []*rendering             // made, oldest first, some dropped since; guarded by mu
+	bytes int                      // of the renderings in m, once rendered; guarded by mu
 	kinds map[string]int           // open sessions per kind; guarded by mu
 	syncs map[string]syncMark      // the last sync rendered per kind; guarded by mu
 }
@@ -119,20 +141,26 @@ func (r *renderings) recentSync(kind string, f *feed.Feed) (syncMark, bool) {
 	return m, true
 }
 
-// markSync records m as kind's last sync. It forgets the syncs too old to
-// start from, so that the many kinds a long-running node sees (every
-// one-off subscription is one) hold no memory.
+// forgetSyncs forgets the syncs too old to start from, so that the many
+// kinds a long-running node sees (every one-off subscription is one) hold
+// no memory, and a sync's rendering (the whole subtree) goes once its herd
+// has synced; r.mu is held.
+func (r *renderings) forgetSyncs(now time.Time) {
+	for k, old := range r.syncs {
+		if now.Sub(old.at) > maxSyncAge {
+			delete(r.syncs, k)
+		}
+	}
+}
+
+// markSync records m as kind's last sync.
 func (r *renderings) markSync(kind string, m syncMark) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.syncs == nil {
 		r.syncs = map[string]syncMark{}
 	}
-	for k, old := range r.syncs {
-		if m.at.Sub(old.at) > maxSyncAge {
-			delete(r.syncs, k)
-		}
-	}
+	r.forgetSyncs(m.at)
 	if old, ok := r.syncs[kind]; !ok || old.seq <= m.seq {
 		r.syncs[kind] = m
 	}
@@ -164,26 +192,30 @@ func (r *renderings) shared(kind string) bool {
 }
 
 // get returns the rendering of commit seq for kind, new and empty if no
-// session has asked for it yet.
+// session has asked for it yet. Each session of a kind asks for each
+// commit once.
 func (r *renderings) get(kind string, seq uint64) *rendering {
 	k := renderKey{kind, seq}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if x, ok := r.m[k]; ok {
-		return x
+	x, ok := r.m[k]
+	if !ok {
+		if r.m == nil {
+			r.m = map[renderKey]*rendering{}
+		}
+		r.forgetSyncs(time.Now())
+		for len(r.fifo) > 0 && (r.bytes > maxRenderBytes || r.fifo[0].dropped) {
+			r.drop(r.fifo[0])
+			r.fifo[0] = nil
+			r.fifo = r.fifo[1:]
+		}
+		x = &rendering{key: k, want: r.kinds[kind]}
+		r.m[k] = x
+		r.fifo = append(r.fifo, x)
 	}
-	if r.m == nil {
-		r.m = map[renderKey]*rendering{}
+	if x.taken++; x.want > 0 && x.taken >= x.want {
+		r.drop(x)
 	}
-	for len(r.fifo) > 0 && r.bytes > maxRenderBytes {
-		old := r.m[r.fifo[0]]
-		r.bytes -= old.size
-		delete(r.m, r.fifo[0])
-		r.fifo = r.fifo[1:]
-	}
-	x := &rendering{}
-	r.m[k] = x
-	r.fifo = append(r.fifo, k)
 	return x
 }
 

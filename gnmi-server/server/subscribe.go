@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -310,13 +311,20 @@ func (ss *session) sendFrom(r store.Reader, subs []*sub, ts int64) error {
 // fill adds to b, and flushes, every leaf of r that the given subs cover,
 // each leaf once.
 func (ss *session) fill(b *batch, r store.Reader, subs []*sub, ts int64) error {
-	seen := map[string]bool{}
+	// Only subs whose paths overlap can cover a leaf twice: the set of the
+	// leaves sent, a copy of every key, is kept for them alone.
+	var seen map[string]bool
+	if overlap(subs) {
+		seen = map[string]bool{}
+	}
 	for _, x := range subs {
 		err := ss.s.scan(r, x.q, ss.keep(x), func(l leaf) error {
-			if seen[string(l.key)] {
-				return nil
+			if seen != nil {
+				if seen[string(l.key)] {
+					return nil
+				}
+				seen[string(l.key)] = true
 			}
-			seen[string(l.key)] = true
 			u, err := ss.update(x, l)
 			if err != nil {
 				return err
@@ -331,6 +339,20 @@ func (ss *session) fill(b *batch, r store.Reader, subs []*sub, ts int64) error {
 		}
 	}
 	return b.flush()
+}
+
+// overlap reports whether a stored leaf may lie under the paths of two of
+// subs: whether the key prefix of one's matches starts the other's.
+func overlap(subs []*sub) bool {
+	for i, x := range subs {
+		for _, y := range subs[i+1:] {
+			px, py := x.q.prefix(), y.q.prefix()
+			if bytes.HasPrefix(px, py) || bytes.HasPrefix(py, px) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (ss *session) once() error {
@@ -522,6 +544,9 @@ func (ss *session) streamLoop() error {
 		} else {
 			err = ss.sendChanges(onChange, buf)
 		}
+		// The next read reuses buf from its start: what this one left in it
+		// would keep commits alive after the feed dropped them.
+		clear(buf)
 		if err != nil {
 			return streamError(err)
 		}
@@ -585,7 +610,7 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 				}
 			}
 			for _, x := range subs {
-				if !x.q.matcher.Match(ch.Elems) || !ss.keeps(x, ch.Node, len(ch.Elems)) || !x.q.shows(ch.Elems) {
+				if !x.q.matches(ch.Key, ch.Elems) || !ss.keeps(x, ch.Node, len(ch.Elems)) || !x.q.shows(ch.Elems) {
 					continue
 				}
 				if last == nil {

@@ -163,6 +163,13 @@ func (s *subscriber) waitSynced(ctx context.Context) error {
 	case <-s.synced:
 		return nil
 	case <-s.done:
+		// A stream cut off right after its sync_response has both closed,
+		// and select picks either.
+		select {
+		case <-s.synced:
+			return nil
+		default:
+		}
 		return fmt.Errorf("the stream ended before sync_response: %w", s.err)
 	case <-ctx.Done():
 		return fmt.Errorf("no sync_response: %w", ctx.Err())

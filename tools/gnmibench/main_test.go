@@ -26,10 +26,13 @@ func TestMain(m *testing.M) {
 // TestWorkloads runs every workload briefly against both servers and checks
 // that each delivered what it should.
 func TestWorkloads(t *testing.T) {
+	// The memory row's collector writes every 100 ms: the feed then holds
+	// over a second of its rounds, so that subscribers slowed by a loaded
+	// machine are not cut off.
 	cfg := &config{
 		duration: 300 * time.Millisecond, batch: 100, rate: 10000, sampleEvery: 100 * time.Millisecond,
 		fanout: []int{2}, sample: []int{2}, paced: []paced{{2, 1}}, sync: []int{2}, getClients: []int{2},
-		memorySubs: 2, collectEvery: 50 * time.Millisecond, dir: t.TempDir(),
+		memorySubs: 2, collectEvery: 100 * time.Millisecond, dir: t.TempDir(),
 	}
 	out := filepath.Join(t.TempDir(), "out.json")
 	var table bytes.Buffer

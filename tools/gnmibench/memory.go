@@ -34,10 +34,12 @@ var memoryPaths = []*gpb.Path{
 
 // memoryResult is the memory row.
 type memoryResult struct {
-	rss, hwm, heap float64 // MB: VmRSS and VmHWM of the server process, Go heap in use
-	synced         time.Duration
-	minLeaves      int
-	delivered      int64 // leaf updates streamed while the collector ran
+	// MB: VmRSS and VmHWM of the server process, its Go heap in use and
+	// what of it a collection leaves
+	rss, hwm, heap, live float64
+	synced               time.Duration
+	minLeaves            int
+	delivered            int64 // leaf updates streamed while the collector ran
 	endings
 }
 
@@ -100,13 +102,16 @@ func runMemory(ctx context.Context, cfg *config) (memoryResult, error) {
 	if err != nil {
 		return res, err
 	}
-	var kb [3]float64
+	var kb [4]float64
+	if len(mem) != len(kb) {
+		return res, fmt.Errorf("memory child: %q: want %d numbers", mem, len(kb))
+	}
 	for i := range kb {
 		if kb[i], err = strconv.ParseFloat(mem[i], 64); err != nil {
 			return res, fmt.Errorf("memory child: %q: %w", mem, err)
 		}
 	}
-	res.rss, res.hwm, res.heap = kb[0]/1024, kb[1]/1024, kb[2]/1024
+	res.rss, res.hwm, res.heap, res.live = kb[0]/1024, kb[1]/1024, kb[2]/1024, kb[3]/1024
 	for _, x := range subs {
 		res.delivered += x.updates.Load()
 		res.note(x)
@@ -137,8 +142,8 @@ func childLine(lines *bufio.Scanner, word string) ([]string, error) {
 // policies and 10,000 flows, all at first, then every -collect-every the
 // paths, the policies and a tenth of the flows. It prints "addr ADDR" once
 // serving, answers a "report" line on stdin with "mem VmRSS VmHWM
-// heap-in-use" (KiB) and a heap profile if asked, and stops when stdin
-// closes.
+// heap-in-use heap-live" (KiB; live is what a collection run then leaves)
+// and a heap profile if asked, and stops when stdin closes.
 func memoryChild(args []string) error {
 	fs := flag.NewFlagSet("gnmibench memory child", flag.ContinueOnError)
 	dir := fs.String("dir", os.TempDir(), "where to make the data dir")
@@ -192,7 +197,12 @@ func memoryChild(args []string) error {
 				if err != nil {
 					return err
 				}
-				fmt.Printf("mem %d %d %d\n", st[0], st[1], ms.HeapInuse/1024)
+				// What a collection leaves is what the node holds; the
+				// rest of the heap in use is garbage not yet collected.
+				runtime.GC()
+				var live runtime.MemStats
+				runtime.ReadMemStats(&live)
+				fmt.Printf("mem %d %d %d %d\n", st[0], st[1], ms.HeapInuse/1024, live.HeapAlloc/1024)
 				if *memProfile != "" {
 					if err := writeHeapProfile(*memProfile); err != nil {
 						return err

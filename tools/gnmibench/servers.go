@@ -72,20 +72,21 @@ type system interface {
 	close()
 }
 
-// serve serves srv's gNMI service on a random loopback port.
-func serve(srv gpb.GNMIServer) (*grpc.Server, net.Listener, error) {
+// serve serves srv's gNMI service on a random loopback port, with opts.
+func serve(srv gpb.GNMIServer, opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)}, opts...)...)
 	gpb.RegisterGNMIServer(gs, srv)
 	go gs.Serve(lis)
 	return gs, lis, nil
 }
 
 // patronus is a single node (no cluster: every commit is local and
-// fsynced) in a temporary data dir.
+// fsynced) in a temporary data dir, served on loopback as patronusd serves
+// it but without TLS and authentication (the reference has neither).
 type patronus struct {
 	dir    string
 	node   *node.Node
@@ -108,7 +109,10 @@ func openPatronus(dir string, leaves *leafSet) (*patronus, error) {
 		os.RemoveAll(d)
 		return nil, err
 	}
-	gs, lis, err := serve(n.Server)
+	// Served as patronusd serves it, but for TLS and authentication: on
+	// stream workers, with the metrics interceptors.
+	gs, lis, err := serve(n.Server, node.StreamWorkers(),
+		grpc.ChainUnaryInterceptor(n.Metrics.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor()))
 	if err != nil {
 		n.Close()
 		os.RemoveAll(d)
