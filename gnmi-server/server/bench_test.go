@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -128,4 +129,38 @@ func BenchmarkSet100Updates(b *testing.B) {
 		return err
 	})
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "updates/s")
+}
+
+// BenchmarkSiteDeleteCascade: deleting a site that 200 paths use, on a
+// node with the scale set (the site and paths are created again, untimed,
+// before each delete).
+func BenchmarkSiteDeleteCascade(b *testing.B) {
+	n := startNode(b, true)
+	site := `{"name":%q,"config":{"name":%q},"endpoints":{"endpoint":[{"name":"e","config":{"name":"e","address":%q}}]}}`
+	sites := fmt.Sprintf(`{"site":[`+site+","+site+"]}", "big", "big", "192.0.2.1", "other", "other", "192.0.2.2")
+	var paths []string
+	for i := range 200 {
+		p := fmt.Sprintf("big-e--other-e-%d", i)
+		paths = append(paths, fmt.Sprintf(`{"name":%q,"config":{"name":%q,"source-site":"big","source-endpoint":"e","destination-site":"other","destination-endpoint":"e"}}`, p, p))
+	}
+	create := &gpb.SetRequest{Update: []*gpb.Update{
+		{Path: nodetest.Path(b, "/sites"), Val: nodetest.JSONIETF([]byte(sites))},
+		{Path: nodetest.Path(b, "/paths"), Val: nodetest.JSONIETF([]byte(`{"path":[` + strings.Join(paths, ",") + "]}"))},
+	}}
+	del := &gpb.SetRequest{Delete: []*gpb.Path{nodetest.Path(b, "/sites/site[name=big]")}}
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := n.Client.Set(ctx, create); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		resp, err := n.Client.Set(ctx, del)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(resp.GetResponse()) != 1 {
+			b.Fatalf("delete answered %v", resp)
+		}
+	}
 }

@@ -67,8 +67,8 @@ var (
 	flagTimeout   = flag.Duration("write-timeout", 2*time.Second, "timeout of each write in the failover loop")
 	flagKeep      = flag.Bool("keep", false, "keep the temporary directory (data and logs)")
 	flagTLS       = flag.Bool("tls", false, "run patronusd with TLS, as deployed (Raft and members over mutual TLS with the cluster CA), instead of --insecure")
-	flagOnly      = flag.String("only", "", "run only this part, on patronus alone: \"put\" (the concurrent put workload), \"patronus\" (every workload) or \"soak\" (the concurrent put workload for -duration, counting elections; fails if there was one)")
-	flagProfile   = flag.String("profile", "", "with -only put: write a CPU profile of each patronus node, taken during the workload, into this directory")
+	flagOnly      = flag.String("only", "", "run only this part, on patronus alone: \"put\" (the concurrent put workload), \"cascade\" (the delete cascade, repeated for -duration), \"patronus\" (every workload) or \"soak\" (the concurrent put workload for -duration, counting elections; fails if there was one)")
+	flagProfile   = flag.String("profile", "", "with -only put or cascade: write a CPU profile of each patronus node, taken during the workload, into this directory")
 )
 
 // ---------------------------------------------------------------------------
@@ -376,6 +376,12 @@ func (c *patronus) cascade() time.Duration {
 	_, err = c.lead.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{
 		{Path: gpath("/paths"), Val: jsonVal(`{"path":[` + strings.Join(paths, ",") + "]}")}}})
 	must(err, "patronus: creating the paths")
+	// The delete is timed once every member has applied the creation: it
+	// measures the delete, not the followers' applying what came before.
+	last := fmt.Sprintf("/paths/path[name=big-e--other-e-%d]/config/name", *flagPaths-1)
+	for i := range c.cs {
+		must(poll(10*time.Second, "the paths on every member", func() error { _, err := getString(c.cs[i], last); return err }), "patronus")
+	}
 	t0 := time.Now()
 	_, err = c.lead.Set(ctx, &gpb.SetRequest{Delete: []*gpb.Path{gpath("/sites/site[name=big]")}})
 	d := time.Since(t0)
@@ -487,6 +493,11 @@ func (c *etcd) cascade() time.Duration {
 	}
 	_, err := c.cli.Txn(ctx).Then(puts...).Commit()
 	must(err, "etcd: creating the sites and paths")
+	// As for patronus, the delete is timed once every member has the paths.
+	last := fmt.Sprintf("paths/big-e--other-e-%d", *flagPaths-1)
+	for m := range c.kvs {
+		must(poll(10*time.Second, "the paths on every member", func() error { _, err := c.get(m, last); return err }), "etcd")
+	}
 	t0 := time.Now()
 	_, err = c.cli.Txn(ctx).Then(dels...).Commit()
 	d := time.Since(t0)
@@ -679,6 +690,9 @@ func main() {
 	case "soak":
 		soak(value())
 		return
+	case "cascade":
+		cascadeOnly(*flagProfile)
+		return
 	}
 	if *flagOnly != "" && *flagOnly != "patronus" {
 		fatal("-only %q: want put or patronus", *flagOnly)
@@ -769,9 +783,22 @@ func putOnly(value, profileDir string) {
 	logf("starting patronus in %s", tmpDir)
 	c := startPatronus()
 	c.useLeader()
+	wait := profile(c, profileDir)
+	l := run(fmt.Sprintf("patronus: put, %d clients", *flagClients), *flagClients, func(ctx context.Context, w, i int) error {
+		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
+	})
+	wait()
+	leader, _ := c.leader()
+	fmt.Printf("put, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms (leader n%d)\n", *flagClients, l.PerSecond, l.P50ms, l.P99ms, leader+1)
+}
+
+// profile starts a CPU profile of every node of c for about -duration,
+// written into dir (nothing if dir is empty), and returns a function that
+// waits for them.
+func profile(c *patronus, dir string) (wait func()) {
 	var wg sync.WaitGroup
-	if profileDir != "" {
-		must(os.MkdirAll(profileDir, 0o755), "profile dir")
+	if dir != "" {
+		must(os.MkdirAll(dir, 0o755), "profile dir")
 		secs := max(1, int(flagDuration.Seconds())-1)
 		for i, h := range c.https {
 			wg.Go(func() {
@@ -780,14 +807,24 @@ func putOnly(value, profileDir string) {
 				defer resp.Body.Close()
 				b, err := io.ReadAll(resp.Body)
 				must(err, "profile")
-				must(os.WriteFile(filepath.Join(profileDir, fmt.Sprintf("n%d.pprof", i+1)), b, 0o644), "profile")
+				must(os.WriteFile(filepath.Join(dir, fmt.Sprintf("n%d.pprof", i+1)), b, 0o644), "profile")
 			})
 		}
 	}
-	l := run(fmt.Sprintf("patronus: put, %d clients", *flagClients), *flagClients, func(ctx context.Context, w, i int) error {
-		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
-	})
-	wg.Wait()
-	leader, _ := c.leader()
-	fmt.Printf("put, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms (leader n%d)\n", *flagClients, l.PerSecond, l.P50ms, l.P99ms, leader+1)
+	return wg.Wait
+}
+
+// cascadeOnly repeats the delete cascade on patronus alone for -duration,
+// optionally with a CPU profile of every node.
+func cascadeOnly(profileDir string) {
+	logf("starting patronus in %s", tmpDir)
+	c := startPatronus()
+	c.useLeader()
+	wait := profile(c, profileDir)
+	var ds []float64
+	for start := time.Now(); time.Since(start) < *flagDuration; {
+		ds = append(ds, ms(c.cascade()))
+	}
+	wait()
+	fmt.Printf("cascade, %d paths: %d times, p50 %.2f ms, min %.2f ms, max %.2f ms\n", *flagPaths, len(ds), quantile(ds, .5), quantile(ds, 0), quantile(ds, 1))
 }
