@@ -78,19 +78,26 @@ type Snapshot struct {
 // Writer writes snapshots into a store.
 type Writer struct {
 	st *store.Store
-	// entities holds, for every path, policy, flow and endpoint the writer
-	// has written, the leaves it wrote and their values.
-	entities map[entityID]*entity
-	started  bool
-	scratch  []byte
+	// named holds the paths, policies and endpoints the writer has
+	// written, flows its flows; flowAt[i] is the entity of the last
+	// snapshot's Flows[i], which is most often this one's too.
+	named   map[entityID]*entity
+	flows   map[flowKey]*entity
+	flowAt  []*entity
+	gen     uint64 // counts Writes; an entity in the current one has seen == gen
+	started bool
+	scratch []byte
+	// writes and keys are the last Write's, for the next one to reuse: the
+	// store copies keys, so they are garbage once the Write returns.
+	writes []write
+	keys   []byte
 }
 
-// entityID names a path ('p'), policy ('o'), flow ('f', by flow) or
-// endpoint ('e').
+// entityID names a path ('p'), policy ('o'), endpoint ('e') or flow ('f',
+// by entity.flow).
 type entityID struct {
 	kind byte
 	name string
-	flow flowKey
 }
 
 type flowKey struct {
@@ -98,21 +105,82 @@ type flowKey struct {
 	src, dst netip.AddrPort
 }
 
+// entity is a path, policy, flow or endpoint the writer has written.
 type entity struct {
-	base   []byte                // encoded key of the entity's state container
-	leaves map[string]*leafState // by path relative to base
-	seen   bool                  // in the snapshot being written
+	base   []byte   // encoded key of the entity's state container
+	leaves []string // the leaves of its kind, by index: paths relative to base
+	vals   [][]byte // the value last written of each leaf; nil: absent
+	seen   uint64   // the last Write whose snapshot held it
+	config []byte   // the key whose presence says it is configured; nil: always
+	id     entityID
+	flow   flowKey
 }
 
-// leafState is a leaf written: its key and the value last written.
-type leafState struct {
-	key, value []byte
+// The leaves of each kind of entity, by their index in entity.vals.
+const (
+	pathHealth = iota
+	pathLatency
+	pathJitter
+	pathLoss
+	pathBandwidth
+	pathLastChange
+	pathProbesSent
+	pathProbesReceived
+	pathTxPackets
+	pathTxBytes
+)
+
+var pathLeaves = []string{
+	pathHealth: "health-status", pathLatency: "latency", pathJitter: "jitter", pathLoss: "loss",
+	pathBandwidth: "bandwidth", pathLastChange: "last-change", pathProbesSent: "counters/probes-sent",
+	pathProbesReceived: "counters/probes-received", pathTxPackets: "counters/tx-packets", pathTxBytes: "counters/tx-bytes",
 }
+
+const (
+	policyActivePath = iota
+	policyPackets
+	policyBytes
+	policyFlows
+)
+
+var policyLeaves = []string{
+	policyActivePath: "active-path", policyPackets: "counters/packets-matched",
+	policyBytes: "counters/bytes-matched", policyFlows: "counters/active-flows",
+}
+
+const (
+	flowProtocol = iota
+	flowSrcAddr
+	flowSrcPort
+	flowDstAddr
+	flowDstPort
+	flowPolicy
+	flowPath
+	flowPackets
+	flowBytes
+	flowFirstSeen
+	flowLastSeen
+)
+
+var flowLeaves = []string{
+	flowProtocol: "protocol", flowSrcAddr: "source-address", flowSrcPort: "source-port",
+	flowDstAddr: "destination-address", flowDstPort: "destination-port", flowPolicy: "policy", flowPath: "path",
+	flowPackets: "packets", flowBytes: "bytes", flowFirstSeen: "first-seen", flowLastSeen: "last-seen",
+}
+
+var endpointLeaves = []string{"oper-status"}
 
 // NewWriter returns a writer into st. Measured leaves left by an earlier
 // run (a crash) are deleted by the first Write, unless it writes them.
 func NewWriter(st *store.Store) *Writer {
-	return &Writer{st: st, entities: map[entityID]*entity{}}
+	w := &Writer{st: st}
+	w.reset()
+	return w
+}
+
+// reset forgets every entity written.
+func (w *Writer) reset() {
+	w.named, w.flows, w.flowAt = map[entityID]*entity{}, map[flowKey]*entity{}, nil
 }
 
 func percent(f float64) []byte {
@@ -157,7 +225,7 @@ func measured(elems []*gpb.PathElem) bool {
 // write is one key to set (value) or delete (nil value).
 type write struct {
 	key, value []byte
-	base       []byte // the entity's state container
+	e          *entity
 }
 
 // batch collects the writes of one Write.
@@ -166,114 +234,154 @@ type batch struct {
 	writes []write
 	// fresh lists the entities first written by this Write: their
 	// configuration must still exist.
-	fresh []entityID
+	fresh []*entity
+	seen  int    // entities in the snapshot
+	keys  []byte // holds the keys of writes
 }
 
-func (b *batch) entity(id entityID, base func() []*gpb.PathElem) *entity {
-	e := b.w.entities[id]
-	if e == nil {
-		e = &entity{base: pathkey.Encode(base()), leaves: map[string]*leafState{}}
-		b.w.entities[id] = e
-		b.fresh = append(b.fresh, id)
-	}
-	e.seen = true
+// newEntity returns a new entity with the state container base.
+func (b *batch) newEntity(id entityID, base []*gpb.PathElem, leaves []string) *entity {
+	e := &entity{id: id, base: pathkey.Encode(base), leaves: leaves, vals: make([][]byte, len(leaves))}
+	b.fresh = append(b.fresh, e)
 	return e
 }
 
-// leaf records value (nil: absent) for the leaf rel of e if it changed.
-func (b *batch) leaf(e *entity, rel string, value []byte) {
-	l := e.leaves[rel]
-	if value == nil {
-		if l != nil {
-			delete(e.leaves, rel)
-			b.writes = append(b.writes, write{key: l.key, base: e.base})
-		}
-		return
+// see marks e as in the snapshot.
+func (b *batch) see(e *entity) {
+	if e.seen != b.w.gen {
+		e.seen = b.w.gen
+		b.seen++
 	}
-	if l != nil && bytes.Equal(l.value, value) {
-		return
-	}
-	if l == nil {
-		l = &leafState{key: leafKey(e.base, rel)}
-		e.leaves[rel] = l
-	}
-	// The store keeps what it is given: a new slice every time.
-	l.value = bytes.Clone(value)
-	b.writes = append(b.writes, write{key: l.key, value: l.value, base: e.base})
 }
 
-func (b *batch) uint(e *entity, rel string, u uint64) {
-	b.w.scratch = txn.AppendUint(b.w.scratch[:0], u)
-	b.leaf(e, rel, b.w.scratch)
-}
-
-func (b *batch) str(e *entity, rel string, s string) {
-	b.w.scratch = txn.AppendString(b.w.scratch[:0], s)
-	b.leaf(e, rel, b.w.scratch)
-}
-
-// optStr records s for the leaf rel of e, or its absence when s is "".
-func (b *batch) optStr(e *entity, rel string, s string) {
-	if s == "" {
-		b.leaf(e, rel, nil)
-		return
+// named returns the entity id, new if the writer has not written it.
+func (b *batch) named(id entityID, base func() []*gpb.PathElem, leaves []string) *entity {
+	e := b.w.named[id]
+	if e == nil {
+		e = b.newEntity(id, base(), leaves)
+		e.config = configKey(e.base)
+		b.w.named[id] = e
 	}
-	b.str(e, rel, s)
+	b.see(e)
+	return e
 }
 
-func (b *batch) time(e *entity, rel string, t time.Time) {
-	if t.IsZero() {
-		b.leaf(e, rel, nil)
-		return
+// forget removes e from the writer.
+func (w *Writer) forget(e *entity) {
+	if e.id.kind == 'f' {
+		delete(w.flows, e.flow)
+	} else {
+		delete(w.named, e.id)
 	}
-	b.uint(e, rel, uint64(t.UnixNano()))
+	e.vals = nil
 }
 
-// leafKey appends the elements of rel ("counters/tx-bytes") to base.
-func leafKey(base []byte, rel string) []byte {
-	k := append([]byte(nil), base...)
+// leafKey returns the key of e's leaf i.
+func (b *batch) leafKey(e *entity, i int) []byte {
+	start := len(b.keys)
+	k := append(b.keys, e.base...)
+	rel := e.leaves[i]
 	for {
 		name, rest, more := strings.Cut(rel, "/")
 		k = pathkey.AppendElem(k, name, nil)
 		if !more {
-			return k
+			break
 		}
 		rel = rest
 	}
+	b.keys = k
+	return k[start:len(k):len(k)]
+}
+
+// leaf records value (nil: absent) for e's leaf i if it changed.
+func (b *batch) leaf(e *entity, i int, value []byte) {
+	old := e.vals[i]
+	if value == nil {
+		if old != nil {
+			e.vals[i] = nil
+			b.writes = append(b.writes, write{key: b.leafKey(e, i), e: e})
+		}
+		return
+	}
+	if old != nil && bytes.Equal(old, value) {
+		return
+	}
+	// The store keeps what it is given: a new slice every time.
+	v := bytes.Clone(value)
+	e.vals[i] = v
+	b.writes = append(b.writes, write{key: b.leafKey(e, i), value: v, e: e})
+}
+
+func (b *batch) uint(e *entity, i int, u uint64) {
+	b.w.scratch = txn.AppendUint(b.w.scratch[:0], u)
+	b.leaf(e, i, b.w.scratch)
+}
+
+func (b *batch) str(e *entity, i int, s string) {
+	b.w.scratch = txn.AppendString(b.w.scratch[:0], s)
+	b.leaf(e, i, b.w.scratch)
+}
+
+// optStr records s for e's leaf i, or its absence when s is "".
+func (b *batch) optStr(e *entity, i int, s string) {
+	if s == "" {
+		b.leaf(e, i, nil)
+		return
+	}
+	b.str(e, i, s)
+}
+
+func (b *batch) time(e *entity, i int, t time.Time) {
+	if t.IsZero() {
+		b.leaf(e, i, nil)
+		return
+	}
+	b.uint(e, i, uint64(t.UnixNano()))
 }
 
 func (b *batch) add(s *Snapshot) {
 	for name, p := range s.Paths {
-		e := b.entity(entityID{kind: 'p', name: name}, func() []*gpb.PathElem {
+		e := b.named(entityID{kind: 'p', name: name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": name}}, {Name: "state"}}
-		})
-		b.str(e, "health-status", p.Health)
-		b.uint(e, "latency", uint64(p.Latency/time.Microsecond))
-		b.uint(e, "jitter", uint64(p.Jitter/time.Microsecond))
-		b.leaf(e, "loss", percent(p.Loss))
+		}, pathLeaves)
+		b.str(e, pathHealth, p.Health)
+		b.uint(e, pathLatency, uint64(p.Latency/time.Microsecond))
+		b.uint(e, pathJitter, uint64(p.Jitter/time.Microsecond))
+		b.leaf(e, pathLoss, percent(p.Loss))
 		if p.Bandwidth > 0 {
-			b.uint(e, "bandwidth", p.Bandwidth)
+			b.uint(e, pathBandwidth, p.Bandwidth)
 		} else {
-			b.leaf(e, "bandwidth", nil) // not reported
+			b.leaf(e, pathBandwidth, nil) // not reported
 		}
-		b.time(e, "last-change", p.LastChange)
-		b.uint(e, "counters/probes-sent", p.ProbesSent)
-		b.uint(e, "counters/probes-received", p.ProbesReceived)
-		b.uint(e, "counters/tx-packets", p.TxPackets)
-		b.uint(e, "counters/tx-bytes", p.TxBytes)
+		b.time(e, pathLastChange, p.LastChange)
+		b.uint(e, pathProbesSent, p.ProbesSent)
+		b.uint(e, pathProbesReceived, p.ProbesReceived)
+		b.uint(e, pathTxPackets, p.TxPackets)
+		b.uint(e, pathTxBytes, p.TxBytes)
 	}
 	for name, p := range s.Policies {
-		e := b.entity(entityID{kind: 'o', name: name}, func() []*gpb.PathElem {
+		e := b.named(entityID{kind: 'o', name: name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": name}}, {Name: "state"}}
-		})
-		b.optStr(e, "active-path", p.ActivePath)
-		b.uint(e, "counters/packets-matched", p.PacketsMatched)
-		b.uint(e, "counters/bytes-matched", p.BytesMatched)
-		b.uint(e, "counters/active-flows", p.ActiveFlows)
+		}, policyLeaves)
+		b.optStr(e, policyActivePath, p.ActivePath)
+		b.uint(e, policyPackets, p.PacketsMatched)
+		b.uint(e, policyBytes, p.BytesMatched)
+		b.uint(e, policyFlows, p.ActiveFlows)
 	}
-	for _, f := range s.Flows {
-		id := entityID{kind: 'f', flow: flowKey{f.Protocol, f.Src, f.Dst}}
-		e := b.entity(id, func() []*gpb.PathElem {
+	w := b.w
+	for i := range s.Flows {
+		f := &s.Flows[i]
+		id := flowKey{f.Protocol, f.Src, f.Dst}
+		var e *entity
+		if i < len(w.flowAt) {
+			if k := w.flowAt[i]; k.flow == id && k.vals != nil {
+				e = k
+			}
+		}
+		if e == nil {
+			e = w.flows[id]
+		}
+		if e == nil {
 			key := map[string]string{
 				"protocol":            strconv.Itoa(int(f.Protocol)),
 				"source-address":      f.Src.Addr().String(),
@@ -281,42 +389,48 @@ func (b *batch) add(s *Snapshot) {
 				"destination-address": f.Dst.Addr().String(),
 				"destination-port":    strconv.Itoa(int(f.Dst.Port())),
 			}
-			return []*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}}
-		})
-		if len(e.leaves) == 0 {
-			b.uint(e, "protocol", uint64(f.Protocol))
-			b.str(e, "source-address", f.Src.Addr().String())
-			b.uint(e, "source-port", uint64(f.Src.Port()))
-			b.str(e, "destination-address", f.Dst.Addr().String())
-			b.uint(e, "destination-port", uint64(f.Dst.Port()))
+			e = b.newEntity(entityID{kind: 'f'}, []*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}}, flowLeaves)
+			e.flow = id
+			w.flows[id] = e
 		}
-		b.str(e, "policy", f.Policy)
-		b.optStr(e, "path", f.Path)
-		b.uint(e, "packets", f.Packets)
-		b.uint(e, "bytes", f.Bytes)
-		b.time(e, "first-seen", f.FirstSeen)
-		b.time(e, "last-seen", f.LastSeen)
+		b.see(e)
+		if i < len(w.flowAt) {
+			w.flowAt[i] = e
+		} else {
+			w.flowAt = append(w.flowAt, e)
+		}
+		if e.vals[flowProtocol] == nil {
+			b.uint(e, flowProtocol, uint64(f.Protocol))
+			b.str(e, flowSrcAddr, f.Src.Addr().String())
+			b.uint(e, flowSrcPort, uint64(f.Src.Port()))
+			b.str(e, flowDstAddr, f.Dst.Addr().String())
+			b.uint(e, flowDstPort, uint64(f.Dst.Port()))
+		}
+		b.str(e, flowPolicy, f.Policy)
+		b.optStr(e, flowPath, f.Path)
+		b.uint(e, flowPackets, f.Packets)
+		b.uint(e, flowBytes, f.Bytes)
+		b.time(e, flowFirstSeen, f.FirstSeen)
+		b.time(e, flowLastSeen, f.LastSeen)
 	}
+	w.flowAt = w.flowAt[:min(len(w.flowAt), len(s.Flows))]
 	for _, ep := range s.Endpoints {
-		e := b.entity(entityID{kind: 'e', name: ep.Site + "\x00" + ep.Name}, func() []*gpb.PathElem {
+		e := b.named(entityID{kind: 'e', name: ep.Site + "\x00" + ep.Name}, func() []*gpb.PathElem {
 			return []*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": ep.Site}}, {Name: "endpoints"},
 				{Name: "endpoint", Key: map[string]string{"name": ep.Name}}, {Name: "state"}}
-		})
+		}, endpointLeaves)
 		status := "DOWN"
 		if ep.Up {
 			status = "UP"
 		}
-		b.str(e, "oper-status", status)
+		b.str(e, 0, status)
 	}
 }
 
 // configKey is the key whose presence says that the list entry an entity
 // belongs to still exists: measured leaves are written only below
 // configured paths, policies and endpoints (flows have no config).
-func configKey(id entityID, base []byte) []byte {
-	if id.kind == 'f' {
-		return nil
-	}
+func configKey(base []byte) []byte {
 	elems, err := pathkey.Decode(base)
 	if err != nil {
 		return nil
@@ -325,44 +439,65 @@ func configKey(id entityID, base []byte) []byte {
 	return pathkey.Encode(append(entry[:len(entry):len(entry)], &gpb.PathElem{Name: "config"}, &gpb.PathElem{Name: "name"}))
 }
 
+// gone appends the deletions of the leaves of the entities not in the
+// snapshot to b, and forgets those entities.
+func (b *batch) gone() {
+	w := b.w
+	if b.seen == len(w.named)+len(w.flows) {
+		return
+	}
+	var gone []*entity
+	for _, e := range w.named {
+		if e.seen != w.gen {
+			gone = append(gone, e)
+		}
+	}
+	for _, e := range w.flows {
+		if e.seen != w.gen {
+			gone = append(gone, e)
+		}
+	}
+	for _, e := range gone {
+		b.deleteAll(e)
+		w.forget(e)
+	}
+}
+
+// deleteAll records the deletion of every leaf of e.
+func (b *batch) deleteAll(e *entity) {
+	for i, v := range e.vals {
+		if v != nil {
+			b.writes = append(b.writes, write{key: b.leafKey(e, i)})
+		}
+	}
+}
+
 // Write makes the measured leaves in the store match s, writing only the
 // leaves that changed since the last Write. A path, policy or endpoint
 // whose configuration does not exist when the writer first meets it is not
 // written (the agent plans from the same configuration, so one that is
 // deleted later leaves the snapshots at its next plan).
 func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
-	for _, e := range w.entities {
-		e.seen = false
-	}
-	b := &batch{w: w}
+	w.gen++
+	b := &batch{w: w, writes: w.writes[:0], keys: w.keys[:0]}
+	defer func() {
+		clear(b.writes)
+		w.writes, w.keys = b.writes[:0], b.keys[:0]
+	}()
 	b.add(s)
-	var gone []entityID
-	for id, e := range w.entities {
-		if e.seen {
-			continue
-		}
-		for _, l := range e.leaves {
-			b.writes = append(b.writes, write{key: l.key})
-		}
-		gone = append(gone, id)
-	}
-	for _, id := range gone {
-		delete(w.entities, id)
-	}
+	b.gone()
 	first := !w.started
-	var skipped []entityID
+	var skipped []*entity
 	err := w.st.Update(ctx, func(tx store.Tx) error {
 		skipped = skipped[:0]
-		skip := map[string]bool{}
-		for _, id := range b.fresh {
-			e := w.entities[id]
-			if ck := configKey(id, e.base); ck != nil {
-				if _, ok, err := tx.Get(ck); err != nil {
-					return err
-				} else if !ok {
-					skip[string(e.base)] = true
-					skipped = append(skipped, id)
-				}
+		for _, e := range b.fresh {
+			if e.config == nil {
+				continue
+			}
+			if _, ok, err := tx.Get(e.config); err != nil {
+				return err
+			} else if !ok {
+				skipped = append(skipped, e)
 			}
 		}
 		if first {
@@ -384,8 +519,15 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 				tx.Delete(k)
 			}
 		}
+		var skip map[*entity]bool
+		if len(skipped) > 0 {
+			skip = map[*entity]bool{}
+			for _, e := range skipped {
+				skip[e] = true
+			}
+		}
 		for _, wr := range b.writes {
-			if len(skip) > 0 && skip[string(wr.base)] {
+			if skip != nil && skip[wr.e] {
 				continue
 			}
 			if wr.value == nil {
@@ -399,12 +541,12 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	if err != nil {
 		// Nothing was written: forget what this Write recorded, so that
 		// the next one writes it again.
-		w.entities = map[entityID]*entity{}
+		w.reset()
 		return err
 	}
 	w.started = true
-	for _, id := range skipped {
-		delete(w.entities, id)
+	for _, e := range skipped {
+		w.forget(e)
 	}
 	return nil
 }
@@ -412,19 +554,24 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 // Close deletes every leaf the writer wrote: a node that stops serving its
 // site no longer reports measurements.
 func (w *Writer) Close(ctx context.Context) error {
-	if len(w.entities) == 0 {
+	if len(w.named)+len(w.flows) == 0 {
 		return nil
 	}
+	b := &batch{w: w}
+	for _, e := range w.named {
+		b.deleteAll(e)
+	}
+	for _, e := range w.flows {
+		b.deleteAll(e)
+	}
 	err := w.st.Update(ctx, func(tx store.Tx) error {
-		for _, e := range w.entities {
-			for _, l := range e.leaves {
-				tx.Delete(l.key)
-			}
+		for _, wr := range b.writes {
+			tx.Delete(wr.key)
 		}
 		return nil
 	})
 	if err == nil {
-		w.entities = map[entityID]*entity{}
+		w.reset()
 	}
 	return err
 }

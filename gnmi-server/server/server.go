@@ -186,16 +186,71 @@ var _ gpb.GNMIServer = (*Server)(nil)
 // that the store's writer only hands them over: it decodes each data key once
 // for every subscriber and leaves out bookkeeping and write-only leaves.
 // Commits are published in order.
+//
+// Most keys a commit changes are leaves of a list entry or container whose
+// other leaves it changes too, in this commit and the next (a collector
+// rewrites the same counters every second), so the publisher decodes and
+// looks up a leaf's parent once and keeps it: a leaf then costs a map lookup
+// instead of decoding its path and walking the schema.
 type Publisher struct {
 	s    *schema.Schema
 	f    *feed.Feed
 	ch   chan store.Commit
 	done chan struct{}
+
+	// The fields below are the run goroutine's.
+
+	// parents and oldParents map the encoded key of a leaf's parent to its
+	// decoded path; a parent not used since oldParents took over is
+	// forgotten when parents is full.
+	parents, oldParents map[string]*parent
+	last                *parent // the parent of the previous key
+	kids                map[*schema.Node]*kids
+	dec                 pathkey.Decoder
+	slab                []*gpb.PathElem // room for the paths of leaves
 }
+
+// parent is a decoded parent of leaves.
+type parent struct {
+	key   string
+	elems []*gpb.PathElem // shared by the paths of its leaves, never changed
+	kids  *kids           // nil: not in the schema
+}
+
+// kids are the children of a schema node met so far, each with the path
+// element that names it (shared by every path through it).
+type kids struct {
+	parent *schema.Node
+	names  []string
+	nodes  []*schema.Node
+	elems  []*gpb.PathElem
+}
+
+// child returns the child of k named name, or nil.
+func (k *kids) child(name []byte) (*schema.Node, *gpb.PathElem) {
+	for i, n := range k.names {
+		if n == string(name) {
+			return k.nodes[i], k.elems[i]
+		}
+	}
+	n := k.parent.Children[string(name)]
+	if n == nil {
+		return nil, nil
+	}
+	e := &gpb.PathElem{Name: string(name)}
+	k.names, k.nodes, k.elems = append(k.names, e.Name), append(k.nodes, n), append(k.elems, e)
+	return n, e
+}
+
+// maxParents bounds Publisher.parents (and so the publisher's memory, at
+// about 1 KiB for a flow's parent): with oldParents, room for the parents of
+// the scale set's flow table and counters.
+const maxParents = 1 << 14
 
 // NewPublisher starts a publisher into f.
 func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
-	p := &Publisher{s: s, f: f, ch: make(chan store.Commit, 4096), done: make(chan struct{})}
+	p := &Publisher{s: s, f: f, ch: make(chan store.Commit, 4096), done: make(chan struct{}),
+		parents: map[string]*parent{}, kids: map[*schema.Node]*kids{}}
 	go p.run()
 	return p
 }
@@ -218,21 +273,17 @@ func (p *Publisher) run() {
 
 func (p *Publisher) decode(c store.Commit) feed.Commit {
 	out := feed.Commit{Seq: c.Seq, Time: c.Time, Changes: make([]feed.Change, 0, len(c.Changes))}
-	var dec pathkey.Decoder
 	for _, ch := range c.Changes {
 		if txn.IsInternal(ch.Key) {
 			continue
 		}
-		elems, err := dec.Decode(ch.Key)
-		if err != nil {
-			continue
-		}
-		n := p.s.Lookup(elems)
+		elems, n := p.path(ch.Key)
 		if n == nil || n.WriteOnly {
 			continue
 		}
 		fc := feed.Change{Key: ch.Key, Elems: elems, Node: n}
 		if ch.Value != nil {
+			var err error
 			if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
 				continue
 			}
@@ -240,6 +291,129 @@ func (p *Publisher) decode(c store.Commit) feed.Commit {
 		out.Changes = append(out.Changes, fc)
 	}
 	return out
+}
+
+// path returns the elements and the schema node of a stored key; a nil node
+// if the key is malformed or not in the schema.
+func (p *Publisher) path(key []byte) ([]*gpb.PathElem, *schema.Node) {
+	pa := p.last
+	var name []byte
+	if pa != nil && len(key) > len(pa.key) && string(key[:len(pa.key)]) == pa.key {
+		name = leafName(key[len(pa.key):])
+	}
+	if name == nil {
+		pk, n, ok := splitLeaf(key)
+		if !ok {
+			return p.decodeKey(key)
+		}
+		name = n
+		if pa = p.parents[string(pk)]; pa == nil {
+			if pa = p.oldParents[string(pk)]; pa == nil {
+				return p.decodeKey(key)
+			}
+			p.remember(pa)
+		}
+		p.last = pa
+	}
+	if pa.kids == nil {
+		return nil, nil
+	}
+	n, e := pa.kids.child(name)
+	if n == nil {
+		return nil, nil
+	}
+	k := len(pa.elems) + 1
+	if len(p.slab) < k {
+		p.slab = make([]*gpb.PathElem, max(4096, k))
+	}
+	elems := p.slab[:k:k]
+	p.slab = p.slab[k:]
+	copy(elems, pa.elems)
+	elems[k-1] = e
+	return elems, n
+}
+
+// decodeKey decodes key in full, and remembers its parent.
+func (p *Publisher) decodeKey(key []byte) ([]*gpb.PathElem, *schema.Node) {
+	elems, err := p.dec.Decode(key)
+	if err != nil || len(elems) == 0 {
+		return nil, nil
+	}
+	if pk, _, ok := splitLeaf(key); ok {
+		pe := elems[: len(elems)-1 : len(elems)-1]
+		pa := &parent{key: string(pk), elems: pe}
+		if n := p.s.Lookup(pe); n != nil {
+			if pa.kids = p.kids[n]; pa.kids == nil {
+				pa.kids = &kids{parent: n}
+				p.kids[n] = pa.kids
+			}
+		}
+		p.remember(pa)
+		p.last = pa
+	}
+	return elems, p.s.Lookup(elems)
+}
+
+func (p *Publisher) remember(pa *parent) {
+	if len(p.parents) >= maxParents {
+		p.oldParents, p.parents = p.parents, make(map[string]*parent, maxParents)
+	}
+	p.parents[pa.key] = pa
+}
+
+// The bytes of pathkey's encoding that splitLeaf reads (see the pathkey
+// package doc): every element ends in elemEnd, and bytes up to keyEscape in
+// names and values are escaped with it.
+const (
+	keyElemEnd = 0x00
+	keyEscape  = 0x03
+)
+
+// splitLeaf splits an encoded key into the encoding of its parent and the
+// name of its last element; ok is false if the last element has keys or
+// escaped bytes. It reads the key from its end: a byte up to keyEscape
+// before the last one ends the parent if it is keyElemEnd and not escaped,
+// which it is if an odd number of keyEscape bytes come before it.
+func splitLeaf(key []byte) (parent, name []byte, ok bool) {
+	if len(key) < 2 || key[len(key)-1] != keyElemEnd {
+		return nil, nil, false
+	}
+	i := len(key) - 2
+	for i >= 0 && key[i] > keyEscape {
+		i--
+	}
+	if i == len(key)-2 {
+		return nil, nil, false // an empty name
+	}
+	if i < 0 {
+		return nil, key[:len(key)-1], true
+	}
+	if key[i] != keyElemEnd {
+		return nil, nil, false
+	}
+	escapes := 0
+	for j := i - 1; j >= 0 && key[j] == keyEscape; j-- {
+		escapes++
+	}
+	if escapes%2 == 1 {
+		return nil, nil, false
+	}
+	return key[:i+1], key[i+1 : len(key)-1], true
+}
+
+// leafName returns the name of the element b encodes if b is one element
+// without keys or escaped bytes, else nil.
+func leafName(b []byte) []byte {
+	if len(b) < 2 || b[len(b)-1] != keyElemEnd {
+		return nil
+	}
+	name := b[:len(b)-1]
+	for _, c := range name {
+		if c <= keyEscape {
+			return nil
+		}
+	}
+	return name
 }
 
 // Capabilities reports the models, encodings and gNMI version served.

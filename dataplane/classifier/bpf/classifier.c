@@ -392,134 +392,98 @@ static __always_inline void count(void *map, __u32 key, __u64 bytes)
 	}
 }
 
-SEC("tc")
-int classify(struct __sk_buff *skb)
+/* The header fields a decision and a DSCP rewrite need: dscp and the first
+ * two bytes of the IP header (tos_hi, tos_lo). */
+struct hdr {
+	__u8 dscp;
+	__u8 tos_hi;
+	__u8 tos_lo;
+};
+
+/* finish applies a decision to the packet: it counts it, drops it or sets
+ * its mark, and rewrites its DSCP. */
+static __always_inline int finish(struct __sk_buff *skb, int is4, struct hdr h, __u32 rule_id,
+				  __u8 action, __u8 set_dscp, __u32 mark, __u64 len)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct flow4_key k4;
-	struct flow6_key k6;
-	int is4;
-	__u8 proto, dscp;
-	__u16 sport = 0, dport = 0;
-	__u8 tos_hi, tos_lo; /* first two header bytes, for set-dscp */
-	void *l4 = 0;
-
-	if ((void *)(eth + 1) > data_end)
-		return TCX_NEXT;
-
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end)
-			return TCX_NEXT;
-		__u32 ihl = ip->ihl * 4;
-		if (ihl < sizeof(*ip))
-			return TCX_NEXT;
-		is4 = 1;
-		proto = ip->protocol;
-		tos_hi = ((__u8 *)ip)[0];
-		tos_lo = ip->tos;
-		dscp = tos_lo >> 2;
-		/* Only the first fragment carries ports. */
-		if (!(ip->frag_off & bpf_htons(0x1fff)))
-			l4 = (void *)ip + ihl;
-		k4 = (struct flow4_key){.saddr = ip->saddr, .daddr = ip->daddr};
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return TCX_NEXT;
-		is4 = 0;
-		proto = ip6->nexthdr;
-		tos_hi = ((__u8 *)ip6)[0];
-		tos_lo = ((__u8 *)ip6)[1];
-		dscp = (((tos_hi & 0x0f) << 4) | (tos_lo >> 4)) >> 2;
-		l4 = ip6 + 1;
-		k6 = (struct flow6_key){};
-		__builtin_memcpy(k6.src, &ip6->saddr, 16);
-		__builtin_memcpy(k6.dst, &ip6->daddr, 16);
-	} else {
-		return TCX_NEXT;
+	if (rule_id != NO_RULE)
+		count(&rule_stats, rule_id, len);
+	if (action == ACTION_DROP)
+		return TCX_DROP;
+	if (mark_valid(mark)) {
+		skb->mark = mark;
+		count(&path_stats, mark & MARK_MASK, len);
 	}
 
-	if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
-		__be16 *ports = l4;
-		if ((void *)(ports + 2) > data_end)
-			return TCX_NEXT;
-		sport = bpf_ntohs(ports[0]);
-		dport = bpf_ntohs(ports[1]);
+	if (set_dscp < 64 && set_dscp != h.dscp) {
+		if (is4) {
+			__u8 tos = (set_dscp << 2) | (h.tos_lo & 3);
+			__be16 old = bpf_htons(((__u16)h.tos_hi << 8) | h.tos_lo);
+			__be16 new = bpf_htons(((__u16)h.tos_hi << 8) | tos);
+			bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
+			bpf_skb_store_bytes(skb, ETH_HLEN + 1, &tos, 1, 0);
+		} else {
+			__u8 tc = (set_dscp << 2) | (((h.tos_lo >> 4)) & 3);
+			__u8 b[2] = {
+				(h.tos_hi & 0xf0) | (tc >> 4),
+				(tc << 4) | (h.tos_lo & 0x0f),
+			};
+			bpf_skb_store_bytes(skb, ETH_HLEN, b, 2, BPF_F_RECOMPUTE_CSUM);
+		}
 	}
+	return TCX_NEXT;
+}
 
-	__u32 gen = generation;
-	if (!gen)
-		return TCX_NEXT; /* no rule set yet */
-	/* Flow times are in jiffies: one tick is plenty for flow ages, and
-	 * reading it costs nothing next to a clock read. */
-	__u64 now = bpf_jiffies64();
+/* hit handles a packet of a known flow whose decision is current: the
+ * common case, kept apart so that it carries nothing of a decision. */
+static __always_inline int hit(struct __sk_buff *skb, int is4, struct hdr h, struct flow_val *f)
+{
+	__u32 rule_id = f->rule_id;
+	__u8 action = f->action;
+	__u32 mark = 0;
+
+	if (action == ACTION_STEER && rule_id != NO_RULE)
+		mark = resolve(f->mark, rule_id);
+	if (f->mark != mark)
+		f->mark = mark;
+	/* Plain adds: a flow's packets are nearly always handled on one CPU,
+	 * and an atomic add costs more than the rest of a hit. The rule and
+	 * path counters are exact. Flow times are in jiffies: one tick is
+	 * plenty for flow ages, and reading it costs nothing next to a clock
+	 * read. */
 	__u64 len = skb->len;
+	__u64 now = bpf_jiffies64();
+	f->packets++;
+	f->bytes += len;
+	if (f->last_seen != now)
+		f->last_seen = now;
+	return finish(skb, is4, h, rule_id, action, f->set_dscp, mark, len);
+}
 
-	/* Each family has its own lookup, followed by its own code: the
-	 * verifier inlines a lookup only where the map is known, so the two
-	 * calls must not be merged into one on a chosen map. */
-	struct flow_val *f = 0;
-	struct decision d = {.rule_id = NO_RULE, .action = ACTION_PASS, .set_dscp = NO_DSCP};
-	__u16 pd = proto | (__u16)dscp << 8;
-	int fresh;
-	if (is4) {
-		k4.proto = proto;
-		k4.sport = sport;
-		k4.dport = dport;
-		if (!no_flow_cache)
-			f = bpf_map_lookup_elem(&flows4, &k4);
-		fresh = !f || f->generation != gen;
-		if (fresh && decide4(&k4, pd, &d) < 0)
-			return TCX_NEXT;
-	} else {
-		k6.proto = proto;
-		k6.sport = sport;
-		k6.dport = dport;
-		if (!no_flow_cache)
-			f = bpf_map_lookup_elem(&flows6, &k6);
-		fresh = !f || f->generation != gen;
-		if (fresh && decide6(&k6, pd, &d) < 0)
-			return TCX_NEXT;
-	}
+/* decided handles a packet whose flow is new (f is nil) or was decided by
+ * an older rule set: d is the current set's decision. */
+static __always_inline int decided(struct __sk_buff *skb, int is4, struct hdr h, struct flow_val *f,
+				   const struct decision *d, const void *key)
+{
+	__u32 rule_id = d->rule_id, mark = 0;
+	__u8 action = d->action, set_dscp = d->set_dscp;
 
-	__u32 rule_id, mark = 0;
-	__u8 action, set_dscp;
-	if (!fresh) {
-		rule_id = f->rule_id;
-		action = f->action;
-		set_dscp = f->set_dscp;
+	/* The same rule after a rule-set change keeps its path. */
+	if (f && f->rule_id == rule_id)
 		mark = f->mark;
-	} else {
-		rule_id = d.rule_id;
-		action = d.action;
-		set_dscp = d.set_dscp;
-		gen = d.gen;
-		/* The same rule after a rule-set change keeps its path. */
-		if (f && f->rule_id == rule_id)
-			mark = f->mark;
-	}
-
 	if (action == ACTION_STEER && rule_id != NO_RULE)
 		mark = resolve(mark, rule_id);
 	else
 		mark = 0;
 
+	__u64 len = skb->len;
+	__u64 now = bpf_jiffies64();
 	if (f) {
-		if (fresh) {
-			f->rule_id = rule_id;
-			f->action = action;
-			f->set_dscp = set_dscp;
-		}
+		f->rule_id = rule_id;
+		f->action = action;
+		f->set_dscp = set_dscp;
 		if (f->mark != mark)
 			f->mark = mark;
-		if (fresh)
-			f->generation = gen;
-		/* Plain adds: a flow's packets are nearly always handled on one
-		 * CPU, and an atomic add costs more than the rest of a hit.
-		 * The rule and path counters are exact. */
+		f->generation = d->gen;
 		f->packets++;
 		f->bytes += len;
 		if (f->last_seen != now)
@@ -532,40 +496,117 @@ int classify(struct __sk_buff *skb)
 			.last_seen = now,
 			.rule_id = rule_id,
 			.mark = mark,
-			.generation = gen,
+			.generation = d->gen,
 			.action = action,
 			.set_dscp = set_dscp,
 		};
 		if (is4)
-			insert4(&k4, &v);
+			insert4(key, &v);
 		else
-			insert6(&k6, &v);
+			insert6(key, &v);
 	}
+	return finish(skb, is4, h, rule_id, action, set_dscp, mark, len);
+}
 
-	if (rule_id != NO_RULE)
-		count(&rule_stats, rule_id, len);
-	if (action == ACTION_DROP)
-		return TCX_DROP;
-	if (mark_valid(mark)) {
-		skb->mark = mark;
-		count(&path_stats, mark & MARK_MASK, len);
+/* ports reads the ports of a TCP or UDP header at l4 (nil: none) in host
+ * order; it returns -1 if the header is cut short. */
+static __always_inline int ports(void *l4, void *data_end, __u8 proto, __u16 *sport, __u16 *dport)
+{
+	*sport = 0;
+	*dport = 0;
+	if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+		__be16 *p = l4;
+		if ((void *)(p + 2) > data_end)
+			return -1;
+		*sport = bpf_ntohs(p[0]);
+		*dport = bpf_ntohs(p[1]);
 	}
+	return 0;
+}
 
-	if (set_dscp < 64 && set_dscp != dscp) {
-		if (is4) {
-			__u8 tos = (set_dscp << 2) | (tos_lo & 3);
-			__be16 old = bpf_htons(((__u16)tos_hi << 8) | tos_lo);
-			__be16 new = bpf_htons(((__u16)tos_hi << 8) | tos);
-			bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
-			bpf_skb_store_bytes(skb, ETH_HLEN + 1, &tos, 1, 0);
-		} else {
-			__u8 tc = (set_dscp << 2) | (((tos_lo >> 4)) & 3);
-			__u8 b[2] = {
-				(tos_hi & 0xf0) | (tc >> 4),
-				(tc << 4) | (tos_lo & 0x0f),
-			};
-			bpf_skb_store_bytes(skb, ETH_HLEN, b, 2, BPF_F_RECOMPUTE_CSUM);
-		}
+SEC("tc")
+int classify(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct flow_val *f = 0;
+	struct decision d = {.rule_id = NO_RULE, .action = ACTION_PASS, .set_dscp = NO_DSCP};
+	struct hdr h;
+	__u16 sport, dport;
+	__u32 gen;
+
+	if (data + ETH_HLEN > data_end)
+		return TCX_NEXT;
+	/* Read as one 16-bit word: struct ethhdr is packed, through which
+	 * the field would be read a byte at a time. */
+	__be16 h_proto = *(__be16 *)(data + offsetof(struct ethhdr, h_proto));
+
+	if (h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+		if ((void *)(ip + 1) > data_end)
+			return TCX_NEXT;
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return TCX_NEXT;
+		__u8 proto = ip->protocol;
+		h.tos_hi = ((__u8 *)ip)[0];
+		h.tos_lo = ip->tos;
+		h.dscp = h.tos_lo >> 2;
+		/* Only the first fragment carries ports. */
+		void *l4 = 0;
+		if (!(ip->frag_off & bpf_htons(0x1fff)))
+			l4 = (void *)ip + ihl;
+		if (ports(l4, data_end, proto, &sport, &dport) < 0)
+			return TCX_NEXT;
+		struct flow4_key k = {
+			.saddr = ip->saddr,
+			.daddr = ip->daddr,
+			.sport = sport,
+			.dport = dport,
+			.proto = proto,
+		};
+		if (!(gen = generation))
+			return TCX_NEXT; /* no rule set yet */
+		/* Each family has its own lookup, followed by its own code: the
+		 * verifier inlines a lookup only where the map is known, so the
+		 * two calls must not be merged into one on a chosen map. */
+		if (!no_flow_cache)
+			f = bpf_map_lookup_elem(&flows4, &k);
+		if (f && f->generation == gen)
+			return hit(skb, 1, h, f);
+		if (decide4(&k, proto | (__u16)h.dscp << 8, &d) < 0)
+			return TCX_NEXT;
+		return decided(skb, 1, h, f, &d, &k);
+	}
+	if (h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		if ((void *)(ip6 + 1) > data_end)
+			return TCX_NEXT;
+		__u8 proto = ip6->nexthdr;
+		h.tos_hi = ((__u8 *)ip6)[0];
+		h.tos_lo = ((__u8 *)ip6)[1];
+		h.dscp = (((h.tos_hi & 0x0f) << 4) | (h.tos_lo >> 4)) >> 2;
+		if (ports(ip6 + 1, data_end, proto, &sport, &dport) < 0)
+			return TCX_NEXT;
+		/* The addresses as two 64-bit words each, read as such: through
+		 * struct in6_addr they would be read 32 bits at a time. */
+		__u64 *a = (__u64 *)&ip6->saddr;
+		struct flow6_key k = {
+			.src = {a[0], a[1]},
+			.dst = {a[2], a[3]},
+			.sport = sport,
+			.dport = dport,
+			.proto = proto,
+		};
+		if (!(gen = generation))
+			return TCX_NEXT;
+		if (!no_flow_cache)
+			f = bpf_map_lookup_elem(&flows6, &k);
+		if (f && f->generation == gen)
+			return hit(skb, 0, h, f);
+		if (decide6(&k, proto | (__u16)h.dscp << 8, &d) < 0)
+			return TCX_NEXT;
+		return decided(skb, 0, h, f, &d, &k);
 	}
 	return TCX_NEXT;
 }

@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/server"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+	"github.com/patronus-sdwan/patronus/gnmi-server/txn"
+)
+
+// TestPublisherDecodes: the publisher's feed commits hold what decoding
+// every key in full gives, whatever it remembered of the keys before: each
+// data leaf with its path, schema node and value, and neither internal keys,
+// malformed ones, paths outside the schema nor write-only leaves.
+func TestPublisherDecodes(t *testing.T) {
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(s string) []byte {
+		elems, err := schemaPath(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pathkey.Encode(elems)
+	}
+	flow := func(src, leaf string) []byte {
+		return key("/flows/flow[protocol=17][source-address=" + src + "][source-port=4000][destination-address=10.2.0.2][destination-port=5060]/state/" + leaf)
+	}
+	u := func(v uint64) []byte { return txn.AppendUint(nil, v) }
+	s := func(v string) []byte { return txn.AppendString(nil, v) }
+	commits := [][]store.Change{
+		{
+			{Key: flow("10.1.0.1", "packets"), Value: u(1)},
+			{Key: flow("10.1.0.1", "bytes"), Value: u(100)},
+			{Key: flow("10.1.0.2", "packets"), Value: u(2)},
+			{Key: flow("10.1.0.1", "last-seen"), Value: u(3)},
+			{Key: key("/policies/policy[name=voice]/state/counters/packets-matched"), Value: u(5)},
+			{Key: key("/policies/policy[name=voice]/state/counters/bytes-matched"), Value: u(500)},
+			{Key: key("/policies/policy[name=voice]/state/active-path"), Value: s("a")},
+			{Key: []byte{txn.InternalPrefix, 'x'}, Value: u(1)},
+			{Key: key("/policies/policy[name=voice]/state/no-such-leaf"), Value: u(1)},
+			{Key: key("/no-such-root/leaf"), Value: u(1)},
+			{Key: key("/system/aaa/users/user[username=u]/config/password"), Value: s("secret")},
+			{Key: key("/system/aaa/users/user[username=u]/config/role"), Value: s("ADMIN")},
+			{Key: []byte("flows\x00flow\x01"), Value: u(1)}, // malformed
+			{Key: key("/policies/policy[name=v\x03]/name"), Value: s("v\x03")},
+			{Key: key("/policies/policy[name=q\x00state]"), Value: u(1)},
+		},
+		{
+			// The same parents again, one deleted leaf, a parent whose key
+			// has escaped bytes, and one with a leaf of the same name.
+			{Key: flow("10.1.0.2", "bytes"), Value: u(200)},
+			{Key: flow("10.1.0.1", "packets"), Value: u(4)},
+			{Key: flow("10.1.0.1", "path")},
+			{Key: key("/policies/policy[name=v\x01\x03]/state/counters/packets-matched"), Value: u(6)},
+			{Key: key("/policies/policy[name=v\x01\x03]/config/name"), Value: s("v\x01\x03")},
+			{Key: key("/policies/policy[name=voice]/state/counters/packets-matched"), Value: u(7)},
+			{Key: key("/flows"), Value: u(1)},
+			{Key: key("/policies/policy[name=v\x03]/name"), Value: s("v\x03")},
+			{Key: key("/policies/policy[name=q\x00state]/name"), Value: s("q\x00state")},
+			{Key: flow("10.1.0.2", "no-such-leaf"), Value: u(1)},
+			{Key: flow("10.1.0.2", "packets"), Value: []byte{0xff}}, // a value that does not decode
+		},
+	}
+
+	f := feed.New(16, 1<<20)
+	p := server.NewPublisher(sch, f)
+	for i, c := range commits {
+		p.OnCommit(store.Commit{Seq: uint64(i + 1), Time: int64(i), Changes: c})
+	}
+	p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := f.From(0).Next(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(commits) {
+		t.Fatalf("the feed holds %d commits, want %d", len(got), len(commits))
+	}
+	for i, c := range commits {
+		want := reference(sch, c)
+		if diff := cmp.Diff(want, got[i].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
+			t.Errorf("commit %d (-want +got):\n%s", i+1, diff)
+		}
+	}
+}
+
+// reference decodes changes the plain way: each key in full.
+func reference(sch *schema.Schema, changes []store.Change) []feed.Change {
+	out := []feed.Change{}
+	for _, ch := range changes {
+		if txn.IsInternal(ch.Key) {
+			continue
+		}
+		elems, err := pathkey.Decode(ch.Key)
+		if err != nil {
+			continue
+		}
+		n := sch.Lookup(elems)
+		if n == nil || n.WriteOnly {
+			continue
+		}
+		fc := feed.Change{Key: ch.Key, Elems: elems, Node: n}
+		if ch.Value != nil {
+			if fc.Value, err = txn.DecodeValue(ch.Value); err != nil {
+				continue
+			}
+		}
+		out = append(out, fc)
+	}
+	return out
+}
+
+// schemaPath parses a path with raw key values (no escapes).
+func schemaPath(s string) ([]*gpb.PathElem, error) {
+	var elems []*gpb.PathElem
+	for len(s) > 0 {
+		s = s[1:] // '/'
+		e := &gpb.PathElem{}
+		i := 0
+		for i < len(s) && s[i] != '/' && s[i] != '[' {
+			i++
+		}
+		e.Name, s = s[:i], s[i:]
+		for len(s) > 0 && s[0] == '[' {
+			eq, end := 1, 1
+			for s[eq] != '=' {
+				eq++
+			}
+			for s[end] != ']' {
+				end++
+			}
+			if e.Key == nil {
+				e.Key = map[string]string{}
+			}
+			e.Key[s[1:eq]] = s[eq+1 : end]
+			s = s[end+1:]
+		}
+		elems = append(elems, e)
+	}
+	return elems, nil
+}
