@@ -36,7 +36,8 @@ import (
 )
 
 // Change is one key written or deleted by a committed transaction. A nil
-// Value means the key was deleted.
+// Value means the key was deleted. Neither may be modified. A key a
+// transaction wrote more than once may appear more than once, in order.
 type Change struct {
 	Key   []byte
 	Value []byte
@@ -315,7 +316,7 @@ func (s *Store) commitGroup(group []*request) {
 			errs[i] = err
 			continue
 		}
-		tx := &tx{s: s, g: g, dur: dur, writes: map[string]int{}, now: now}
+		tx := &tx{s: s, g: g, dur: dur, now: now}
 		err := r.fn(tx)
 		if err != nil {
 			errs[i] = err
@@ -326,7 +327,8 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		for _, op := range tx.ops {
 			k, v := op.key, op.value
-			kb := []byte(k)
+			// The key shares the op's (immutable) string; Pebble copies it.
+			kb := unsafe.Slice(unsafe.StringData(k), len(k))
 			var err error
 			diskOnly := s.diskOnlyPrefix(kb) != nil
 			switch {
@@ -665,11 +667,16 @@ func treeRange(t *durTree, lo, hi []byte, fn func(key, value []byte) error) erro
 
 // tx overlays one transaction's writes on its group's trees.
 type tx struct {
-	s      *Store
-	g      *groupMem      // the group's volatile keys
-	dur    *groupDur      // the group's durable keys
-	ops    []txOp         // the keys written, in first-write order
-	writes map[string]int // key → its index in ops
+	s   *Store
+	g   *groupMem // the group's volatile keys
+	dur *groupDur // the group's durable keys
+	// ops are the writes in order. Until the transaction reads, a key
+	// written again is appended again (the last write wins when the group
+	// applies them); from then on writes indexes them and a write of a
+	// known key replaces its op. A transaction that only writes (a
+	// collector's) never builds the index.
+	ops    []txOp
+	writes map[string]int // key → the index of its last write in ops, or nil
 	// sorted indexes the keys of ops[:indexed] for Scan; it is brought up to date
 	// by the first Scan after new writes, so that a transaction that only
 	// writes (a collector's) never pays for it.
@@ -690,7 +697,7 @@ var _ Tx = (*tx)(nil)
 
 func (t *tx) Time() int64 { return t.now }
 
-// txOp is the last write of one key in a transaction.
+// txOp is a write of one key in a transaction.
 type txOp struct {
 	key      string
 	value    []byte // nil: deleted
@@ -714,17 +721,24 @@ func (t *tx) SetVolatile(key, value []byte) {
 func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
 
 func (t *tx) put(key, v []byte, volatile bool) {
-	if i, ok := t.writes[string(key)]; ok {
-		t.ops[i].value, t.ops[i].volatile = v, volatile
-		return
+	if t.writes != nil {
+		if i, ok := t.writes[string(key)]; ok {
+			t.ops[i].value, t.ops[i].volatile = v, volatile
+			return
+		}
+		t.writes[string(key)] = len(t.ops)
 	}
-	k := string(key)
-	t.writes[k] = len(t.ops)
-	t.ops = append(t.ops, txOp{key: k, value: v, volatile: volatile})
+	t.ops = append(t.ops, txOp{key: string(key), value: v, volatile: volatile})
 }
 
-// written returns this transaction's write of k, if any.
+// written returns this transaction's last write of k, if any.
 func (t *tx) written(k string) ([]byte, bool) {
+	if t.writes == nil {
+		t.writes = make(map[string]int, len(t.ops))
+		for i, op := range t.ops {
+			t.writes[op.key] = i
+		}
+	}
 	if i, ok := t.writes[k]; ok {
 		return t.ops[i].value, true
 	}

@@ -140,3 +140,48 @@ func TestReadValuesHaveNoSpareCapacity(t *testing.T) {
 		t.Errorf("value changed to %q", v2)
 	}
 }
+
+// TestRewritesWithoutReading checks that a key a transaction writes several
+// times without reading ends with its last write, durable or volatile, and
+// that Pebble agrees after a reopen.
+func TestRewritesWithoutReading(t *testing.T) {
+	dir := t.TempDir()
+	var changes []store.Change
+	st := open(t, dir, func(c store.Commit) { changes = append(changes, c.Changes...) })
+	update(t, st, func(tx store.Tx) error {
+		tx.Set([]byte("a"), []byte("1"))
+		tx.Set([]byte("a"), []byte("2"))
+		tx.Set([]byte("b"), []byte("1"))
+		tx.Delete([]byte("b"))
+		tx.Delete([]byte("c"))
+		tx.Set([]byte("c"), []byte("3"))
+		tx.SetVolatile([]byte("d"), []byte("volatile"))
+		tx.Set([]byte("d"), []byte("durable"))
+		tx.Set([]byte("e"), []byte("durable"))
+		tx.SetVolatile([]byte("e"), []byte("volatile"))
+		return nil
+	})
+	want := map[string]string{"a": "2", "c": "3", "d": "durable", "e": "volatile"}
+	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+		t.Errorf("after the commit (-want +got):\n%s", diff)
+	}
+	last := map[string]string{}
+	for _, c := range changes {
+		last[string(c.Key)] = string(c.Value)
+		if c.Value == nil {
+			delete(last, string(c.Key))
+		}
+	}
+	if diff := cmp.Diff(want, last); diff != "" {
+		t.Errorf("the changes, applied in order (-want +got):\n%s", diff)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = open(t, dir, nil)
+	defer st.Close()
+	delete(want, "e")
+	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+		t.Errorf("after reopen (-want +got):\n%s", diff)
+	}
+}
