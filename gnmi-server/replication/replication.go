@@ -34,7 +34,11 @@ import (
 // Timing holds the Raft timeouts. The defaults were chosen by measuring
 // failover on a 2-core machine: a follower notices a dead leader within one
 // to two heartbeat timeouts and an election then takes one to two election
-// timeouts.
+// timeouts. The leader lease (how long a leader keeps leading without
+// hearing from a quorum) is as long as the heartbeat timeout allows: at
+// 100 ms a leader stalled for 115 ms on a machine loaded 2.5 times over
+// stepped down in a soak without faults. It does not slow failover, only
+// how soon a leader cut off from its quorum stops.
 type Timing struct {
 	Heartbeat, Election, LeaderLease, Commit time.Duration
 }
@@ -43,7 +47,7 @@ type Timing struct {
 var DefaultTiming = Timing{
 	Heartbeat:   150 * time.Millisecond,
 	Election:    150 * time.Millisecond,
-	LeaderLease: 100 * time.Millisecond,
+	LeaderLease: 150 * time.Millisecond,
 	Commit:      5 * time.Millisecond,
 }
 
