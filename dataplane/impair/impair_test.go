@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +119,19 @@ func (n *testNet) send(t *testing.T, count int) int {
 		t.Fatal(err)
 	}
 	defer rx.Close()
+	// A receiver the scheduler holds up on a busy machine must not lose
+	// datagrams to a full socket buffer: the test counts the dropper's
+	// losses. Root may exceed net.core.rmem_max.
+	rc, err := rx.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var setErr error
+	if err := rc.Control(func(fd uintptr) {
+		setErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 32<<20)
+	}); err != nil || setErr != nil {
+		t.Fatalf("receive buffer: %v, %v", err, setErr)
+	}
 	if err := inNS(n.a, func() (err error) {
 		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(addrB), Port: port})
 		return err
