@@ -1,16 +1,24 @@
 // Package feed publishes committed changes to any number of readers without
 // ever making the publisher wait for them.
 //
-// The feed is a bounded ring of commits shared by all readers. Publishing is
-// O(1) and never blocks. Each reader keeps its own cursor and reads at its own
+// The feed is a bounded ring of commits shared by all readers. Publishing
+// never blocks, and costs O(1) beyond a pass over the commit's changes (and
+// sorting the keys it deleted). Each reader keeps its own cursor and reads at its own
 // pace; a reader whose cursor falls out of the ring has missed changes and is
-// told so with ErrTooSlow, so that its subscription can be closed instead of
-// silently losing updates.
+// told so with ErrTooSlow. Beside the ring, the feed keeps a compact record of
+// the keys deleted by each commit, which reaches back much further: a reader
+// that fell out of the ring can read the current state from a snapshot of the
+// store and learn from the record what was deleted since it last read (see
+// Cursor.Skip), so that it need not silently lose updates nor start over.
 package feed
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
+	"slices"
 	"sync"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -51,8 +59,14 @@ func (c *Commit) size() int {
 }
 
 // ErrTooSlow reports that a reader fell so far behind that changes it had not
-// read were dropped from the ring.
+// read were dropped from the ring (Cursor.Next), or deletes it had not read
+// from the record of deletes too (Cursor.Skip).
 var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
+
+// DeletesShare is the share of a feed's memory budget that its record of
+// deletes may take besides: New(slots, maxBytes) keeps maxBytes/DeletesShare
+// bytes of deleted keys.
+const DeletesShare = 4
 
 // Feed is a ring of the most recent commits.
 type Feed struct {
@@ -62,21 +76,54 @@ type Feed struct {
 	last  uint64        // Seq of the newest commit published; guarded by mu
 	bytes int           // the sum of sizes; guarded by mu
 	wake  chan struct{} // closed and replaced on every publish; guarded by mu
+	dels  deletes       // guarded by mu
 
 	maxBytes int
 }
 
+// deletes records the keys deleted by recent commits, one block per commit
+// that deleted any, oldest first. Deletes are few beside writes, and a block
+// holds its keys sorted and front-coded, so that the leaves of a deleted list
+// entry cost little more than their names: the record reaches back much
+// further than the ring for the same memory.
+type deletes struct {
+	blocks []deleted
+	bytes  int // of the blocks held, with an overhead per block
+	// lost is the newest commit whose deletes were dropped: the record
+	// holds the deletes of every commit after it.
+	lost uint64
+	max  int
+}
+
+// deleted is the keys one commit deleted: per key, the length of the prefix
+// it shares with the key before it and the length of the rest as uvarints,
+// then the rest.
+type deleted struct {
+	seq  uint64
+	keys []byte
+}
+
+// deletedOverhead is what a block costs beyond its keys: its entry in
+// deletes.blocks and the allocation of its keys.
+const deletedOverhead = 64
+
 // New returns a feed that holds at most slots commits and about maxBytes of
-// changes in all; older commits are dropped first.
+// changes in all, older commits dropped first, and a record of the keys
+// deleted by the newest commits of about maxBytes/DeletesShare.
 func New(slots, maxBytes int) *Feed {
-	return &Feed{ring: make([]Commit, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes}
+	return &Feed{ring: make([]Commit, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes,
+		dels: deletes{max: maxBytes / DeletesShare}}
 }
 
 // Publish appends c. Commits must be published in Seq order without gaps;
 // Publish is meant to be the store's OnCommit hook.
 func (f *Feed) Publish(c Commit) {
 	size := c.size()
+	del := encodeDeletes(c.Changes)
 	f.mu.Lock()
+	if del != nil {
+		f.dels.add(deleted{seq: c.Seq, keys: del})
+	}
 	i := c.Seq % uint64(len(f.ring))
 	f.bytes += size - f.sizes[i]
 	f.ring[i], f.sizes[i] = c, size
@@ -97,6 +144,66 @@ func (f *Feed) Publish(c Commit) {
 	close(f.wake)
 	f.wake = make(chan struct{})
 	f.mu.Unlock()
+}
+
+// encodeDeletes returns the block of the keys deleted among changes, or nil
+// if there are none.
+func encodeDeletes(changes []Change) []byte {
+	var keys [][]byte
+	for _, ch := range changes {
+		if ch.Value == nil {
+			keys = append(keys, ch.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	keys = slices.CompactFunc(keys, bytes.Equal)
+	var b []byte
+	var prev []byte
+	for _, k := range keys {
+		n := 0
+		for n < len(prev) && n < len(k) && prev[n] == k[n] {
+			n++
+		}
+		b = binary.AppendUvarint(b, uint64(n))
+		b = binary.AppendUvarint(b, uint64(len(k)-n))
+		b = append(b, k[n:]...)
+		prev = k
+	}
+	return slices.Clip(b)
+}
+
+// each calls fn with each key of block d, in order, until fn returns an
+// error, which each returns. The key is valid only during the call.
+func (d deleted) each(fn func(key []byte) error) error {
+	var k []byte
+	for b := d.keys; len(b) > 0; {
+		shared, n1 := binary.Uvarint(b)
+		rest, n2 := binary.Uvarint(b[n1:])
+		b = b[n1+n2:]
+		k = append(k[:shared], b[:rest]...)
+		b = b[rest:]
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add appends d, the newest block, and drops the oldest blocks while the
+// record is over its budget, but never d.
+func (r *deletes) add(d deleted) {
+	r.blocks = append(r.blocks, d)
+	r.bytes += len(d.keys) + deletedOverhead
+	for r.bytes > r.max && len(r.blocks) > 1 {
+		old := r.blocks[0]
+		r.bytes -= len(old.keys) + deletedOverhead
+		r.lost = old.seq
+		r.blocks[0] = deleted{}
+		r.blocks = r.blocks[1:]
+	}
 }
 
 // Last returns the Seq of the newest published commit.
@@ -122,6 +229,58 @@ type Cursor struct {
 
 // From returns a cursor whose first commit is the one after seq.
 func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
+
+// Skip moves the cursor past every commit up to and including seq, which its
+// reader has learnt the outcome of from a snapshot of the store at seq instead
+// of reading them, and calls fn with the key of each leaf those commits
+// deleted, until fn returns an error, which Skip returns. Some of those
+// leaves may exist again at seq. The keys of one commit come in key order,
+// each once, and commits oldest first: a leaf deleted by several commits comes
+// once for each. A key is valid only during the call. Skip waits until commit
+// seq is published, or ctx ends. If the record of deletes no longer holds
+// every commit the cursor would skip, it returns ErrTooSlow. The cursor moves
+// only if Skip returns nil.
+func (c *Cursor) Skip(ctx context.Context, seq uint64, fn func(key []byte) error) error {
+	f := c.f
+	for {
+		f.mu.Lock()
+		if f.last >= seq {
+			break
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if seq < c.next {
+		f.mu.Unlock()
+		return nil
+	}
+	if c.next-1 < f.dels.lost {
+		f.mu.Unlock()
+		return ErrTooSlow
+	}
+	// Publishing drops blocks from the record's start in place: keep the
+	// ones to read apart (a block's keys never change).
+	blocks := f.dels.blocks
+	i, _ := slices.BinarySearchFunc(blocks, c.next, func(d deleted, seq uint64) int { return cmp.Compare(d.seq, seq) })
+	j, _ := slices.BinarySearchFunc(blocks, seq+1, func(d deleted, seq uint64) int { return cmp.Compare(d.seq, seq) })
+	blocks = slices.Clone(blocks[i:j])
+	f.mu.Unlock()
+
+	for _, d := range blocks {
+		if err := d.each(fn); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	c.next = seq + 1
+	f.mu.Unlock()
+	return nil
+}
 
 // Lag returns how many published commits the cursor has not read yet. It
 // may be called from another goroutine than the cursor's reader.

@@ -3,8 +3,13 @@ package feed_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 )
@@ -58,5 +63,136 @@ func TestSlots(t *testing.T) {
 	}
 	if got, err := f.From(2).Next(ctx, nil, nil); err != nil || len(got) != 4 {
 		t.Errorf("reader of commits 3-6: %d, %v", len(got), err)
+	}
+}
+
+// deletes returns a commit that deletes keys and writes one leaf.
+func deletes(seq uint64, keys ...string) feed.Commit {
+	c := feed.Commit{Seq: seq, Changes: []feed.Change{{Key: []byte("written"), Value: &gpb.TypedValue{}}}}
+	for _, k := range keys {
+		c.Changes = append(c.Changes, feed.Change{Key: []byte(k)})
+	}
+	return c
+}
+
+// skip skips c to seq and returns the keys it was given.
+func skip(ctx context.Context, c *feed.Cursor, seq uint64) ([]string, error) {
+	var keys []string
+	err := c.Skip(ctx, seq, func(k []byte) error {
+		keys = append(keys, string(k))
+		return nil
+	})
+	return keys, err
+}
+
+// TestSkip: a reader that fell out of the ring learns what the commits it
+// skips deleted, each commit's keys sorted and once, for as long as the
+// record of deletes reaches back to it; then it reads on from where it
+// skipped to.
+func TestSkip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(4, 1<<20)
+	behind := f.From(1)
+	f.Publish(deletes(1, "a/x"))
+	f.Publish(deletes(2, "a/z", "a/y", "b", "a/y"))
+	for seq := uint64(3); seq <= 8; seq++ {
+		f.Publish(deletes(seq))
+	}
+	f.Publish(deletes(9, "a/z", "c"))
+	f.Publish(deletes(10, "d"))
+	if _, err := behind.Next(ctx, nil, nil); !errors.Is(err, feed.ErrTooSlow) {
+		t.Fatalf("reader of commit 2 in a 4-slot ring after 10: %v, want ErrTooSlow", err)
+	}
+	// Skipping to 12 waits until it is published.
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		f.Publish(deletes(11))
+		f.Publish(deletes(12, "e"))
+	}()
+	keys, err := skip(ctx, behind, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a/y", "a/z", "b", "a/z", "c", "d", "e"}, keys); diff != "" {
+		t.Errorf("keys deleted by commits 2-12 (-want +got):\n%s", diff)
+	}
+	f.Publish(deletes(13, "f"))
+	got, err := behind.Next(ctx, nil, nil)
+	if err != nil || len(got) != 1 || got[0].Seq != 13 {
+		t.Errorf("after skipping to 12: %v, %v; want commit 13", got, err)
+	}
+	if lag := behind.Lag(); lag != 0 {
+		t.Errorf("lag after reading 13 = %d, want 0", lag)
+	}
+
+	// Nothing to skip.
+	if keys, err := skip(ctx, f.From(13), 13); err != nil || len(keys) != 0 {
+		t.Errorf("skipping nothing: %q, %v", keys, err)
+	}
+
+	// A cursor whose reader failed to take the keys stays where it was.
+	stuck := f.From(11)
+	failed := errors.New("failed")
+	if err := stuck.Skip(ctx, 13, func([]byte) error { return failed }); err != failed {
+		t.Errorf("Skip with a failing fn: %v, want its error", err)
+	}
+	if lag := stuck.Lag(); lag != 2 {
+		t.Errorf("lag after a failed skip = %d, want 2", lag)
+	}
+}
+
+// TestSkipBeyondRecord: the record of deletes is bounded too, oldest
+// commits dropped first but never the newest; a reader that needs dropped
+// deletes is told, and its cursor does not move.
+func TestSkipBeyondRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(4, 4*feed.DeletesShare*100) // about 400 bytes of deletes
+	behind := f.From(0)
+	ahead := f.From(0)
+	key := func(seq uint64, i int) string { return fmt.Sprintf("%03d-%s-%d", seq, strings.Repeat("x", 50), i) }
+	for seq := uint64(1); seq <= 20; seq++ {
+		c := deletes(seq)
+		for i := range 3 {
+			c.Changes = append(c.Changes, feed.Change{Key: []byte(key(seq, i))})
+		}
+		f.Publish(c)
+		if seq == 3 {
+			if _, err := skip(ctx, ahead, 3); err != nil {
+				t.Fatalf("skipping to 3: %v", err)
+			}
+		}
+	}
+	if _, err := skip(ctx, behind, 20); !errors.Is(err, feed.ErrTooSlow) {
+		t.Errorf("skipping 20 commits' deletes with room for a few: %v, want ErrTooSlow", err)
+	}
+	if lag := behind.Lag(); lag != 20 {
+		t.Errorf("lag after a failed skip = %d, want 20", lag)
+	}
+	if _, err := skip(ctx, ahead, 20); !errors.Is(err, feed.ErrTooSlow) {
+		t.Errorf("skipping 4-20: %v, want ErrTooSlow", err)
+	}
+	recent := f.From(18)
+	keys, err := skip(ctx, recent, 20)
+	if err != nil {
+		t.Fatalf("skipping 19-20: %v", err)
+	}
+	want := []string{key(19, 0), key(19, 1), key(19, 2), key(20, 0), key(20, 1), key(20, 2)}
+	if diff := cmp.Diff(want, keys); diff != "" {
+		t.Errorf("keys deleted by commits 19-20 (-want +got):\n%s", diff)
+	}
+
+	// One commit deleting more than the budget is kept whole.
+	big := deletes(21)
+	for i := range 100 {
+		big.Changes = append(big.Changes, feed.Change{Key: []byte(key(21, i))})
+	}
+	f.Publish(big)
+	if keys, err := skip(ctx, f.From(20), 21); err != nil || len(keys) != 100 {
+		t.Errorf("skipping commit 21 of 100 deletes: %d keys, %v", len(keys), err)
+	}
+	if _, err := skip(ctx, f.From(19), 21); !errors.Is(err, feed.ErrTooSlow) {
+		t.Errorf("skipping 20-21 once 21 filled the record: %v, want ErrTooSlow", err)
 	}
 }

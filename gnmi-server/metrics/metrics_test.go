@@ -208,6 +208,10 @@ func TestSubscribe(t *testing.T) {
 	if got, _ := sample(t, reg, "patronus_subscribe_streams"); got != 1 {
 		t.Errorf("patronus_subscribe_streams = %v, want 1", got)
 	}
+	// The subscriber kept up: exported, and zero.
+	if got, ok := sample(t, reg, "patronus_subscribe_catch_ups_total"); !ok || got != 0 {
+		t.Errorf("patronus_subscribe_catch_ups_total = %v (exported: %v), want 0", got, ok)
+	}
 	cancel()
 	waitFor(t, reg, 0, "patronus_grpc_streams_active", "method", "Subscribe")
 	waitFor(t, reg, 0, "patronus_subscribe_streams")

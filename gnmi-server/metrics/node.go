@@ -49,7 +49,8 @@ var (
 	subDeletesDesc   = desc("subscribe_deletes_sent_total", "Deletes sent to subscribers.")
 	subSharedDesc    = desc("subscribe_notifications_shared_total", "Notifications sent to a STREAM subscriber as another subscriber with the same request and user had already rendered and marshaled them.")
 	subCoalescedDesc = desc("subscribe_updates_coalesced_total", "Writes of a leaf not sent to an ON_CHANGE subscriber because a later write of the same leaf, read at the same time, replaced them.")
-	subTooSlowDesc   = desc("subscribe_too_slow_total", "STREAM subscriptions ended with RESOURCE_EXHAUSTED because they fell out of the change feed.")
+	subCatchUpsDesc  = desc("subscribe_catch_ups_total", "Times a STREAM subscription that fell out of the change feed was brought up to date from a snapshot of the store and the feed's record of deletes.")
+	subTooSlowDesc   = desc("subscribe_too_slow_total", "STREAM subscriptions ended with RESOURCE_EXHAUSTED because they fell out of the change feed and of its record of deletes.")
 
 	storeDiskDesc        = desc("store_disk_usage_bytes", "Bytes of every file of the Pebble store (sstables, write-ahead log, manifests).")
 	storeL0FilesDesc     = desc("store_l0_files", "Sstables in the Pebble store's level 0.")
@@ -90,7 +91,7 @@ type nodeCollector struct{ src Sources }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{readyDesc,
-		subStreamsDesc, subLagDesc, subLagMaxDesc, subNotifsDesc, subUpdatesDesc, subDeletesDesc, subCoalescedDesc, subSharedDesc, subTooSlowDesc,
+		subStreamsDesc, subLagDesc, subLagMaxDesc, subNotifsDesc, subUpdatesDesc, subDeletesDesc, subCoalescedDesc, subSharedDesc, subCatchUpsDesc, subTooSlowDesc,
 		storeDiskDesc, storeL0FilesDesc, storeL0SublevelsDesc, storeReadAmpDesc, storeDebtDesc, storeCompactionsDesc, storeFlushesDesc,
 		storeMemtableDesc, storeWALDesc, storeFailuresDesc,
 		raftStateDesc, raftLeaderDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc, raftLastDesc, raftStoreDesc, raftLagDesc,
@@ -122,6 +123,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(subDeletesDesc, st.Deletes)
 		counter(subCoalescedDesc, st.Coalesced)
 		counter(subSharedDesc, st.Shared)
+		counter(subCatchUpsDesc, st.CatchUps)
 		counter(subTooSlowDesc, st.TooSlow)
 	}
 	if s := c.src.Store; s != nil {

@@ -21,6 +21,9 @@ import (
 // those bytes as they are. A session alone of its kind, or one that has
 // fallen more than a few commits behind, renders for itself instead,
 // coalescing repeated writes of a leaf across the commits it reads at once.
+// So does one that fell out of the feed for its catch-up (see catchUp),
+// which is its own: the leaves deleted since it last read depend on when
+// that was.
 
 // sharedMaxCommits is the most commits a session sends as shared
 // renderings at once; a session that reads more is far behind, and

@@ -27,15 +27,19 @@ type SubscribeStats struct {
 	// Shared counts the notifications sent as another STREAM subscription
 	// of the same kind had rendered them (see shared.go).
 	Shared uint64
+	// CatchUps counts the times a STREAM subscription that fell out of the
+	// feed was brought up to date from a snapshot instead (see catchUp).
+	CatchUps uint64
 	// TooSlow counts the STREAM subscriptions ended with RESOURCE_EXHAUSTED
-	// because commits they had not read were dropped from the feed.
+	// because commits they had not read were dropped from the feed, and
+	// deletes they had not read from its record of deletes.
 	TooSlow uint64
 }
 
 // subscribeCounters are the counters of SubscribeStats, kept with atomic
 // adds on the subscriptions' own goroutines: no lock, no map lookup.
 type subscribeCounters struct {
-	notifications, updates, deletes, coalesced, shared, tooSlow atomic.Uint64
+	notifications, updates, deletes, coalesced, shared, catchUps, tooSlow atomic.Uint64
 }
 
 // readers are the feed cursors of the open STREAM subscriptions.
@@ -69,6 +73,7 @@ func (s *Server) SubscribeStats() SubscribeStats {
 		Deletes:       s.sent.deletes.Load(),
 		Coalesced:     s.sent.coalesced.Load(),
 		Shared:        s.sent.shared.Load(),
+		CatchUps:      s.sent.catchUps.Load(),
 		TooSlow:       s.sent.tooSlow.Load(),
 	}
 	s.readers.mu.Lock()

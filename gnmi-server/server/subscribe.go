@@ -285,11 +285,7 @@ func (ss *session) update(x *sub, l leaf) (*gpb.Update, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := l.elems
-	if x.q.alias != nil {
-		p = x.q.alias
-	}
-	return &gpb.Update{Path: &gpb.Path{Elem: p}, Val: v}, nil
+	return &gpb.Update{Path: &gpb.Path{Elem: x.pathOf(l.elems)}, Val: v}, nil
 }
 
 // sendAll sends the current value of every leaf the given subs cover, each
@@ -523,8 +519,17 @@ func (ss *session) streamLoop() error {
 			timer.Stop()
 		}
 		if errors.Is(err, feed.ErrTooSlow) {
-			ss.s.sent.tooSlow.Add(1)
-			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind the change stream; resubscribe")
+			clear(buf)
+			buf = buf[:0]
+			behind := cursor.Lag()
+			err = ss.catchUp(ctx, cursor, onChange)
+			if errors.Is(err, feed.ErrTooSlow) {
+				ss.s.sent.tooSlow.Add(1)
+				return status.Errorf(codes.ResourceExhausted, "subscriber fell %d commits behind the change stream, beyond the record of deletes; resubscribe", behind)
+			}
+			if err == nil {
+				ss.s.sent.catchUps.Add(1)
+			}
 		}
 		if err != nil {
 			select {
@@ -539,6 +544,11 @@ func (ss *session) streamLoop() error {
 			}
 			return streamError(err)
 		}
+		// A session that has just caught up is at the newest commit but
+		// those published while it did, which its kind's sessions that kept
+		// up have rendered: it takes those renderings (held until every
+		// session of the kind has, or the budget drops them), unless it is
+		// as far behind as a session that renders for itself.
 		if len(buf) <= sharedMaxCommits && ss.s.renders.shared(ss.kind) {
 			err = ss.sendShared(onChange, buf)
 		} else {
@@ -554,6 +564,76 @@ func (ss *session) streamLoop() error {
 			return streamError(err)
 		}
 	}
+}
+
+// catchUp brings the on-change subs of a session whose cursor fell out of
+// the feed up to date without the commits it missed: from one snapshot of the
+// store, it sends a delete for every leaf the subs cover that those commits
+// deleted and that is gone, then every leaf the subs cover, as an initial
+// sync does but without a sync_response, and moves the cursor to the
+// snapshot's commit. It returns feed.ErrTooSlow if the feed's record of
+// deletes no longer reaches back to the cursor.
+func (ss *session) catchUp(ctx context.Context, cursor *feed.Cursor, subs []*sub) error {
+	ts := time.Now().UnixNano()
+	return ss.s.cfg.Store.View(func(seq uint64, r store.Reader) error {
+		b := &batch{ss: ss}
+		var dec pathkey.Decoder
+		err := cursor.Skip(ctx, seq, func(k []byte) error {
+			if !mayCover(subs, k) {
+				return nil
+			}
+			if _, ok, err := r.Get(k); err != nil || ok {
+				return err
+			}
+			elems, err := dec.Decode(k)
+			if err != nil {
+				return nil
+			}
+			n := ss.s.cfg.Schema.Lookup(elems)
+			if n == nil {
+				return nil
+			}
+			if x := ss.covering(subs, k, elems, n); x != nil {
+				return b.add(ts, nil, &gpb.Path{Elem: x.pathOf(elems)})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return ss.fill(b, r, subs, ts)
+	})
+}
+
+// mayCover reports whether key lies under the key prefix of one of subs.
+func mayCover(subs []*sub, key []byte) bool {
+	for _, x := range subs {
+		if bytes.HasPrefix(key, x.q.prefix()) {
+			return true
+		}
+	}
+	return false
+}
+
+// covering returns the first of the on-change subs that delivers the
+// changes of the leaf at key, whose path is elems and schema node n; nil if
+// none does.
+func (ss *session) covering(subs []*sub, key []byte, elems []*gpb.PathElem, n *schema.Node) *sub {
+	for _, x := range subs {
+		if x.q.matches(key, elems) && ss.keeps(x, n, len(elems)) && x.q.shows(elems) {
+			return x
+		}
+	}
+	return nil
+}
+
+// pathOf returns the path x sends the leaf at elems by: the one the client
+// asked for, if x is for a list key that stands for a leaf.
+func (x *sub) pathOf(elems []*gpb.PathElem) []*gpb.PathElem {
+	if x.q.alias != nil {
+		return x.q.alias
+	}
+	return elems
 }
 
 // suppresses reports whether a SAMPLE sub among samples sends only the
@@ -609,20 +689,18 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 					continue
 				}
 			}
-			for _, x := range subs {
-				if !x.q.matches(ch.Key, ch.Elems) || !ss.keeps(x, ch.Node, len(ch.Elems)) || !x.q.shows(ch.Elems) {
-					continue
-				}
-				if last == nil {
-					order = append(order, pending{x: x, ch: ch, ts: c.Time})
-				} else if i, ok := last[string(ch.Key)]; ok {
-					order[i].ch, order[i].ts = ch, c.Time
-					coalesced++
-				} else {
-					last[string(ch.Key)] = len(order)
-					order = append(order, pending{x: x, ch: ch, ts: c.Time})
-				}
-				break
+			x := ss.covering(subs, ch.Key, ch.Elems, ch.Node)
+			if x == nil {
+				continue
+			}
+			if last == nil {
+				order = append(order, pending{x: x, ch: ch, ts: c.Time})
+			} else if i, ok := last[string(ch.Key)]; ok {
+				order[i].ch, order[i].ts = ch, c.Time
+				coalesced++
+			} else {
+				last[string(ch.Key)] = len(order)
+				order = append(order, pending{x: x, ch: ch, ts: c.Time})
 			}
 		}
 	}
@@ -631,11 +709,7 @@ func (ss *session) changes(b *batch, subs []*sub, commits []feed.Commit) error {
 	}
 	for _, p := range order {
 		if p.ch.Value == nil {
-			path := p.ch.Elems
-			if p.x.q.alias != nil {
-				path = p.x.q.alias
-			}
-			if err := b.add(p.ts, nil, &gpb.Path{Elem: path}); err != nil {
+			if err := b.add(p.ts, nil, &gpb.Path{Elem: p.x.pathOf(p.ch.Elems)}); err != nil {
 				return err
 			}
 			continue
