@@ -822,11 +822,12 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 	var ownKeys [][]byte
 	var ownKeyLeaf bool
 	var ownUnique []byte
-	var list *schema.Node
+	var list, uniqueLeaf *schema.Node
 	if whole {
 		entryKey = pathkey.Encode(elems)
 		list = nodes[len(nodes)-1]
 		own = a.e.leaves[list]
+		uniqueLeaf = a.e.uniques[list].node // nil if the list has none
 	}
 	err = a.tx.Scan(m.Prefix(), func(k, v []byte) error {
 		if IsInternal(k) {
@@ -838,7 +839,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 				if _, ok := a.e.keyOf[n]; ok {
 					ownKeyLeaf = true
 				}
-				if u, ok := a.e.uniques[list]; ok && u.node == n {
+				if n == uniqueLeaf {
 					ownUnique = slices.Clone(v)
 				}
 				return nil
