@@ -159,11 +159,7 @@ func TestSlowSubscriberCatchesUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	var sites []string
-	for i := range 50 {
-		sites = append(sites, fmt.Sprintf("s%d", i))
-		setSiteDescription(t, ctx, n.Client, sites[i], "initial")
-	}
+	sites := makeSites(t, ctx, n.Client, 50)
 	slow, slowView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
 	slowTD, slowTDView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_TARGET_DEFINED)
 	for _, m := range []*mirror{slowView, slowTDView} {
@@ -287,11 +283,7 @@ func TestSlowSubscriberBeyondDeletesIsClosed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	var sites []string
-	for i := range 10 {
-		sites = append(sites, fmt.Sprintf("s%d", i))
-		setSiteDescription(t, ctx, n.Client, sites[i], "initial")
-	}
+	sites := makeSites(t, ctx, n.Client, 10)
 	slow, _ := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
 	stall(t, ctx, n.Client, sites, 600)
 	for i := range 100 {
@@ -320,4 +312,16 @@ func TestSlowSubscriberBeyondDeletesIsClosed(t *testing.T) {
 	if diff := cmp.Diff(sitesLeaves(t, ctx, n.Client), fresh.leaves); diff != "" {
 		t.Errorf("fresh subscriber's sync (-Get +sync):\n%s", diff)
 	}
+}
+
+// makeSites creates sites s0 … s<count-1>, each with the description
+// "initial", and returns their names.
+func makeSites(t *testing.T, ctx context.Context, c gpb.GNMIClient, count int) []string {
+	t.Helper()
+	var sites []string
+	for i := range count {
+		sites = append(sites, fmt.Sprintf("s%d", i))
+		setSiteDescription(t, ctx, c, sites[i], "initial")
+	}
+	return sites
 }
