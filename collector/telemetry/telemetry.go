@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
@@ -87,8 +88,8 @@ type Writer struct {
 	gen     uint64 // counts Writes; an entity in the current one has seen == gen
 	started bool
 	scratch []byte
-	// writes and keys are the last Write's, for the next one to reuse: the
-	// store copies keys, so they are garbage once the Write returns.
+	// writes is the last Write's, for the next one to reuse; keys is
+	// where leaf keys are built.
 	writes []write
 	keys   []byte
 }
@@ -110,6 +111,7 @@ type entity struct {
 	base   []byte   // encoded key of the entity's state container
 	leaves []string // the leaves of its kind, by index: paths relative to base
 	vals   [][]byte // the value last written of each leaf; nil: absent
+	keys   []string // the key of each leaf, once built (see batch.leafKey)
 	seen   uint64   // the last Write whose snapshot held it
 	config []byte   // the key whose presence says it is configured; nil: always
 	id     entityID
@@ -224,8 +226,9 @@ func measured(elems []*gpb.PathElem) bool {
 
 // write is one key to set (value) or delete (nil value).
 type write struct {
-	key, value []byte
-	e          *entity
+	key   string
+	value []byte
+	e     *entity
 }
 
 // batch collects the writes of one Write.
@@ -235,13 +238,13 @@ type batch struct {
 	// fresh lists the entities first written by this Write: their
 	// configuration must still exist.
 	fresh []*entity
-	seen  int    // entities in the snapshot
-	keys  []byte // holds the keys of writes
+	seen  int // entities in the snapshot
 }
 
 // newEntity returns a new entity with the state container base.
 func (b *batch) newEntity(id entityID, base []*gpb.PathElem, leaves []string) *entity {
-	e := &entity{id: id, base: pathkey.Encode(base), leaves: leaves, vals: make([][]byte, len(leaves))}
+	e := &entity{id: id, base: pathkey.Encode(base), leaves: leaves, vals: make([][]byte, len(leaves)),
+		keys: make([]string, len(leaves))}
 	b.fresh = append(b.fresh, e)
 	return e
 }
@@ -276,10 +279,14 @@ func (w *Writer) forget(e *entity) {
 	e.vals = nil
 }
 
-// leafKey returns the key of e's leaf i.
-func (b *batch) leafKey(e *entity, i int) []byte {
-	start := len(b.keys)
-	k := append(b.keys, e.base...)
+// leafKey returns the key of e's leaf i. It is built once: the store
+// keeps the string it is first given, and compares a key it is given again
+// by its pointer before its bytes.
+func (b *batch) leafKey(e *entity, i int) string {
+	if k := e.keys[i]; k != "" {
+		return k
+	}
+	k := append(b.w.keys[:0], e.base...)
 	rel := e.leaves[i]
 	for {
 		name, rest, more := strings.Cut(rel, "/")
@@ -289,8 +296,9 @@ func (b *batch) leafKey(e *entity, i int) []byte {
 		}
 		rel = rest
 	}
-	b.keys = k
-	return k[start:len(k):len(k)]
+	b.w.keys = k
+	e.keys[i] = string(k)
+	return e.keys[i]
 }
 
 // leaf records value (nil: absent) for e's leaf i if it changed.
@@ -479,10 +487,10 @@ func (b *batch) deleteAll(e *entity) {
 // deleted later leaves the snapshots at its next plan).
 func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 	w.gen++
-	b := &batch{w: w, writes: w.writes[:0], keys: w.keys[:0]}
+	b := &batch{w: w, writes: w.writes[:0]}
 	defer func() {
 		clear(b.writes)
-		w.writes, w.keys = b.writes[:0], b.keys[:0]
+		w.writes = b.writes[:0]
 	}()
 	b.add(s)
 	b.gone()
@@ -531,7 +539,7 @@ func (w *Writer) Write(ctx context.Context, s *Snapshot) error {
 				continue
 			}
 			if wr.value == nil {
-				tx.Delete(wr.key)
+				tx.Delete(keyBytes(wr.key))
 			} else {
 				tx.SetVolatile(wr.key, wr.value)
 			}
@@ -566,7 +574,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	err := w.st.Update(ctx, func(tx store.Tx) error {
 		for _, wr := range b.writes {
-			tx.Delete(wr.key)
+			tx.Delete(keyBytes(wr.key))
 		}
 		return nil
 	})
@@ -575,6 +583,9 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// keyBytes returns the bytes of k, for the store to read (and copy).
+func keyBytes(k string) []byte { return unsafe.Slice(unsafe.StringData(k), len(k)) }
 
 // Event appends an event (PATH_UP, PATH_DOWN, FAILOVER …) to the node's
 // /system/events.

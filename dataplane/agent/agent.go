@@ -12,6 +12,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -180,7 +181,7 @@ func (a *Agent) Close() error {
 
 func (a *Agent) run(ctx context.Context) {
 	defer close(a.done)
-	cur := a.cfg.Feed.From(a.cfg.Feed.Last())
+	cur := a.cfg.Feed.FromRaw(a.cfg.Feed.Last())
 	commits := make(chan bool, 1)
 	go func() {
 		var buf []feed.Commit
@@ -191,7 +192,7 @@ func (a *Agent) run(ctx context.Context) {
 				return
 			}
 			if errors.Is(err, feed.ErrTooSlow) {
-				cur = a.cfg.Feed.From(a.cfg.Feed.Last())
+				cur = a.cfg.Feed.FromRaw(a.cfg.Feed.Last())
 			}
 			if err != nil || touchesConfig(buf) {
 				select {
@@ -240,18 +241,40 @@ func (a *Agent) run(ctx context.Context) {
 // dataplane follows.
 func touchesConfig(commits []feed.Commit) bool {
 	for _, c := range commits {
+		for _, ch := range c.Raw {
+			if configKey(ch.Key) {
+				return true
+			}
+		}
 		for _, ch := range c.Changes {
-			if len(ch.Elems) < 3 {
-				continue
+			if configKey(ch.Key) {
+				return true
 			}
-			switch ch.Elems[0].GetName() {
-			case "sites", "paths", "policies":
-				for _, e := range ch.Elems[1:] {
-					if e.GetName() == "config" {
-						return true
-					}
-				}
-			}
+		}
+	}
+	return false
+}
+
+// configRoots are the encoded keys of the subtrees a plan reads.
+var configRoots = [][]byte{
+	pathkey.Encode([]*gpb.PathElem{{Name: "sites"}}),
+	pathkey.Encode([]*gpb.PathElem{{Name: "paths"}}),
+	pathkey.Encode([]*gpb.PathElem{{Name: "policies"}}),
+}
+
+// configElem is how an element named config, with no keys, is encoded
+// after the end of the element before it (see package pathkey).
+var configElem = []byte("\x00config\x00")
+
+// configKey reports whether key is in a config container under one of
+// configRoots. It reads the key's bytes without decoding them (the agent
+// sees every commit, the collectors' too): a key value holding an escaped
+// NUL followed by "config" may make it say yes wrongly, which costs one
+// reconcile.
+func configKey(key []byte) bool {
+	for _, r := range configRoots {
+		if bytes.HasPrefix(key, r) {
+			return bytes.Contains(key[len(r)-1:], configElem)
 		}
 	}
 	return false

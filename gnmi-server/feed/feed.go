@@ -24,6 +24,7 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
 
 // Change is one leaf written or deleted, decoded once for every reader.
@@ -43,19 +44,52 @@ type Commit struct {
 	Seq     uint64
 	Time    int64 // ns since the epoch
 	Changes []Change
+	// Raw is the store's changes of a commit published with PublishRaw:
+	// what a cursor from FromRaw reads instead of Changes.
+	Raw []store.Change
 }
 
-// size estimates the memory c holds: per change the key, the struct and
-// its decoded value, and the path elements decoded for it, which grow with
-// the key (a flow's five list keys make a map; the elements a change
-// shares with the one before it are not new). Measured with heap profiles
-// of the flow table and policy counters: within a factor of 1.5.
-func (c *Commit) size() int {
-	n := 64
-	for _, ch := range c.Changes {
-		n += 4*len(ch.Key) + 200
+// Decoder turns a commit's store changes into the changes readers see. It
+// may leave changes out, and is called at most once per commit, from the
+// first reader of the commit's Changes, with no lock of the feed held.
+type Decoder func([]store.Change) []Change
+
+// entry is a commit in the ring. A commit published raw is decoded on the
+// first read of its Changes: one that no reader asks for is never decoded.
+type entry struct {
+	seq     uint64
+	time    int64
+	raw     []store.Change
+	decode  Decoder // nil: changes is set
+	once    sync.Once
+	changes []Change
+}
+
+// commit returns e as a Commit, decoded unless raw.
+func (e *entry) commit(raw bool) Commit {
+	c := Commit{Seq: e.seq, Time: e.time, Raw: e.raw}
+	if !raw {
+		if e.decode != nil {
+			e.once.Do(func() { e.changes = e.decode(e.raw) })
+		}
+		c.Changes = e.changes
 	}
-	return n
+	return c
+}
+
+// commitSize estimates the memory a commit of changes with these keys holds
+// once decoded: per change the key, the struct and its decoded value, and
+// the path elements decoded for it, which grow with the key (a flow's five
+// list keys make a map; the elements a change shares with the one before it
+// are not new). Measured with heap profiles of the flow table and policy
+// counters: within a factor of 1.5. A commit not decoded yet holds less, but
+// may be decoded at any time.
+func commitSize(n int, key func(i int) []byte) int {
+	size := 64
+	for i := range n {
+		size += 4*len(key(i)) + 200
+	}
+	return size
 }
 
 // ErrTooSlow reports that a reader fell so far behind that changes it had not
@@ -71,7 +105,7 @@ const DeletesShare = 4
 // Feed is a ring of the most recent commits.
 type Feed struct {
 	mu    sync.Mutex
-	ring  []Commit      // ring[seq%len] holds commit seq; guarded by mu
+	ring  []*entry      // ring[seq%len] holds commit seq; guarded by mu
 	sizes []int         // sizes[i] estimates the bytes ring[i] holds; guarded by mu
 	last  uint64        // Seq of the newest commit published; guarded by mu
 	bytes int           // the sum of sizes; guarded by mu
@@ -87,7 +121,7 @@ type Feed struct {
 // entry cost little more than their names: the record reaches back much
 // further than the ring for the same memory.
 type deletes struct {
-	blocks []deleted
+	blocks []deletedBlock
 	bytes  int // of the blocks held, with an overhead per block
 	// lost is the newest commit whose deletes were dropped: the record
 	// holds the deletes of every commit after it.
@@ -95,10 +129,10 @@ type deletes struct {
 	max  int
 }
 
-// deleted is the keys one commit deleted: per key, the length of the prefix
+// deletedBlock is the keys one commit deleted: per key, the length of the prefix
 // it shares with the key before it and the length of the rest as uvarints,
 // then the rest.
-type deleted struct {
+type deletedBlock struct {
 	seq  uint64
 	keys []byte
 }
@@ -111,34 +145,59 @@ const deletedOverhead = 64
 // changes in all, older commits dropped first, and a record of the keys
 // deleted by the newest commits of about maxBytes/DeletesShare.
 func New(slots, maxBytes int) *Feed {
-	return &Feed{ring: make([]Commit, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes,
+	return &Feed{ring: make([]*entry, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes,
 		dels: deletes{max: maxBytes / DeletesShare}}
 }
 
-// Publish appends c. Commits must be published in Seq order without gaps;
-// Publish is meant to be the store's OnCommit hook.
+// Publish appends c, decoded. Commits must be published in Seq order
+// without gaps.
 func (f *Feed) Publish(c Commit) {
-	size := c.size()
-	del := encodeDeletes(c.Changes)
+	size := commitSize(len(c.Changes), func(i int) []byte { return c.Changes[i].Key })
+	var del [][]byte
+	for _, ch := range c.Changes {
+		if ch.Value == nil {
+			del = append(del, ch.Key)
+		}
+	}
+	f.publish(&entry{seq: c.Seq, time: c.Time, changes: c.Changes}, size, del)
+}
+
+// PublishRaw appends the commit seq of the store's changes, which decode
+// turns into its Changes when a reader first asks for them. Commits must be
+// published in Seq order without gaps. The feed keeps changes.
+func (f *Feed) PublishRaw(seq uint64, time int64, changes []store.Change, decode Decoder) {
+	size := commitSize(len(changes), func(i int) []byte { return changes[i].Key })
+	var del [][]byte
+	for _, ch := range changes {
+		if ch.Value == nil {
+			del = append(del, ch.Key)
+		}
+	}
+	f.publish(&entry{seq: seq, time: time, raw: changes, decode: decode}, size, del)
+}
+
+func (f *Feed) publish(e *entry, size int, deleted [][]byte) {
+	seq := e.seq
+	del := encodeDeletes(deleted)
 	f.mu.Lock()
 	if del != nil {
-		f.dels.add(deleted{seq: c.Seq, keys: del})
+		f.dels.add(deletedBlock{seq: seq, keys: del})
 	}
-	i := c.Seq % uint64(len(f.ring))
+	i := seq % uint64(len(f.ring))
 	f.bytes += size - f.sizes[i]
-	f.ring[i], f.sizes[i] = c, size
-	f.last = c.Seq
+	f.ring[i], f.sizes[i] = e, size
+	f.last = seq
 	// Drop the oldest commits while over the budget, but never the newest
 	// one.
 	oldest := uint64(1)
-	if n := uint64(len(f.ring)); c.Seq > n {
-		oldest = c.Seq - n + 1
+	if n := uint64(len(f.ring)); seq > n {
+		oldest = seq - n + 1
 	}
-	for seq := oldest; f.bytes > f.maxBytes && seq < c.Seq; seq++ {
-		j := seq % uint64(len(f.ring))
-		if f.ring[j].Seq == seq && seq != 0 {
+	for old := oldest; f.bytes > f.maxBytes && old < seq; old++ {
+		j := old % uint64(len(f.ring))
+		if f.ring[j].holds(old) {
 			f.bytes -= f.sizes[j]
-			f.ring[j], f.sizes[j] = Commit{}, 0
+			f.ring[j], f.sizes[j] = nil, 0
 		}
 	}
 	close(f.wake)
@@ -146,15 +205,12 @@ func (f *Feed) Publish(c Commit) {
 	f.mu.Unlock()
 }
 
-// encodeDeletes returns the block of the keys deleted among changes, or nil
-// if there are none.
-func encodeDeletes(changes []Change) []byte {
-	var keys [][]byte
-	for _, ch := range changes {
-		if ch.Value == nil {
-			keys = append(keys, ch.Key)
-		}
-	}
+// holds reports whether e is commit seq (a nil entry is none).
+func (e *entry) holds(seq uint64) bool { return e != nil && seq != 0 && e.seq == seq }
+
+// encodeDeletes returns the block of the deleted keys, or nil if there are
+// none. It sorts keys.
+func encodeDeletes(keys [][]byte) []byte {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -177,7 +233,7 @@ func encodeDeletes(changes []Change) []byte {
 
 // each calls fn with each key of block d, in order, until fn returns an
 // error, which each returns. The key is valid only during the call.
-func (d deleted) each(fn func(key []byte) error) error {
+func (d deletedBlock) each(fn func(key []byte) error) error {
 	var k []byte
 	for b := d.keys; len(b) > 0; {
 		shared, n1 := binary.Uvarint(b)
@@ -194,14 +250,14 @@ func (d deleted) each(fn func(key []byte) error) error {
 
 // add appends d, the newest block, and drops the oldest blocks while the
 // record is over its budget, but never d.
-func (r *deletes) add(d deleted) {
+func (r *deletes) add(d deletedBlock) {
 	r.blocks = append(r.blocks, d)
 	r.bytes += len(d.keys) + deletedOverhead
 	for r.bytes > r.max && len(r.blocks) > 1 {
 		old := r.blocks[0]
 		r.bytes -= len(old.keys) + deletedOverhead
 		r.lost = old.seq
-		r.blocks[0] = deleted{}
+		r.blocks[0] = deletedBlock{}
 		r.blocks = r.blocks[1:]
 	}
 }
@@ -218,17 +274,23 @@ func (f *Feed) Last() uint64 {
 func (f *Feed) Holds(seq uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return seq >= f.last || f.ring[(seq+1)%uint64(len(f.ring))].Seq == seq+1
+	return seq >= f.last || f.ring[(seq+1)%uint64(len(f.ring))].holds(seq+1)
 }
 
 // Cursor reads the feed from a position onwards.
 type Cursor struct {
-	f    *Feed
-	next uint64
+	f       *Feed
+	next    uint64
+	raw     bool
+	entries []*entry // Next's, between the lock and decoding
 }
 
 // From returns a cursor whose first commit is the one after seq.
 func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
+
+// FromRaw returns a cursor like From's that reads commits without decoding
+// them: Next leaves their Changes nil where their Raw is set.
+func (f *Feed) FromRaw(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1, raw: true} }
 
 // Skip moves the cursor past every commit up to and including seq, which its
 // reader has learnt the outcome of from a snapshot of the store at seq instead
@@ -266,8 +328,8 @@ func (c *Cursor) Skip(ctx context.Context, seq uint64, fn func(key []byte) error
 	// Publishing drops blocks from the record's start in place: keep the
 	// ones to read apart (a block's keys never change).
 	blocks := f.dels.blocks
-	i, _ := slices.BinarySearchFunc(blocks, c.next, func(d deleted, seq uint64) int { return cmp.Compare(d.seq, seq) })
-	j, _ := slices.BinarySearchFunc(blocks, seq+1, func(d deleted, seq uint64) int { return cmp.Compare(d.seq, seq) })
+	i, _ := slices.BinarySearchFunc(blocks, c.next, func(d deletedBlock, seq uint64) int { return cmp.Compare(d.seq, seq) })
+	j, _ := slices.BinarySearchFunc(blocks, seq+1, func(d deletedBlock, seq uint64) int { return cmp.Compare(d.seq, seq) })
 	blocks = slices.Clone(blocks[i:j])
 	f.mu.Unlock()
 
@@ -301,16 +363,25 @@ func (c *Cursor) Next(ctx context.Context, wait <-chan struct{}, buf []Commit) (
 	for {
 		c.f.mu.Lock()
 		if c.next <= c.f.last {
+			var err error
+			es := c.entries[:0]
 			for ; c.next <= c.f.last; c.next++ {
-				cm := c.f.ring[c.next%uint64(len(c.f.ring))]
-				if cm.Seq != c.next {
-					c.f.mu.Unlock()
-					return buf, ErrTooSlow
+				e := c.f.ring[c.next%uint64(len(c.f.ring))]
+				if !e.holds(c.next) {
+					err = ErrTooSlow
+					break
 				}
-				buf = append(buf, cm)
+				es = append(es, e)
 			}
 			c.f.mu.Unlock()
-			return buf, nil
+			// Decoding happens outside the lock: publishing never waits
+			// for it.
+			for _, e := range es {
+				buf = append(buf, e.commit(c.raw && e.decode != nil))
+			}
+			clear(es)
+			c.entries = es[:0]
+			return buf, err
 		}
 		wake := c.f.wake
 		c.f.mu.Unlock()

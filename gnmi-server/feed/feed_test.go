@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
 
 func commit(seq uint64, changes int) feed.Commit {
@@ -194,5 +196,62 @@ func TestSkipBeyondRecord(t *testing.T) {
 	}
 	if _, err := skip(ctx, f.From(19), 21); !errors.Is(err, feed.ErrTooSlow) {
 		t.Errorf("skipping 20-21 once 21 filled the record: %v, want ErrTooSlow", err)
+	}
+}
+
+// TestDecodeOnRead: a commit published raw is decoded once, by its first
+// reader, and never if only raw readers read it; every reader sees the same
+// decoded changes and the store's changes as they were.
+func TestDecodeOnRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(16, 1<<20)
+	var mu sync.Mutex
+	decoded := map[string]int{}
+	decode := func(changes []store.Change) []feed.Change {
+		var out []feed.Change
+		for _, ch := range changes {
+			mu.Lock()
+			decoded[string(ch.Key)]++
+			mu.Unlock()
+			out = append(out, feed.Change{Key: ch.Key, Elems: []*gpb.PathElem{{Name: string(ch.Key)}}})
+		}
+		return out
+	}
+	raw := f.FromRaw(0)
+	f.PublishRaw(1, 1, []store.Change{{Key: []byte("a"), Value: []byte("1")}}, decode)
+	f.PublishRaw(2, 2, []store.Change{{Key: []byte("b")}}, decode)
+
+	got, err := raw.Next(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Changes != nil || string(got[0].Raw[0].Value) != "1" || got[1].Raw[0].Value != nil {
+		t.Fatalf("a raw reader read %+v, want both commits undecoded with their store changes", got)
+	}
+	if len(decoded) != 0 {
+		t.Fatalf("a raw reader decoded %v", decoded)
+	}
+
+	var wg sync.WaitGroup
+	results := make([][]feed.Commit, 8)
+	for i := range results {
+		wg.Go(func() {
+			results[i], _ = f.From(0).Next(ctx, nil, nil)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		if len(r) != 2 || len(r[0].Changes) != 1 || r[0].Changes[0].Elems[0].GetName() != "a" || r[1].Changes[0].Elems[0].GetName() != "b" {
+			t.Fatalf("reader %d read %+v", i, r)
+		}
+	}
+	if want := map[string]int{"a": 1, "b": 1}; !cmp.Equal(decoded, want) {
+		t.Errorf("decoded %v, want each commit once: %v", decoded, want)
+	}
+	// The deletes of a raw commit are recorded like any other.
+	keys, err := skip(ctx, f.From(1), 2)
+	if err != nil || !cmp.Equal(keys, []string{"b"}) {
+		t.Errorf("Skip over the raw commits: %v, %v; want [b]", keys, err)
 	}
 }

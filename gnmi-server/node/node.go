@@ -123,7 +123,6 @@ type Node struct {
 	// it). Its interceptors must be chained first on the gRPC server.
 	Metrics *metrics.Metrics
 
-	pub       *server.Publisher
 	ca        *clusterca.Manager // nil without one
 	committer server.Committer
 	audit     *audit.Recorder
@@ -165,11 +164,10 @@ func Open(cfg Config) (*Node, error) {
 	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil,
 		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}})
 	if err != nil {
-		pub.Close()
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, pub: pub, Metrics: metrics.New()}
+	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, Metrics: metrics.New()}
 	n.Metrics.Known(gpb.GNMI_ServiceDesc)
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
@@ -207,7 +205,6 @@ func Open(cfg Config) (*Node, error) {
 			if err != nil {
 				n.audit.Close()
 				st.Close()
-				pub.Close()
 				return nil, err
 			}
 			rcfg.TLS = c.CA.RaftTLS
@@ -216,7 +213,6 @@ func Open(cfg Config) (*Node, error) {
 		if err != nil {
 			n.audit.Close()
 			st.Close()
-			pub.Close()
 			return nil, err
 		}
 		ccfg := cluster.Config{
@@ -337,7 +333,6 @@ func (n *Node) closeParts() error {
 		errs = append(errs, n.Repl.Close())
 	}
 	errs = append(errs, n.Store.Close())
-	n.pub.Close()
 	return errors.Join(errs...)
 }
 

@@ -78,7 +78,6 @@ func TestPublisherDecodes(t *testing.T) {
 	for i, c := range commits {
 		p.OnCommit(store.Commit{Seq: uint64(i + 1), Time: int64(i), Changes: c})
 	}
-	p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	got, err := f.From(0).Next(ctx, nil, nil)

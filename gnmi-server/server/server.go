@@ -182,10 +182,11 @@ func New(cfg Config) *Server {
 
 var _ gpb.GNMIServer = (*Server)(nil)
 
-// Publisher turns store commits into feed commits on its own goroutine, so
-// that the store's writer only hands them over: it decodes each data key once
-// for every subscriber and leaves out bookkeeping and write-only leaves.
-// Commits are published in order.
+// Publisher turns store commits into feed commits: it hands the store's
+// changes to the feed as they are, and decodes a commit's data keys for
+// every reader when the first one reads it (feed.PublishRaw), leaving out
+// bookkeeping and write-only leaves. A commit no reader reads, such as the
+// measured state of a node nobody subscribes to, is never decoded.
 //
 // Most keys a commit changes are leaves of a list entry or container whose
 // other leaves it changes too, in this commit and the next (a collector
@@ -193,12 +194,11 @@ var _ gpb.GNMIServer = (*Server)(nil)
 // looks up a leaf's parent once and keeps it: a leaf then costs a map lookup
 // instead of decoding its path and walking the schema.
 type Publisher struct {
-	s    *schema.Schema
-	f    *feed.Feed
-	ch   chan store.Commit
-	done chan struct{}
+	s *schema.Schema
+	f *feed.Feed
 
-	// The fields below are the run goroutine's.
+	// mu serializes decoding: the fields below are its.
+	mu sync.Mutex
 
 	// parents and oldParents map the encoded key of a leaf's parent to its
 	// decoded path; a parent not used since oldParents took over is
@@ -247,33 +247,21 @@ func (k *kids) child(name []byte) (*schema.Node, *gpb.PathElem) {
 // the scale set's flow table and counters.
 const maxParents = 1 << 14
 
-// NewPublisher starts a publisher into f.
+// NewPublisher returns a publisher into f.
 func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
-	p := &Publisher{s: s, f: f, ch: make(chan store.Commit, 4096), done: make(chan struct{}),
-		parents: map[string]*parent{}, kids: map[*schema.Node]*kids{}}
-	go p.run()
-	return p
+	return &Publisher{s: s, f: f, parents: map[string]*parent{}, kids: map[*schema.Node]*kids{}}
 }
 
-// OnCommit queues a commit; it is the store's OnCommit hook.
-func (p *Publisher) OnCommit(c store.Commit) { p.ch <- c }
+// OnCommit publishes a commit; it is the store's OnCommit hook. It costs a
+// pass over the commit's keys (see feed.PublishRaw), not their decoding.
+func (p *Publisher) OnCommit(c store.Commit) { p.f.PublishRaw(c.Seq, c.Time, c.Changes, p.decode) }
 
-// Close publishes what is queued and stops; call it after the store closed.
-func (p *Publisher) Close() {
-	close(p.ch)
-	<-p.done
-}
-
-func (p *Publisher) run() {
-	defer close(p.done)
-	for c := range p.ch {
-		p.f.Publish(p.decode(c))
-	}
-}
-
-func (p *Publisher) decode(c store.Commit) feed.Commit {
-	out := feed.Commit{Seq: c.Seq, Time: c.Time, Changes: make([]feed.Change, 0, len(c.Changes))}
-	for _, ch := range c.Changes {
+// decode returns the feed changes of a commit's store changes.
+func (p *Publisher) decode(changes []store.Change) []feed.Change {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]feed.Change, 0, len(changes))
+	for _, ch := range changes {
 		if txn.IsInternal(ch.Key) {
 			continue
 		}
@@ -288,7 +276,7 @@ func (p *Publisher) decode(c store.Commit) feed.Commit {
 				continue
 			}
 		}
-		out.Changes = append(out.Changes, fc)
+		out = append(out, fc)
 	}
 	return out
 }

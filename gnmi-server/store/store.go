@@ -69,9 +69,12 @@ type Tx interface {
 	// Set writes value at key.
 	Set(key, value []byte)
 	// SetVolatile writes value at key in memory only (see volatile.go):
-	// it is gone when the store closes. The store keeps value: the caller
-	// must not change it afterwards.
-	SetVolatile(key, value []byte)
+	// it is gone when the store closes. The store keeps key and value: the
+	// caller must not change value afterwards. A caller that writes the
+	// same keys again and again should pass the same strings: the store
+	// keeps the string a key was first written with and compares a key by
+	// its pointer before its bytes.
+	SetVolatile(key string, value []byte)
 	// Delete removes key.
 	Delete(key []byte)
 	// Time returns the transaction's commit timestamp (ns since the epoch),
@@ -121,6 +124,8 @@ type Store struct {
 	closed    atomic.Bool // set by Close
 
 	writeFailures atomic.Uint64 // groups that could not be committed
+
+	ops []txOp // for the next transaction; only the writer goroutine uses it
 }
 
 type request struct {
@@ -301,6 +306,22 @@ func (s *Store) drain() {
 	}
 }
 
+// maxRecycledOps bounds the operations slice a store keeps for the next
+// transaction (2.5 MiB): a collector writes tens of thousands of leaves a
+// second, and growing a slice to that size each time costs more than the
+// writes.
+const maxRecycledOps = 1 << 16
+
+// recycle keeps ops, which the writer no longer uses, for the next
+// transaction.
+func (s *Store) recycle(ops []txOp) {
+	if cap(ops) > maxRecycledOps || cap(ops) <= cap(s.ops) {
+		return
+	}
+	clear(ops)
+	s.ops = ops[:0]
+}
+
 func (s *Store) commitGroup(group []*request) {
 	batch := s.db.NewBatch()
 	defer batch.Close()
@@ -320,6 +341,7 @@ func (s *Store) commitGroup(group []*request) {
 		err := r.fn(tx)
 		if err != nil {
 			errs[i] = err
+			s.recycle(tx.ops)
 			continue
 		}
 		if changes == nil {
@@ -330,22 +352,23 @@ func (s *Store) commitGroup(group []*request) {
 			// The key shares the op's (immutable) string; Pebble copies it.
 			kb := unsafe.Slice(unsafe.StringData(k), len(k))
 			var err error
-			diskOnly := s.diskOnlyPrefix(kb) != nil
+			// Whether the key is disk-only is asked only when it matters:
+			// not for the rewrite of a volatile key, which is most writes.
 			switch {
 			case v == nil:
 				// A key is volatile, disk-only or in dur, or absent:
 				// deleting an absent key leaves no tombstone.
-				if !g.drop(k) && (diskOnly || dur.drop(k)) {
+				if !g.drop(k) && (s.diskOnlyPrefix(kb) != nil || dur.drop(k)) {
 					err = batch.Delete(kb, nil)
 				}
 			case op.volatile:
 				// A key becoming volatile loses its durable value.
-				if g.set(k, v) && (diskOnly || dur.drop(k)) {
+				if g.set(k, v) && (s.diskOnlyPrefix(kb) != nil || dur.drop(k)) {
 					err = batch.Delete(kb, nil)
 				}
 			default:
 				g.drop(k)
-				if !diskOnly {
+				if s.diskOnlyPrefix(kb) == nil {
 					dur.set(k, bytes.Clone(v))
 				}
 				err = batch.Set(kb, v, nil)
@@ -362,6 +385,7 @@ func (s *Store) commitGroup(group []*request) {
 			}
 			changes = append(changes, Change{Key: kb, Value: v})
 		}
+		s.recycle(tx.ops)
 		applied++
 	}
 	if applied > 0 && len(changes) > 0 {
@@ -711,11 +735,11 @@ func (t *tx) Set(key, value []byte) {
 	t.put(key, value, false)
 }
 
-func (t *tx) SetVolatile(key, value []byte) {
+func (t *tx) SetVolatile(key string, value []byte) {
 	if value == nil {
 		value = []byte{}
 	}
-	t.put(key, value, true)
+	t.putString(key, value, true)
 }
 
 func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
@@ -726,9 +750,23 @@ func (t *tx) put(key, v []byte, volatile bool) {
 			t.ops[i].value, t.ops[i].volatile = v, volatile
 			return
 		}
-		t.writes[string(key)] = len(t.ops)
 	}
-	t.ops = append(t.ops, txOp{key: string(key), value: v, volatile: volatile})
+	t.putString(string(key), v, volatile)
+}
+
+func (t *tx) putString(key string, v []byte, volatile bool) {
+	if t.writes != nil {
+		if i, ok := t.writes[key]; ok {
+			t.ops[i].value, t.ops[i].volatile = v, volatile
+			return
+		}
+		t.writes[key] = len(t.ops)
+	}
+	if t.ops == nil {
+		t.ops = t.s.ops
+		t.s.ops = nil
+	}
+	t.ops = append(t.ops, txOp{key: key, value: v, volatile: volatile})
 }
 
 // written returns this transaction's last write of k, if any.

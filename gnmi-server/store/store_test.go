@@ -25,7 +25,7 @@ func TestDurableInMemory(t *testing.T) {
 		for _, k := range []string{"a", "g/1", "h/1", "h/inner/2", "i/1", "y", "z", "z/9"} {
 			tx.Set([]byte(k), []byte("v-"+k))
 		}
-		tx.SetVolatile([]byte("h/v"), []byte("volatile"))
+		tx.SetVolatile("h/v", []byte("volatile"))
 		return nil
 	})
 	update(t, st, func(tx store.Tx) error {
@@ -155,10 +155,10 @@ func TestRewritesWithoutReading(t *testing.T) {
 		tx.Delete([]byte("b"))
 		tx.Delete([]byte("c"))
 		tx.Set([]byte("c"), []byte("3"))
-		tx.SetVolatile([]byte("d"), []byte("volatile"))
+		tx.SetVolatile("d", []byte("volatile"))
 		tx.Set([]byte("d"), []byte("durable"))
 		tx.Set([]byte("e"), []byte("durable"))
-		tx.SetVolatile([]byte("e"), []byte("volatile"))
+		tx.SetVolatile("e", []byte("volatile"))
 		return nil
 	})
 	want := map[string]string{"a": "2", "c": "3", "d": "durable", "e": "volatile"}

@@ -55,9 +55,9 @@ func TestVolatile(t *testing.T) {
 		return nil
 	})
 	update(t, st, func(tx store.Tx) error {
-		tx.SetVolatile([]byte("a/2"), []byte("volatile"))
-		tx.SetVolatile([]byte("a/5"), []byte("volatile"))
-		tx.SetVolatile([]byte("a/9"), []byte("volatile"))
+		tx.SetVolatile("a/2", []byte("volatile"))
+		tx.SetVolatile("a/5", []byte("volatile"))
+		tx.SetVolatile("a/9", []byte("volatile"))
 		// The transaction reads its own volatile writes.
 		if v, ok, err := tx.Get([]byte("a/9")); err != nil || !ok || string(v) != "volatile" {
 			t.Errorf("tx.Get(a/9) = %q, %v, %v; want volatile", v, ok, err)
@@ -89,7 +89,7 @@ func TestVolatile(t *testing.T) {
 			t.Errorf("tx.Scan (-want +got):\n%s", diff)
 		}
 		tx.Delete([]byte("a/2"))
-		tx.SetVolatile([]byte("a/9"), []byte("changed"))
+		tx.SetVolatile("a/9", []byte("changed"))
 		tx.Set([]byte("a/3"), []byte("durable again"))
 		return nil
 	})
@@ -137,7 +137,7 @@ func TestVolatileFailedTx(t *testing.T) {
 	st := open(t, t.TempDir(), nil)
 	defer st.Close()
 	err := st.Update(context.Background(), func(tx store.Tx) error {
-		tx.SetVolatile([]byte("k"), []byte("v"))
+		tx.SetVolatile("k", []byte("v"))
 		return context.Canceled
 	})
 	if err == nil {

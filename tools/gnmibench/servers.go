@@ -43,7 +43,7 @@ func policyName(i int) string { return fmt.Sprintf("policy-%04d", i) }
 // them: the two counters of one policy are adjacent.
 type leafSet struct {
 	paths []*gpb.Path // full paths, as the reference stores them
-	keys  [][]byte    // Patronus store keys of the same leaves
+	keys  []string    // Patronus store keys of the same leaves
 }
 
 func newLeafSet(policies int) *leafSet {
@@ -53,7 +53,7 @@ func newLeafSet(policies int) *leafSet {
 			elems := []*gpb.PathElem{{Name: "policies"}, {Name: "policy", Key: map[string]string{"name": policyName(i)}},
 				{Name: "state"}, {Name: "counters"}, {Name: c}}
 			ls.paths = append(ls.paths, &gpb.Path{Elem: elems})
-			ls.keys = append(ls.keys, pathkey.Encode(elems))
+			ls.keys = append(ls.keys, string(pathkey.Encode(elems)))
 		}
 	}
 	return ls
