@@ -48,14 +48,21 @@ func BenchmarkEmpty(b *testing.B) {
 }
 
 // BenchmarkFlowHit measures a packet of a known flow on a steered rule,
-// over IPv4 and IPv6.
+// over IPv4 and IPv6: a hit in the flow cache, and (nocache) a hit in the
+// flow table of a classifier without the cache.
 func BenchmarkFlowHit(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		frame []byte
-	}{{"v4", benchFrame}, {"v6", benchFrame6}} {
+		opts  loadOptions
+	}{
+		{"v4", benchFrame, loadOptions{}},
+		{"v6", benchFrame6, loadOptions{}},
+		{"v4-nocache", benchFrame, loadOptions{noCache: true}},
+		{"v6-nocache", benchFrame6, loadOptions{noCache: true}},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
-			c := newTestClassifier(b, false)
+			c := newTestClassifierWith(b, bc.opts)
 			rules := benchRules(64)
 			rules = append(rules, Rule{ID: 1000, Priority: 1000, Action: Steer, Mark: Mark(3), SetDSCP: -1})
 			if err := c.SetRules(rules); err != nil {

@@ -4,7 +4,10 @@
 // steers it onto a path by setting skb->mark, drops it, or leaves it to
 // ordinary routing, optionally rewriting its DSCP. It keeps per-policy and
 // per-path counters and LRU flow tables (/flows), one per address family,
-// whose entries pin a flow to its path while that path stays eligible.
+// whose entries pin a flow to its path while that path stays eligible. A
+// per-CPU cache of recent flows in front of the flow tables decides most
+// packets and holds their counts until user space adds them up (Flows) or
+// the flow leaves the cache.
 //
 // Nothing is pinned in bpffs: every program, map and tcx link belongs to the
 // process, so a crashed run leaves nothing behind in the kernel and there is
@@ -13,13 +16,14 @@
 // This is the only package of Patronus that imports cilium/ebpf.
 package classifier
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type rule4 -type rule6 -type ruleset -type flow4_key -type flow6_key -type flow_val -type counter -type clock_sample classifier bpf/classifier.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type rule4 -type rule6 -type ruleset -type flow4_key -type flow6_key -type flow_val -type slot -type cached4 -type cached6 -type cache_counts -type counter -type clock_sample classifier bpf/classifier.c -- -I/usr/include/x86_64-linux-gnu
 
 import (
 	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"sync"
@@ -42,6 +46,10 @@ const (
 	// family is evicted when its table is full.
 	MaxFlows = 65536
 )
+
+// cacheSlots is the number of slots of the flow cache, per CPU and family;
+// it must agree with CACHE_SLOTS in bpf/classifier.c.
+const cacheSlots = 1024
 
 // Packet marks of steered traffic are MarkBase | pathIndex. The upper half
 // tags the mark as Patronus's so that routing rules (ip rule fwmark
@@ -167,18 +175,43 @@ type Classifier struct {
 	// generation numbers rule sets; flows decided under another one are
 	// re-evaluated.
 	generation uint32
-	closed     bool
+	// epoch is the kernel's epoch of cached decisions (see bumpEpoch).
+	epoch uint32
+	// eligible is what SetEligible last set for each path index.
+	eligible [MaxPaths]bool
+	closed   bool
+
+	holdMu  sync.Mutex
+	holders int // Flows calls holding the flow cache (see walkFlows)
 }
 
 // New loads the program and its maps into the kernel without attaching
 // them anywhere. Until SetRules is called every packet passes untouched.
 func New() (*Classifier, error) {
-	return newClassifier(false)
+	return load(loadOptions{})
 }
 
-// newClassifier loads the objects; noFlowCache makes every packet walk the
-// rule table, for benchmarks of the miss path.
-func newClassifier(noFlowCache bool) (*Classifier, error) {
+// loadOptions are knobs of the kernel program that only tests and
+// benchmarks turn; they are fixed at load time, so the verifier removes
+// the code they turn off.
+type loadOptions struct {
+	// noFlowCache: no flow table and no cache, every packet walks the
+	// rule table (benchmarks of the miss path).
+	noFlowCache bool
+	// noCache: the flow tables without the per-CPU cache in front, every
+	// packet looks up and counts in its flow's entry (to compare the two).
+	noCache bool
+	// cacheSlots, a power of two from 2 to cacheSlots, uses that many
+	// slots of the cache instead of all (tests that force evictions); 0:
+	// all.
+	cacheSlots int
+	// noTick: a cache slot stays valid across kernel ticks, for tests of
+	// what the epoch alone does (flows' last_seen is then not kept up).
+	noTick bool
+}
+
+// load loads the objects, with the knobs o.
+func load(o loadOptions) (*Classifier, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("classifier: remove memlock limit: %w", err)
 	}
@@ -186,9 +219,25 @@ func newClassifier(noFlowCache bool) (*Classifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("classifier: load spec: %w", err)
 	}
-	if noFlowCache {
-		if err := spec.Variables["no_flow_cache"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("classifier: %w", err)
+	set := map[string]uint32{}
+	if o.noFlowCache {
+		set["no_flow_cache"] = 1
+	}
+	if o.noCache {
+		set["no_cache"] = 1
+	}
+	if o.noTick {
+		set["no_tick"] = 1
+	}
+	if n := o.cacheSlots; n != 0 {
+		if n < 2 || n > cacheSlots || n&(n-1) != 0 {
+			return nil, fmt.Errorf("classifier: %d cache slots: not a power of two from 2 to %d", n, cacheSlots)
+		}
+		set["cache_shift"] = uint32(64 - bits.TrailingZeros(uint(n)))
+	}
+	for name, v := range set {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("classifier: set %s: %w", name, err)
 		}
 	}
 	outer, ok := spec.Maps["rulesets"]
@@ -352,6 +401,29 @@ func (c *Classifier) SetRules(rules []Rule) error {
 	}
 	c.generation = gen
 	c.ids = ids
+	return c.bumpEpoch()
+}
+
+// bumpEpoch moves the kernel's epoch of cached decisions on, after a change
+// that may change what a flow's next packet gets (a rule set, a mark, an
+// eligibility, deleted flows): a slot of the flow cache is used only while
+// its epoch is current, so every flow's next packet on every CPU takes the
+// slow path, which sees the change. Its caller holds c.mu.
+//
+// The epoch is written after the change, and the program reads it before
+// anything it depends on (the generation, the flow table, the maps): a
+// packet that read the new epoch sees the change; one that read the old
+// one caches a decision of the old epoch, which no later packet uses.
+// (x86 keeps stores in order and loads in order.)
+func (c *Classifier) bumpEpoch() error {
+	e := c.epoch + 1
+	if e == 0 {
+		e = 1 // 0 means no rule set yet
+	}
+	if err := c.objs.Epoch.Set(e); err != nil {
+		return fmt.Errorf("classifier: publish cache epoch: %w", err)
+	}
+	c.epoch = e
 	return nil
 }
 
@@ -530,7 +602,7 @@ func (c *Classifier) SetMark(ruleID uint32, mark uint32) error {
 	if err := c.objs.Steer.Put(ruleID, mark); err != nil {
 		return fmt.Errorf("classifier: set mark of rule %d: %w", ruleID, err)
 	}
-	return nil
+	return c.bumpEpoch()
 }
 
 // SetEligible declares whether flows already on path index i may stay on
@@ -545,10 +617,22 @@ func (c *Classifier) SetEligible(i uint16, ok bool) error {
 	if ok {
 		v = 1
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errClosed
+	}
+	if c.eligible[i] == ok {
+		return nil // called on every steering round; cached flows stay
+	}
 	if err := c.objs.Eligible.Put(uint32(i), v); err != nil {
 		return fmt.Errorf("classifier: set eligibility of path %d: %w", i, err)
 	}
-	return nil
+	c.eligible[i] = ok
+	if c.generation == 0 {
+		return nil // nothing is cached before the first rule set
+	}
+	return c.bumpEpoch()
 }
 
 // RuleCounters returns the packets and bytes matched by each rule of the
@@ -641,7 +725,8 @@ func (c clock) time(jiffies uint64) time.Time {
 
 // Flows calls fn for each entry of the flow tables, IPv4 then IPv6, until
 // fn returns false. The tables may change during the walk; an entry is
-// reported at most once.
+// reported at most once. A flow's packets and bytes are exact: those its
+// entry holds plus those the per-CPU flow caches hold for it.
 func (c *Classifier) Flows(fn func(Flow) bool) error {
 	clk, err := c.now()
 	if err != nil {
@@ -661,34 +746,239 @@ func (c *Classifier) Flows(fn func(Flow) bool) error {
 			LastSeen:  clk.time(v.LastSeen),
 		}
 	}
-	var (
-		k4 classifierFlow4Key
-		k6 classifierFlow6Key
-		v  classifierFlowVal
-	)
-	it := c.objs.Flows4.Iterate()
-	for it.Next(&k4, &v) {
-		src := netip.AddrPortFrom(netip.AddrFrom4(unword4(k4.Saddr)), k4.Sport)
-		dst := netip.AddrPortFrom(netip.AddrFrom4(unword4(k4.Daddr)), k4.Dport)
-		if !fn(flow(&v, k4.Proto, src, dst)) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
+	more, err := walkFlows(c.objs.Flows4, c.objs.Cache4, split4, c.hold, func(k *classifierFlow4Key, v *classifierFlowVal) bool {
+		src := netip.AddrPortFrom(netip.AddrFrom4(unword4(k.Saddr)), k.Sport)
+		dst := netip.AddrPortFrom(netip.AddrFrom4(unword4(k.Daddr)), k.Dport)
+		return fn(flow(v, k.Proto, src, dst))
+	})
+	if err != nil {
 		return fmt.Errorf("classifier: IPv4 flows: %w", err)
 	}
-	it = c.objs.Flows6.Iterate()
-	for it.Next(&k6, &v) {
-		src := netip.AddrPortFrom(netip.AddrFrom16(unwords(k6.Src)), k6.Sport)
-		dst := netip.AddrPortFrom(netip.AddrFrom16(unwords(k6.Dst)), k6.Dport)
-		if !fn(flow(&v, k6.Proto, src, dst)) {
-			return nil
-		}
+	if !more {
+		return nil
 	}
-	if err := it.Err(); err != nil {
+	_, err = walkFlows(c.objs.Flows6, c.objs.Cache6, split6, c.hold, func(k *classifierFlow6Key, v *classifierFlowVal) bool {
+		src := netip.AddrPortFrom(netip.AddrFrom16(unwords(k.Src)), k.Sport)
+		dst := netip.AddrPortFrom(netip.AddrFrom16(unwords(k.Dst)), k.Dport)
+		return fn(flow(v, k.Proto, src, dst))
+	})
+	if err != nil {
 		return fmt.Errorf("classifier: IPv6 flows: %w", err)
 	}
 	return nil
+}
+
+func split4(c *classifierCached4) (classifierFlow4Key, *classifierSlot) { return c.Key, &c.S }
+func split6(c *classifierCached6) (classifierFlow6Key, *classifierSlot) { return c.Key, &c.S }
+
+// walkFlows calls fn for each entry of the flow table flows, with the
+// pending counts of the flow cache cache added, until fn returns false; it
+// returns whether fn always returned true.
+//
+// A slot gives its pending counts to its flow's entry when it takes
+// another flow (in the kernel, at any time), and its seq is odd while it
+// does. So the cache is read before and after the entries, and a slot's
+// counts are added to an entry only if its seq was the same even number
+// in both reads: no slot changed flow or gave counts back from the first
+// read to the last, so the counts read in between are neither in the entry
+// yet nor lost. An entry one of whose slots moved meanwhile is read again
+// on its own (reread), with the slots held (hold): while they are, they
+// keep their flows and counts, so the reread is stable once the kernel is
+// done with the slot changes it had begun.
+func walkFlows[K comparable, C any](flows, cache *ebpf.Map, split func(*C) (K, *classifierSlot), hold func(bool) error, fn func(*K, *classifierFlowVal) bool) (bool, error) {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return false, err
+	}
+	before, err := readCache[C](cache, cpus)
+	if err != nil {
+		return false, err
+	}
+	mid, err := readCache[C](cache, cpus)
+	if err != nil {
+		return false, err
+	}
+	type entry struct {
+		k      K
+		v      classifierFlowVal
+		moved  bool
+		gone   bool
+		slotAt int
+	}
+	var (
+		entries []entry
+		k       K
+		v       classifierFlowVal
+	)
+	it := flows.Iterate()
+	for it.Next(&k, &v) {
+		entries = append(entries, entry{k: k, v: v})
+	}
+	if err := it.Err(); err != nil {
+		return false, err
+	}
+	after, err := readCache[C](cache, cpus)
+	if err != nil {
+		return false, err
+	}
+	// Where each key is cached: slots of mid, as slot*cpus+cpu.
+	at := make(map[K][]int)
+	for i := range mid {
+		if k, s := split(&mid[i]); s.Id != 0 {
+			at[k] = append(at[k], i)
+		}
+	}
+	moved := 0
+	for j := range entries {
+		e := &entries[j]
+		for _, i := range at[e.k] {
+			_, s := split(&mid[i])
+			if s.Id != e.v.Id {
+				continue // counts of an earlier entry of the same key
+			}
+			_, s0 := split(&before[i])
+			_, s1 := split(&after[i])
+			if s0.Seq != s1.Seq || s0.Seq&1 != 0 {
+				e.moved, e.slotAt = true, i/cpus
+				moved++
+				break
+			}
+			e.v.Packets += s.Packets
+			e.v.Bytes += s.Bytes
+		}
+	}
+	if moved > 0 {
+		if err := hold(true); err != nil {
+			return false, err
+		}
+		for j := range entries {
+			if e := &entries[j]; e.moved {
+				if e.v, e.gone, err = reread(flows, cache, split, e.k, uint32(e.slotAt)); err != nil {
+					break
+				}
+			}
+		}
+		if herr := hold(false); err == nil {
+			err = herr
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	for j := range entries {
+		if e := &entries[j]; !e.gone && !fn(&e.k, &e.v) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// rereadTries bounds the attempts of reread. With the slots held, a slot
+// moves only to finish a change the kernel had begun before, so the second
+// attempt is nearly always stable.
+const rereadTries = 100
+
+// reread returns the entry of k in flows with its pending counts in cache,
+// whose slot is slot: as walkFlows, for one entry, with the slots held.
+// gone is true if the entry is gone.
+func reread[K comparable, C any](flows, cache *ebpf.Map, split func(*C) (K, *classifierSlot), k K, slot uint32) (v classifierFlowVal, gone bool, err error) {
+	var before, mid, after []C
+	for range rereadTries {
+		if err := cache.Lookup(slot, &before); err != nil {
+			return v, false, err
+		}
+		if err := cache.Lookup(slot, &mid); err != nil {
+			return v, false, err
+		}
+		if err := flows.Lookup(&k, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
+			return v, true, nil
+		} else if err != nil {
+			return v, false, err
+		}
+		if err := cache.Lookup(slot, &after); err != nil {
+			return v, false, err
+		}
+		stable := true
+		for cpu := range mid {
+			mk, s := split(&mid[cpu])
+			if mk != k || s.Id != v.Id {
+				continue
+			}
+			_, s0 := split(&before[cpu])
+			_, s1 := split(&after[cpu])
+			if s0.Seq != s1.Seq || s0.Seq&1 != 0 {
+				stable = false
+				break
+			}
+			v.Packets += s.Packets
+			v.Bytes += s.Bytes
+		}
+		if stable {
+			return v, false, nil
+		}
+	}
+	return v, false, fmt.Errorf("flow cache slot %d still changing after %d reads", slot, rereadTries)
+}
+
+// hold sets the kernel's cache_hold (see walkFlows); holders are counted.
+func (c *Classifier) hold(on bool) error {
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	was := c.holders > 0
+	if on {
+		c.holders++
+	} else {
+		c.holders--
+	}
+	if now := c.holders > 0; now != was {
+		var v uint32
+		if now {
+			v = 1
+		}
+		if err := c.objs.CacheHold.Set(v); err != nil {
+			return fmt.Errorf("hold flow cache: %w", err)
+		}
+	}
+	return nil
+}
+
+// readCache reads every slot of a flow cache on every CPU, as slot*cpus+cpu.
+func readCache[C any](m *ebpf.Map, cpus int) ([]C, error) {
+	n := int(m.MaxEntries())
+	keys := make([]uint32, n)
+	vals := make([]C, n*cpus)
+	var cursor ebpf.MapBatchCursor
+	got, err := m.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("read flow cache: %w", err)
+	}
+	if got != n {
+		return nil, fmt.Errorf("read flow cache: %d of %d slots", got, n)
+	}
+	for i, k := range keys {
+		if k != uint32(i) {
+			return nil, fmt.Errorf("read flow cache: slot %d read as %d", k, i)
+		}
+	}
+	return vals, nil
+}
+
+// OrphanedFlowCounts returns the packets and bytes that the flow caches
+// counted for a flow whose flow table entry was gone when the cache gave
+// them back: the entry had been expired (the counts belonged to it and were
+// reported with it until then) or evicted from a full table (they are lost
+// with the rest of its counts, as without the cache).
+func (c *Classifier) OrphanedFlowCounts() (Counter, error) {
+	var vals []classifierCacheCounts
+	if err := c.objs.CacheStats.Lookup(uint32(0), &vals); err != nil {
+		return Counter{}, fmt.Errorf("classifier: orphaned flow counts: %w", err)
+	}
+	var s Counter
+	for _, v := range vals {
+		s.Packets += v.OrphanPackets
+		s.Bytes += v.OrphanBytes
+	}
+	return s, nil
 }
 
 // ExpireFlows deletes the flows that have seen no packet for longer than
@@ -710,6 +1000,18 @@ func (c *Classifier) ExpireFlows(idle time.Duration) (int, error) {
 		return n4, fmt.Errorf("classifier: expire IPv4 flows: %w", err)
 	}
 	n6, err := expire[classifierFlow6Key](c.objs.Flows6, cutoff)
+	if n4+n6 > 0 {
+		// A slot of a deleted flow must not take another packet for it:
+		// its next packet takes the slow path, finds no entry, and makes
+		// a new one. (The cached counts of a deleted flow go with it.)
+		c.mu.Lock()
+		if c.closed {
+			err = errors.Join(err, errClosed)
+		} else if eerr := c.bumpEpoch(); eerr != nil {
+			err = errors.Join(err, eerr)
+		}
+		c.mu.Unlock()
+	}
 	if err != nil {
 		return n4 + n6, fmt.Errorf("classifier: expire IPv6 flows: %w", err)
 	}

@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type classifierCacheCounts struct {
+	_             structs.HostLayout
+	Serial        uint64
+	OrphanPackets uint64
+	OrphanBytes   uint64
+}
+
+type classifierCached4 struct {
+	_   structs.HostLayout
+	S   classifierSlot
+	Key classifierFlow4Key
+}
+
+type classifierCached6 struct {
+	_   structs.HostLayout
+	S   classifierSlot
+	Key classifierFlow6Key
+}
+
 type classifierClockSample struct {
 	_       structs.HostLayout
 	Jiffies uint64
@@ -51,6 +70,7 @@ type classifierFlowVal struct {
 	Bytes      uint64
 	FirstSeen  uint64
 	LastSeen   uint64
+	Id         uint64
 	RuleId     uint32
 	Mark       uint32
 	Generation uint32
@@ -105,10 +125,27 @@ type classifierRuleset struct {
 	Rules6     [1024]classifierRule6
 }
 
+type classifierSlot struct {
+	_        structs.HostLayout
+	Epoch    uint32
+	Seq      uint32
+	Mark     uint32
+	Rule     uint16
+	Action   uint8
+	SetDscp  uint8
+	LastSeen uint64
+	Packets  uint64
+	Bytes    uint64
+	Id       uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	classifierMapCache4           = "cache4"
+	classifierMapCache6           = "cache6"
+	classifierMapCacheStats       = "cache_stats"
 	classifierMapClock            = "clock"
 	classifierMapEligible         = "eligible"
 	classifierMapFlows4           = "flows4"
@@ -119,8 +156,13 @@ const (
 	classifierMapSteer            = "steer"
 	classifierProgClassify        = "classify"
 	classifierProgSampleClock     = "sample_clock"
+	classifierVarCacheHold        = "cache_hold"
+	classifierVarCacheShift       = "cache_shift"
+	classifierVarEpoch            = "epoch"
 	classifierVarGeneration       = "generation"
+	classifierVarNoCache          = "no_cache"
 	classifierVarNoFlowCache      = "no_flow_cache"
+	classifierVarNoTick           = "no_tick"
 	classifierVarRulesetBtfAnchor = "ruleset_btf_anchor"
 )
 
@@ -174,22 +216,30 @@ type classifierProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierMapSpecs struct {
-	Clock     *ebpf.MapSpec `ebpf:"clock"`
-	Eligible  *ebpf.MapSpec `ebpf:"eligible"`
-	Flows4    *ebpf.MapSpec `ebpf:"flows4"`
-	Flows6    *ebpf.MapSpec `ebpf:"flows6"`
-	PathStats *ebpf.MapSpec `ebpf:"path_stats"`
-	RuleStats *ebpf.MapSpec `ebpf:"rule_stats"`
-	Rulesets  *ebpf.MapSpec `ebpf:"rulesets"`
-	Steer     *ebpf.MapSpec `ebpf:"steer"`
+	Cache4     *ebpf.MapSpec `ebpf:"cache4"`
+	Cache6     *ebpf.MapSpec `ebpf:"cache6"`
+	CacheStats *ebpf.MapSpec `ebpf:"cache_stats"`
+	Clock      *ebpf.MapSpec `ebpf:"clock"`
+	Eligible   *ebpf.MapSpec `ebpf:"eligible"`
+	Flows4     *ebpf.MapSpec `ebpf:"flows4"`
+	Flows6     *ebpf.MapSpec `ebpf:"flows6"`
+	PathStats  *ebpf.MapSpec `ebpf:"path_stats"`
+	RuleStats  *ebpf.MapSpec `ebpf:"rule_stats"`
+	Rulesets   *ebpf.MapSpec `ebpf:"rulesets"`
+	Steer      *ebpf.MapSpec `ebpf:"steer"`
 }
 
 // classifierVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
+	CacheHold        *ebpf.VariableSpec `ebpf:"cache_hold"`
+	CacheShift       *ebpf.VariableSpec `ebpf:"cache_shift"`
+	Epoch            *ebpf.VariableSpec `ebpf:"epoch"`
 	Generation       *ebpf.VariableSpec `ebpf:"generation"`
+	NoCache          *ebpf.VariableSpec `ebpf:"no_cache"`
 	NoFlowCache      *ebpf.VariableSpec `ebpf:"no_flow_cache"`
+	NoTick           *ebpf.VariableSpec `ebpf:"no_tick"`
 	RulesetBtfAnchor *ebpf.VariableSpec `ebpf:"ruleset_btf_anchor"`
 }
 
@@ -213,18 +263,24 @@ func (o *classifierObjects) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierMaps struct {
-	Clock     *ebpf.Map `ebpf:"clock"`
-	Eligible  *ebpf.Map `ebpf:"eligible"`
-	Flows4    *ebpf.Map `ebpf:"flows4"`
-	Flows6    *ebpf.Map `ebpf:"flows6"`
-	PathStats *ebpf.Map `ebpf:"path_stats"`
-	RuleStats *ebpf.Map `ebpf:"rule_stats"`
-	Rulesets  *ebpf.Map `ebpf:"rulesets"`
-	Steer     *ebpf.Map `ebpf:"steer"`
+	Cache4     *ebpf.Map `ebpf:"cache4"`
+	Cache6     *ebpf.Map `ebpf:"cache6"`
+	CacheStats *ebpf.Map `ebpf:"cache_stats"`
+	Clock      *ebpf.Map `ebpf:"clock"`
+	Eligible   *ebpf.Map `ebpf:"eligible"`
+	Flows4     *ebpf.Map `ebpf:"flows4"`
+	Flows6     *ebpf.Map `ebpf:"flows6"`
+	PathStats  *ebpf.Map `ebpf:"path_stats"`
+	RuleStats  *ebpf.Map `ebpf:"rule_stats"`
+	Rulesets   *ebpf.Map `ebpf:"rulesets"`
+	Steer      *ebpf.Map `ebpf:"steer"`
 }
 
 func (m *classifierMaps) Close() error {
 	return _ClassifierClose(
+		m.Cache4,
+		m.Cache6,
+		m.CacheStats,
 		m.Clock,
 		m.Eligible,
 		m.Flows4,
@@ -240,8 +296,13 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
+	CacheHold        *ebpf.Variable `ebpf:"cache_hold"`
+	CacheShift       *ebpf.Variable `ebpf:"cache_shift"`
+	Epoch            *ebpf.Variable `ebpf:"epoch"`
 	Generation       *ebpf.Variable `ebpf:"generation"`
+	NoCache          *ebpf.Variable `ebpf:"no_cache"`
 	NoFlowCache      *ebpf.Variable `ebpf:"no_flow_cache"`
+	NoTick           *ebpf.Variable `ebpf:"no_tick"`
 	RulesetBtfAnchor *ebpf.Variable `ebpf:"ruleset_btf_anchor"`
 }
 

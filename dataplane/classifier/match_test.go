@@ -23,10 +23,15 @@ const (
 
 func newTestClassifier(t testing.TB, noFlowCache bool) *Classifier {
 	t.Helper()
+	return newTestClassifierWith(t, loadOptions{noFlowCache: noFlowCache})
+}
+
+func newTestClassifierWith(t testing.TB, o loadOptions) *Classifier {
+	t.Helper()
 	requireRoot(t)
-	c, err := newClassifier(noFlowCache)
+	c, err := load(o)
 	if err != nil {
-		t.Fatalf("newClassifier: %v", err)
+		t.Fatalf("load %+v: %v", o, err)
 	}
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
