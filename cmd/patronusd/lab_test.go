@@ -422,6 +422,8 @@ func TestLab(t *testing.T) {
 			`patronus_probe_lost_total{path="` + mplsPath + `"}`:     3,
 			`patronus_probe_sent_total{path="` + inetPath + `"}`:     1,
 			`patronus_dataplane_collect_duration_seconds_count`:      1,
+			`patronus_dataplane_orphaned_flow_packets_total`:         0,
+			`patronus_dataplane_orphaned_flow_bytes_total`:           0,
 		} {
 			if got, ok := metricValue(scrape, series); !ok || got < least {
 				t.Errorf("%s = %v (present: %v), want at least %v", series, got, ok, least)

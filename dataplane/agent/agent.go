@@ -77,6 +77,11 @@ type Stats struct {
 	// Failovers counts the times a policy moved to another path (or to
 	// ordinary routing): each FAILOVER event.
 	Failovers uint64
+	// Orphaned counts, as of the last collection, what the classifier's
+	// flow caches counted for flows whose flow table entry was gone: in
+	// the policy and path counters but in no flow (see
+	// classifier.OrphanedFlowCounts).
+	Orphaned classifier.Counter
 }
 
 // Agent is a running dataplane.
@@ -95,7 +100,8 @@ type Agent struct {
 
 	failovers atomic.Uint64
 	statsMu   sync.Mutex
-	paths     []PathStats // as of the last collection; guarded by statsMu
+	paths     []PathStats        // as of the last collection; guarded by statsMu
+	orphaned  classifier.Counter // likewise
 
 	// The fields below are owned by the run loop.
 	plan       *plan.Plan
@@ -552,7 +558,7 @@ func (a *Agent) event(ctx context.Context, ev txn.Event) {
 func (a *Agent) Stats() Stats {
 	a.statsMu.Lock()
 	defer a.statsMu.Unlock()
-	return Stats{Paths: slices.Clone(a.paths), Failovers: a.failovers.Load()}
+	return Stats{Paths: slices.Clone(a.paths), Failovers: a.failovers.Load(), Orphaned: a.orphaned}
 }
 
 // collect writes the measured state into the tree and expires idle flows.
@@ -603,8 +609,15 @@ func (a *Agent) collect(ctx context.Context) {
 			ProbesLate: st.ProbesLate, ProbesLost: st.ProbesLost})
 	}
 	slices.SortFunc(paths, func(x, y PathStats) int { return strings.Compare(x.Path, y.Path) })
+	orphaned, err := a.cls.OrphanedFlowCounts()
+	if err != nil {
+		a.log.Warn("dataplane: reading orphaned flow counts", "err", err)
+	}
 	a.statsMu.Lock()
 	a.paths = paths
+	if err == nil {
+		a.orphaned = orphaned
+	}
 	a.statsMu.Unlock()
 	for _, pol := range a.plan.Policies {
 		c := rc[pol.ID]

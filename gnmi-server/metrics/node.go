@@ -84,6 +84,8 @@ var (
 	probeLostDesc     = desc("probe_lost_total", "Probes counted lost (timed out) on a local path, those answered late included.", "path")
 	probeHealthDesc   = desc("probe_path_health", "A local path's health-status: 0 UNKNOWN, 1 UP, 2 DEGRADED, 3 DOWN.", "path")
 	failoversDesc     = desc("dataplane_failovers_total", "Times a policy moved to another path or to ordinary routing (FAILOVER events).")
+	orphanPacketsDesc = desc("dataplane_orphaned_flow_packets_total", "Packets the classifier's flow caches counted for flows whose flow table entry was gone (expired, or evicted from a full table): counted for their policy and path, in no flow.")
+	orphanBytesDesc   = desc("dataplane_orphaned_flow_bytes_total", "The bytes of patronus_dataplane_orphaned_flow_packets_total.")
 )
 
 // nodeCollector reads the node's sources at scrape time.
@@ -173,6 +175,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(probeHealthDesc, float64(p.Health), p.Path)
 		}
 		counter(failoversDesc, st.Failovers)
+		counter(orphanPacketsDesc, st.Orphaned.Packets)
+		counter(orphanBytesDesc, st.Orphaned.Bytes)
 	}
 }
 
