@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -56,22 +55,12 @@ func run(t *testing.T, c *Classifier, frame []byte) (verdict, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ctxOut skbCtx
-	out := make([]byte, len(frame)+256)
-	ret, err := c.objs.Classify.Run(&ebpf.RunOptions{
-		Data:       frame,
-		DataOut:    out,
-		Context:    skbCtx{},
-		ContextOut: &ctxOut,
-	})
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
+	ret, mark, out := classify1(t, c, frame)
 	after, err := c.RuleCounters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := verdict{Ret: ret, Mark: ctxOut.Mark, Rule: NoRule}
+	v := verdict{Ret: ret, Mark: mark, Rule: NoRule}
 	for id, a := range after {
 		switch d := a.Packets - before[id].Packets; {
 		case d == 1 && v.Rule == NoRule:
@@ -83,7 +72,7 @@ func run(t *testing.T, c *Classifier, frame []byte) (verdict, []byte) {
 			t.Errorf("rule %d counted %d packets for one frame (rule %d counted too)", id, d, v.Rule)
 		}
 	}
-	return v, out[:len(frame)]
+	return v, out
 }
 
 func u8(v uint8) *uint8 { return &v }
