@@ -745,10 +745,29 @@ func TestCacheConcurrentReads(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := range 2 * runtime.NumCPU() {
+	// One worker per CPU, each held on its own: a slot is its CPU's, and
+	// its plain adds assume one packet at a time per CPU, as tc runs them
+	// (BPF_PROG_TEST_RUN only keeps a run from migrating, and a kernel
+	// with full preemption could interleave two runs on one CPU).
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	for w := range 1024 {
+		if !cpus.IsSet(w) {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var set unix.CPUSet
+			set.Set(w)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				t.Error(err)
+				return
+			}
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
 			for {
 				select {

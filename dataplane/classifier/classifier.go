@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -187,8 +188,13 @@ type Classifier struct {
 
 // New loads the program and its maps into the kernel without attaching
 // them anywhere. Until SetRules is called every packet passes untouched.
+//
+// The per-CPU flow cache is used on amd64 only: how user space and the
+// program hand over its epoch and slots relies on x86's ordering of plain
+// loads and stores (see bumpEpoch and Flows). Elsewhere every packet looks
+// its flow up in the flow tables, as with the cache turned off.
 func New() (*Classifier, error) {
-	return load(loadOptions{})
+	return load(loadOptions{noCache: runtime.GOARCH != "amd64"})
 }
 
 // loadOptions are knobs of the kernel program that only tests and
@@ -333,7 +339,7 @@ var errClosed = errors.New("classifier: closed")
 // still matches and the path is still theirs to keep). Every rule's path
 // mark is reset to its Rule.Mark, and rules whose ID is new to the set start
 // with zero counters; counters of IDs that stay are kept.
-func (c *Classifier) SetRules(rules []Rule) error {
+func (c *Classifier) SetRules(rules []Rule) (err error) {
 	sorted := slices.Clone(rules)
 	slices.SortStableFunc(sorted, func(a, b Rule) int {
 		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.ID, b.ID))
@@ -367,6 +373,13 @@ func (c *Classifier) SetRules(rules []Rule) error {
 	if c.closed {
 		return errClosed
 	}
+	// Whatever this changes in the kernel, even if it fails halfway, no
+	// cached decision may outlive it.
+	defer func() {
+		if eerr := c.bumpEpoch(); err == nil {
+			err = eerr
+		}
+	}()
 	zero := make([]classifierCounter, ebpf.MustPossibleCPU())
 	for _, r := range sorted {
 		if !c.ids[r.ID] {
@@ -401,7 +414,7 @@ func (c *Classifier) SetRules(rules []Rule) error {
 	}
 	c.generation = gen
 	c.ids = ids
-	return c.bumpEpoch()
+	return nil
 }
 
 // bumpEpoch moves the kernel's epoch of cached decisions on, after a change
@@ -995,11 +1008,14 @@ func (c *Classifier) ExpireFlows(idle time.Duration) (int, error) {
 	if ticks := uint64(idle/clk.tick) + 1; ticks < clk.jiffies {
 		cutoff = clk.jiffies - ticks
 	}
-	n4, err := expire[classifierFlow4Key](c.objs.Flows4, cutoff)
-	if err != nil {
-		return n4, fmt.Errorf("classifier: expire IPv4 flows: %w", err)
-	}
+	n4, err4 := expire[classifierFlow4Key](c.objs.Flows4, cutoff)
 	n6, err := expire[classifierFlow6Key](c.objs.Flows6, cutoff)
+	if err != nil {
+		err = fmt.Errorf("classifier: expire IPv6 flows: %w", err)
+	}
+	if err4 != nil {
+		err = errors.Join(fmt.Errorf("classifier: expire IPv4 flows: %w", err4), err)
+	}
 	if n4+n6 > 0 {
 		// A slot of a deleted flow must not take another packet for it:
 		// its next packet takes the slow path, finds no entry, and makes
@@ -1012,10 +1028,7 @@ func (c *Classifier) ExpireFlows(idle time.Duration) (int, error) {
 		}
 		c.mu.Unlock()
 	}
-	if err != nil {
-		return n4 + n6, fmt.Errorf("classifier: expire IPv6 flows: %w", err)
-	}
-	return n4 + n6, nil
+	return n4 + n6, err
 }
 
 // expire deletes the entries of the flow table m last seen before cutoff

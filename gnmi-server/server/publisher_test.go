@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -149,4 +150,45 @@ func schemaPath(s string) ([]*gpb.PathElem, error) {
 		elems = append(elems, e)
 	}
 	return elems, nil
+}
+
+// TestPublisherLeavesOutInternalKeys: internal keys (such as a stats history
+// keyframe's, many more than the feed's budget) reach no reader, raw or
+// decoded, take none of the feed's budget and are not in its record of
+// deletes.
+func TestPublisherLeavesOutInternalKeys(t *testing.T) {
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f := feed.New(16, 100_000) // room for about 160 changes of 100-byte keys
+	p := server.NewPublisher(sch, f)
+	leaf := pathkey.Encode([]*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": "p"}}, {Name: "state"}, {Name: "latency"}})
+	p.OnCommit(store.Commit{Seq: 1, Changes: []store.Change{{Key: leaf, Value: txn.AppendUint(nil, 5)}}})
+	var internal []store.Change
+	for i := range 10_000 {
+		k := append([]byte{txn.InternalPrefix}, fmt.Sprintf("l/hist/%096d", i)...)
+		internal = append(internal, store.Change{Key: k, Value: []byte{1}}, store.Change{Key: append(k, 'x')})
+	}
+	internal = append(internal, store.Change{Key: leaf, Value: txn.AppendUint(nil, 6)})
+	p.OnCommit(store.Commit{Seq: 2, Changes: internal})
+
+	for _, c := range []*feed.Cursor{f.From(0), f.FromRaw(0)} {
+		got, err := c.Next(ctx, nil, nil)
+		if err != nil {
+			t.Fatalf("reading both commits: %v (the internal keys pushed the first out)", err)
+		}
+		if len(got) != 2 || len(got[1].Raw) != 1 || string(got[1].Raw[0].Key) != string(leaf) {
+			t.Fatalf("read %d commits, the second with %d raw changes; want 2, the second with only the data leaf", len(got), len(got[1].Raw))
+		}
+	}
+	err = f.From(0).Skip(ctx, 2, func(k []byte) error {
+		t.Errorf("the record of deletes holds %q", k)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

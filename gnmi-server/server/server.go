@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -254,7 +255,24 @@ func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
 
 // OnCommit publishes a commit; it is the store's OnCommit hook. It costs a
 // pass over the commit's keys (see feed.PublishRaw), not their decoding.
-func (p *Publisher) OnCommit(c store.Commit) { p.f.PublishRaw(c.Seq, c.Time, c.Changes, p.decode) }
+// Internal keys (bookkeeping, a node's stats history) are left out: no
+// reader sees them, and a history keyframe's hundred thousand keys would
+// otherwise take the feed's whole budget and push every commit out of it.
+func (p *Publisher) OnCommit(c store.Commit) {
+	changes := c.Changes
+	for i, ch := range changes {
+		if txn.IsInternal(ch.Key) {
+			changes = slices.Clip(changes[:i])
+			for _, ch := range c.Changes[i+1:] {
+				if !txn.IsInternal(ch.Key) {
+					changes = append(changes, ch)
+				}
+			}
+			break
+		}
+	}
+	p.f.PublishRaw(c.Seq, c.Time, changes, p.decode)
+}
 
 // decode returns the feed changes of a commit's store changes.
 func (p *Publisher) decode(changes []store.Change) []feed.Change {
@@ -278,7 +296,7 @@ func (p *Publisher) decode(changes []store.Change) []feed.Change {
 		}
 		out = append(out, fc)
 	}
-	return out
+	return slices.Clip(out)
 }
 
 // path returns the elements and the schema node of a stored key; a nil node
