@@ -344,6 +344,13 @@ func (c *Cursor) Skip(ctx context.Context, seq uint64, fn func(key []byte) error
 	return nil
 }
 
+// Seq returns the Seq of the last commit the cursor has read or skipped.
+func (c *Cursor) Seq() uint64 {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	return c.next - 1
+}
+
 // Lag returns how many published commits the cursor has not read yet. It
 // may be called from another goroutine than the cursor's reader.
 func (c *Cursor) Lag() uint64 {

@@ -301,3 +301,67 @@ func (d *Decoder) Decode(key []byte) ([]*gpb.PathElem, error) {
 	d.elems = elems
 	return elems, nil
 }
+
+// SplitElem splits the first element off key without decoding it: its name
+// and its keys as they are encoded (escaped; see SplitKey), and the rest of
+// key. ok is false if key does not start with a whole element.
+func SplitElem(key []byte) (name, keys, rest []byte, ok bool) {
+	i, sep := token(key)
+	if i < 0 {
+		return nil, nil, nil, false
+	}
+	name = key[:i]
+	if sep == elemEnd {
+		return name, nil, key[i+1:], true
+	}
+	if sep != keyStart {
+		return nil, nil, nil, false
+	}
+	// The keys run to the element's end: every 0x00 inside them is escaped.
+	for j := i; j < len(key); j++ {
+		switch key[j] {
+		case escape:
+			j++
+		case elemEnd:
+			return name, key[i:j], key[j+1:], true
+		}
+	}
+	return nil, nil, nil, false
+}
+
+// SplitKey splits the first key off the keys of an element as SplitElem
+// returns them: its name and value, still escaped, and the other keys. ok
+// is false when keys is empty or malformed.
+func SplitKey(keys []byte) (name, value, rest []byte, ok bool) {
+	if len(keys) == 0 || keys[0] != keyStart {
+		return nil, nil, nil, false
+	}
+	keys = keys[1:]
+	i, sep := token(keys)
+	if i < 0 || sep != keyValue {
+		return nil, nil, nil, false
+	}
+	name, keys = keys[:i], keys[i+1:]
+	j, _ := token(keys)
+	if j < 0 {
+		j = len(keys) // the last value runs to the end
+	}
+	return name, keys[:j], keys[j:], true
+}
+
+// token returns the index of the first separator (0x00, 0x01 or 0x02) of b
+// outside escapes and which it is; -1 if there is none.
+func token(b []byte) (int, byte) {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == escape:
+			i++
+		case c < escape:
+			return i, c
+		}
+	}
+	return -1, 0
+}
+
+// AppendEscaped appends s as it is encoded in a name or key value.
+func AppendEscaped(b []byte, s string) []byte { return appendEscaped(b, s) }

@@ -168,6 +168,13 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if txn.IsInternal(k) {
 			return nil
 		}
+		if !q.matcher.Exact() {
+			// Most keys a pattern with wildcards does not match are told
+			// from their bytes, without decoding them.
+			if m, sure := q.matcher.MatchKey(k); sure && !m {
+				return nil
+			}
+		}
 		elems, err := dec.Decode(k)
 		if err != nil {
 			return err

@@ -161,8 +161,11 @@ func TestSlowSubscriberCatchesUp(t *testing.T) {
 
 	sites := makeSites(t, ctx, n.Client, 50)
 	slow, slowView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
+	// A second one of the same kind, stalled with it: the two catch up
+	// from one rendering of the whole state.
+	slow2, slow2View := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
 	slowTD, slowTDView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_TARGET_DEFINED)
-	for _, m := range []*mirror{slowView, slowTDView} {
+	for _, m := range []*mirror{slowView, slow2View, slowTDView} {
 		if _, ok := m.leaves[description("s0")]; !ok {
 			t.Fatalf("initial sync without %s: %v", description("s0"), m.leaves)
 		}
@@ -216,7 +219,7 @@ func TestSlowSubscriberCatchesUp(t *testing.T) {
 	for name, s := range map[string]struct {
 		stream gpb.GNMI_SubscribeClient
 		m      *mirror
-	}{"ON_CHANGE": {slow, slowView}, "TARGET_DEFINED": {slowTD, slowTDView}} {
+	}{"ON_CHANGE": {slow, slowView}, "second ON_CHANGE": {slow2, slow2View}, "TARGET_DEFINED": {slowTD, slowTDView}} {
 		if err := s.m.follow(s.stream, done); err != nil {
 			t.Fatalf("stalled %s subscriber: %v; want it brought up to date", name, err)
 		}
@@ -234,8 +237,8 @@ func TestSlowSubscriberCatchesUp(t *testing.T) {
 		t.Errorf("view of the subscriber that kept reading (-Get +view):\n%s", diff)
 	}
 	st := n.Server.SubscribeStats()
-	if st.CatchUps < 2 || st.TooSlow != 0 {
-		t.Errorf("SubscribeStats: %d catch-ups, %d closed too slow; want at least 2 (both stalled subscribers) and 0", st.CatchUps, st.TooSlow)
+	if st.CatchUps < 3 || st.TooSlow != 0 {
+		t.Errorf("SubscribeStats: %d catch-ups, %d closed too slow; want at least 3 (the stalled subscribers) and 0", st.CatchUps, st.TooSlow)
 	}
 
 	// Caught up, the stalled subscriber shares renderings with the one of

@@ -573,35 +573,89 @@ func (ss *session) streamLoop() error {
 // sync does but without a sync_response, and moves the cursor to the
 // snapshot's commit. It returns feed.ErrTooSlow if the feed's record of
 // deletes no longer reaches back to the cursor.
+//
+// Sessions of a kind that fell behind together (a herd of collectors on a
+// node whose writes outrun them) share the full state: a session whose subs
+// are all on-change sends its kind's sync rendering of a recent commit (see
+// syncShared), or renders one for the others, and sends only the deletes of
+// its own.
 func (ss *session) catchUp(ctx context.Context, cursor *feed.Cursor, subs []*sub) error {
+	if len(subs) == len(ss.subs) && ss.s.renders.shared(ss.kind) {
+		return ss.catchUpShared(ctx, cursor)
+	}
 	ts := time.Now().UnixNano()
 	return ss.s.cfg.Store.View(func(seq uint64, r store.Reader) error {
 		b := &batch{ss: ss}
-		var dec pathkey.Decoder
-		err := cursor.Skip(ctx, seq, func(k []byte) error {
-			if !mayCover(subs, k) {
-				return nil
-			}
-			if _, ok, err := r.Get(k); err != nil || ok {
-				return err
-			}
-			elems, err := dec.Decode(k)
-			if err != nil {
-				return nil
-			}
-			n := ss.s.cfg.Schema.Lookup(elems)
-			if n == nil {
-				return nil
-			}
-			if x := ss.covering(subs, k, elems, n); x != nil {
-				return b.add(ts, nil, &gpb.Path{Elem: x.pathOf(elems)})
-			}
-			return nil
-		})
-		if err != nil {
+		if err := ss.skipDeleted(ctx, cursor, seq, r, b, subs, ts); err != nil {
 			return err
 		}
 		return ss.fill(b, r, subs, ts)
+	})
+}
+
+// catchUpShared is catchUp from a sync rendering of the session's kind: a
+// recent one if the feed holds every commit after it, else one rendered
+// now. The deletes it sends are of the leaves gone in the store's current
+// view, which may be newer than the rendering: a leaf deleted before the
+// rendering's commit and written again after it gets no delete, and the
+// feed brings its new value next; one written before and deleted after
+// gets a delete, then the rendering's value, then the feed's delete.
+func (ss *session) catchUpShared(ctx context.Context, cursor *feed.Cursor) error {
+	ts := time.Now().UnixNano()
+	var x *rendering
+	var seq uint64
+	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq >= cursor.Seq() {
+		x, seq = m.x, m.seq
+	}
+	mine := false
+	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
+		if x == nil {
+			seq = sq
+			x = ss.s.renders.get(ss.kind+"\x00sync", sq)
+			x.once.Do(func() {
+				x.err = ss.fill(x.batch(ss), r, ss.subs, ts)
+				ss.s.renders.done(x)
+				if x.err == nil {
+					ss.s.renders.markSync(ss.kind, syncMark{seq: sq, at: time.Now(), x: x})
+				}
+				mine = true
+			})
+		}
+		b := &batch{ss: ss}
+		if err := ss.skipDeleted(ctx, cursor, seq, r, b, ss.subs, ts); err != nil {
+			return err
+		}
+		return b.flush()
+	})
+	if err != nil {
+		return err
+	}
+	return ss.sendRendering(x, mine)
+}
+
+// skipDeleted moves cursor to seq and adds to b a delete of every leaf the
+// subs cover that the commits it skips deleted and that r does not hold.
+func (ss *session) skipDeleted(ctx context.Context, cursor *feed.Cursor, seq uint64, r store.Reader, b *batch, subs []*sub, ts int64) error {
+	var dec pathkey.Decoder
+	return cursor.Skip(ctx, seq, func(k []byte) error {
+		if !mayCover(subs, k) {
+			return nil
+		}
+		if _, ok, err := r.Get(k); err != nil || ok {
+			return err
+		}
+		elems, err := dec.Decode(k)
+		if err != nil {
+			return nil
+		}
+		n := ss.s.cfg.Schema.Lookup(elems)
+		if n == nil {
+			return nil
+		}
+		if x := ss.covering(subs, k, elems, n); x != nil {
+			return b.add(ts, nil, &gpb.Path{Elem: x.pathOf(elems)})
+		}
+		return nil
 	})
 }
 
