@@ -20,9 +20,11 @@ import (
 // changes, builds the notifications and marshals them; the others send
 // those bytes as they are. A session alone of its kind, or one that has
 // fallen more than a few commits behind, renders for itself instead,
-// coalescing repeated writes of a leaf across the commits it reads at once.
-// So does one that fell out of the feed for its catch-up (see catchUp),
-// which is its own: the leaves deleted since it last read depend on when
+// coalescing repeated writes of a leaf across the commits it reads at once;
+// but one of a kind whose subscriptions are all on-change and that is that
+// far behind catches up (see catchUp) from its kind's shared rendering of
+// the whole state, as one that fell out of the feed does, sending only the
+// deletes of its own: the leaves deleted since it last read depend on when
 // that was.
 
 // sharedMaxCommits is the most commits a session sends as shared

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -327,4 +328,87 @@ func makeSites(t *testing.T, ctx context.Context, c gpb.GNMIClient, count int) [
 		setSiteDescription(t, ctx, c, sites[i], "initial")
 	}
 	return sites
+}
+
+// TestFarBehindHerdJumps: sessions of a kind that fall further behind than
+// they would send as shared renderings, though the feed still holds every
+// commit they missed, catch up from one rendering of the whole state (and
+// their own deletes) instead of each rendering the commits for itself, and
+// end up with exactly the current state.
+func TestFarBehindHerdJumps(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{FeedSlots: 1 << 14, FeedBytes: 1 << 30})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sites := makeSites(t, ctx, n.Client, 50)
+	a, aView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
+	b, bView := subscribeStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
+	stall(t, ctx, n.Client, sites[10:], 600)
+	deletePath(t, ctx, n.Client, "/sites/site[name=s0]")
+	stall(t, ctx, n.Client, sites[10:49], 100)
+	setSiteDescription(t, ctx, n.Client, "s49", "done")
+	if !n.Feed.Holds(n.Feed.Last() - 700) {
+		t.Fatal("the feed dropped commits: the test is about sessions still in it")
+	}
+
+	want := sitesLeaves(t, ctx, n.Client)
+	const marker = `string_val:"done"`
+	for name, s := range map[string]struct {
+		stream gpb.GNMI_SubscribeClient
+		m      *mirror
+	}{"a": {a, aView}, "b": {b, bView}} {
+		if err := s.m.follow(s.stream, func(m *mirror) bool { return m.leaves[description("s49")] == marker }); err != nil {
+			t.Fatalf("subscriber %s: %v", name, err)
+		}
+		if diff := cmp.Diff(want, s.m.leaves); diff != "" {
+			t.Errorf("subscriber %s's view (-Get +view):\n%s", name, diff)
+		}
+		if !s.m.deleted[description("s0")] {
+			t.Errorf("subscriber %s was not sent the delete of %s", name, description("s0"))
+		}
+	}
+	if st := n.Server.SubscribeStats(); st.CatchUps < 2 || st.TooSlow != 0 {
+		t.Errorf("SubscribeStats: %d catch-ups, %d closed too slow; want each far-behind session to catch up, none closed", st.CatchUps, st.TooSlow)
+	}
+}
+
+// TestNoGoroutinePerRound: a session whose subscription has a heartbeat
+// waits for the feed and for its next heartbeat at once; the rounds that
+// commits end leave no goroutine behind.
+func TestNoGoroutinePerRound(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sites := makeSites(t, ctx, n.Client, 5)
+	stream, err := n.Client.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+		Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+		Subscription: []*gpb.Subscription{{Path: nodetest.Path(t, "/sites"), Mode: gpb.SubscriptionMode_ON_CHANGE, HeartbeatInterval: uint64(time.Hour)}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirror()
+	if err := m.follow(stream, func(*mirror) bool { return false }); err == nil || err.Error() != "a second sync_response" {
+		// follow stops at the first sync_response it meets, reported as
+		// a second one.
+		t.Fatalf("initial sync: %v", err)
+	}
+	before := runtime.NumGoroutine()
+	for i := range 300 {
+		v := fmt.Sprint("v", i)
+		setSiteDescription(t, ctx, n.Client, sites[i%len(sites)], v)
+		// Read each change before the next Set: one round per commit.
+		if err := m.follow(stream, func(m *mirror) bool {
+			return m.leaves[description(sites[i%len(sites)])] == fmt.Sprintf("string_val:%q", v)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := runtime.NumGoroutine(); after > before+50 {
+		t.Errorf("%d goroutines after 300 commits read one by one, %d before: one is left behind per round", after, before)
+	}
 }

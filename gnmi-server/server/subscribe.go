@@ -495,17 +495,25 @@ func (ss *session) streamLoop() error {
 			timer = time.NewTimer(time.Until(next))
 			wake = timer.C
 		}
-		done := make(chan struct{})
+		done, waited := make(chan struct{}), make(chan struct{})
 		if wake != nil {
+			// Ends with this round of the loop (waited), not the session:
+			// a round that a commit ends would otherwise leave it behind.
 			go func() {
 				select {
 				case <-wake:
 					close(done)
+				case <-waited:
 				case <-ctx.Done():
 				}
 			}()
 		}
-		if cursor != nil {
+		if cursor != nil && ss.jumps(onChange, cursor) {
+			// Far behind in a herd: catch up from the herd's shared
+			// rendering of the whole state rather than render the
+			// commits missed for this session alone.
+			err = feed.ErrTooSlow
+		} else if cursor != nil {
 			buf, err = cursor.Next(ctx, done, buf[:0])
 		} else {
 			err = nil
@@ -515,6 +523,7 @@ func (ss *session) streamLoop() error {
 				err = ctx.Err()
 			}
 		}
+		close(waited)
 		if timer != nil {
 			timer.Stop()
 		}
@@ -657,6 +666,15 @@ func (ss *session) skipDeleted(ctx context.Context, cursor *feed.Cursor, seq uin
 		}
 		return nil
 	})
+}
+
+// jumps reports whether the session, which follows the feed with cursor
+// for the on-change subs, is so far behind (more commits than it would
+// send as shared renderings) that it should catch up from its kind's
+// shared rendering of the whole state, as one that fell out of the feed
+// does, instead of reading the commits.
+func (ss *session) jumps(onChange []*sub, cursor *feed.Cursor) bool {
+	return len(onChange) == len(ss.subs) && cursor.Lag() > sharedMaxCommits && ss.s.renders.shared(ss.kind)
 }
 
 // mayCover reports whether key lies under the key prefix of one of subs.
