@@ -603,8 +603,8 @@ func (ss *session) catchUp(ctx context.Context, cursor *feed.Cursor, subs []*sub
 }
 
 // catchUpShared is catchUp from a sync rendering of the session's kind: a
-// recent one if the feed holds every commit after it, else one rendered
-// now. The deletes it sends are of the leaves gone in the store's current
+// recent one if it is ahead of the session and the feed holds every commit
+// after it, else one rendered now. The deletes it sends are of the leaves gone in the store's current
 // view, which may be newer than the rendering: a leaf deleted before the
 // rendering's commit and written again after it gets no delete, and the
 // feed brings its new value next; one written before and deleted after
@@ -613,7 +613,9 @@ func (ss *session) catchUpShared(ctx context.Context, cursor *feed.Cursor) error
 	ts := time.Now().UnixNano()
 	var x *rendering
 	var seq uint64
-	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq >= cursor.Seq() {
+	// A recent rendering serves if it is ahead of the session: one that
+	// has just jumped to it and is still far behind renders a new one.
+	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq > cursor.Seq() {
 		x, seq = m.x, m.seq
 	}
 	mine := false
