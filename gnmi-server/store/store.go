@@ -124,6 +124,9 @@ type Store struct {
 	closed    atomic.Bool // set by Close
 
 	writeFailures atomic.Uint64 // groups that could not be committed
+	// closeMu orders queueing a request (read-held) before Close marks the
+	// store closed (held).
+	closeMu sync.RWMutex
 
 	ops []txOp // for the next transaction; only the writer goroutine uses it
 }
@@ -220,8 +223,12 @@ func (s *Store) diskOnlyPrefix(key []byte) []byte {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		// No request is queued once the writer has drained the queue:
+		// submit holds closeMu while it queues one.
+		s.closeMu.Lock()
 		s.closed.Store(true)
 		close(s.done)
+		s.closeMu.Unlock()
 		s.wg.Wait()
 		err = s.db.Close()
 	})
@@ -232,16 +239,28 @@ func (s *Store) Close() error {
 // returns an error, none of its writes apply and Update returns that error.
 func (s *Store) Update(ctx context.Context, fn func(Tx) error) error {
 	r := &request{ctx: ctx, fn: fn, resp: make(chan error, 1)}
-	select {
-	case s.reqs <- r:
-	case <-s.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := s.submit(ctx, r); err != nil {
+		return err
 	}
 	// Once submitted the outcome must be waited for: the transaction may
 	// already be in a batch being synced.
 	return <-r.resp
+}
+
+// submit queues r for the writer, unless the store is closed or ctx ends
+// first.
+func (s *Store) submit(ctx context.Context, r *request) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // UpdateBatch runs fns as consecutive transactions, in order, and returns
@@ -252,12 +271,13 @@ func (s *Store) UpdateBatch(ctx context.Context, fns []func(Tx) error) []error {
 	reqs := make([]*request, len(fns))
 	for i, fn := range fns {
 		r := &request{ctx: ctx, fn: fn, resp: make(chan error, 1)}
-		select {
-		case s.reqs <- r:
-			reqs[i] = r
-		case <-s.done:
-			errs[i] = ErrClosed
+		// Queued even if ctx has ended: the writer answers with ctx's
+		// error, in order with the rest of the batch.
+		if err := s.submit(context.Background(), r); err != nil {
+			errs[i] = err
+			continue
 		}
+		reqs[i] = r
 	}
 	for i, r := range reqs {
 		if r != nil {

@@ -3,8 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -183,5 +185,49 @@ func TestRewritesWithoutReading(t *testing.T) {
 	delete(want, "e")
 	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
 		t.Errorf("after reopen (-want +got):\n%s", diff)
+	}
+}
+
+// TestCloseAnswersEveryUpdate: Updates and UpdateBatches racing Close all
+// return (committed, or ErrClosed), none left waiting on a queue nobody
+// reads any more.
+func TestCloseAnswersEveryUpdate(t *testing.T) {
+	for round := range 20 {
+		st := open(t, t.TempDir(), nil)
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					k := fmt.Sprintf("k/%d/%d", w, i)
+					var err error
+					if w%2 == 0 {
+						err = st.Update(context.Background(), func(tx store.Tx) error { tx.SetVolatile(k, []byte("v")); return nil })
+					} else {
+						err = errors.Join(st.UpdateBatch(context.Background(), []func(store.Tx) error{
+							func(tx store.Tx) error { tx.Set([]byte(k), []byte("v")); return nil },
+							func(tx store.Tx) error { tx.Delete([]byte(k)); return nil },
+						})...)
+					}
+					if errors.Is(err, store.ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Errorf("round %d: %v", round, err)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: writers still waiting 10 s after Close", round)
+		}
 	}
 }
