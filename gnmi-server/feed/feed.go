@@ -50,31 +50,54 @@ type Commit struct {
 }
 
 // Decoder turns a commit's store changes into the changes readers see. It
-// may leave changes out, and is called at most once per commit, from the
-// first reader of the commit's Changes, with no lock of the feed held.
+// may leave changes out. It is called from the first reader of the commit's
+// Changes, with no lock of the feed held, and again if a reader comes after
+// the feed released the decoded changes (see Cursor.Close): it must give the
+// same changes every time.
 type Decoder func([]store.Change) []Change
 
 // entry is a commit in the ring. A commit published raw is decoded on the
 // first read of its Changes: one that no reader asks for is never decoded.
+// Once every open cursor has read it, its decoded changes are released and
+// only its raw changes stay.
 type entry struct {
-	seq     uint64
-	time    int64
-	raw     []store.Change
-	decode  Decoder // nil: changes is set
-	once    sync.Once
+	seq    uint64
+	time   int64
+	raw    []store.Change
+	decode Decoder // nil: changes is set for good
+
+	mu      sync.Mutex // of a raw commit: guards changes and decoded
 	changes []Change
+	decoded bool
 }
 
 // commit returns e as a Commit, decoded unless raw.
 func (e *entry) commit(raw bool) Commit {
 	c := Commit{Seq: e.seq, Time: e.time, Raw: e.raw}
-	if !raw {
-		if e.decode != nil {
-			e.once.Do(func() { e.changes = e.decode(e.raw) })
-		}
-		c.Changes = e.changes
+	if raw {
+		return c
 	}
+	if e.decode == nil {
+		c.Changes = e.changes
+		return c
+	}
+	e.mu.Lock()
+	if !e.decoded {
+		e.changes, e.decoded = e.decode(e.raw), true
+	}
+	c.Changes = e.changes
+	e.mu.Unlock()
 	return c
+}
+
+// release drops e's decoded changes, unless a reader is decoding them now
+// (publishing, which releases, never waits for a reader).
+func (e *entry) release() {
+	if e.decode == nil || !e.mu.TryLock() {
+		return
+	}
+	e.changes, e.decoded = nil, false
+	e.mu.Unlock()
 }
 
 // commitSize estimates the memory a commit of changes with these keys holds
@@ -111,6 +134,11 @@ type Feed struct {
 	bytes int           // the sum of sizes; guarded by mu
 	wake  chan struct{} // closed and replaced on every publish; guarded by mu
 	dels  deletes       // guarded by mu
+	// open are the cursors that read decoded changes and are not closed;
+	// released is the newest commit whose decoded changes were released,
+	// all of them having read it. Both guarded by mu.
+	open     map[*Cursor]struct{}
+	released uint64
 
 	maxBytes int
 }
@@ -200,9 +228,28 @@ func (f *Feed) publish(e *entry, size int, deleted [][]byte) {
 			f.ring[j], f.sizes[j] = nil, 0
 		}
 	}
+	f.release()
 	close(f.wake)
 	f.wake = make(chan struct{})
 	f.mu.Unlock()
+}
+
+// release releases the decoded changes of the commits every open cursor
+// has read; f.mu is held.
+func (f *Feed) release() {
+	upTo := f.last
+	for c := range f.open {
+		upTo = min(upTo, c.next-1)
+	}
+	if f.released+uint64(len(f.ring)) < upTo {
+		f.released = upTo - uint64(len(f.ring)) // older ones are gone
+	}
+	for ; f.released < upTo; f.released++ {
+		seq := f.released + 1
+		if e := f.ring[seq%uint64(len(f.ring))]; e.holds(seq) {
+			e.release()
+		}
+	}
 }
 
 // holds reports whether e is commit seq (a nil entry is none).
@@ -285,8 +332,29 @@ type Cursor struct {
 	entries []*entry // Next's, between the lock and decoding
 }
 
-// From returns a cursor whose first commit is the one after seq.
-func (f *Feed) From(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1} }
+// From returns a cursor whose first commit is the one after seq. Until it
+// is closed, the feed keeps the decoded changes of the commits it has not
+// read (see Close).
+func (f *Feed) From(seq uint64) *Cursor {
+	c := &Cursor{f: f, next: seq + 1}
+	f.mu.Lock()
+	if f.open == nil {
+		f.open = map[*Cursor]struct{}{}
+	}
+	f.open[c] = struct{}{}
+	f.mu.Unlock()
+	return c
+}
+
+// Close tells the feed that c reads no more. The decoded changes of a commit
+// are released once every cursor from From that is not closed has read it
+// (a reader that comes later decodes it again), so a cursor that is never
+// closed keeps them from the commit after its last read on.
+func (c *Cursor) Close() {
+	c.f.mu.Lock()
+	delete(c.f.open, c)
+	c.f.mu.Unlock()
+}
 
 // FromRaw returns a cursor like From's that reads commits without decoding
 // them: Next leaves their Changes nil where their Raw is set.

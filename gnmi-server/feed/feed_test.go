@@ -255,3 +255,70 @@ func TestDecodeOnRead(t *testing.T) {
 		t.Errorf("Skip over the raw commits: %v, %v; want [b]", keys, err)
 	}
 }
+
+// TestReleaseDecoded: once every open cursor has read a commit, its decoded
+// changes are released (a later reader decodes it again, to the same
+// changes); a cursor that has not read it yet keeps them, and a closed one
+// no longer does.
+func TestReleaseDecoded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(16, 1<<20)
+	decodes := map[uint64]int{}
+	var mu sync.Mutex
+	publish := func(seq uint64) {
+		f.PublishRaw(seq, int64(seq), []store.Change{{Key: []byte(fmt.Sprint("k", seq)), Value: []byte{1}}}, func(changes []store.Change) []feed.Change {
+			mu.Lock()
+			decodes[seq]++
+			mu.Unlock()
+			return []feed.Change{{Key: changes[0].Key}}
+		})
+	}
+	count := func(seq uint64) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return decodes[seq]
+	}
+	read := func(c *feed.Cursor) []feed.Commit {
+		t.Helper()
+		got, err := c.Next(ctx, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	fast, slow := f.From(0), f.From(0)
+	publish(1)
+	publish(2)
+	read(fast)
+	publish(3) // releases what every open cursor has read: nothing, slow read none
+	got := read(slow)
+	if count(1) != 1 || count(2) != 1 || len(got) != 3 {
+		t.Fatalf("slow read %d commits, decodes %v; want 3 commits, 1 and 2 decoded once (kept for slow)", len(got), decodes)
+	}
+	read(fast)
+	publish(4) // both have read 1-3: released
+	again := read(f.From(0))
+	if count(1) != 2 || count(3) != 2 {
+		t.Errorf("decodes %v after every cursor read 1-3 and a new one read them; want 1 and 3 decoded twice", decodes)
+	}
+	if len(again) != 4 || string(again[0].Changes[0].Key) != "k1" || string(again[2].Changes[0].Key) != "k3" {
+		t.Errorf("decoded again: %+v", again)
+	}
+
+	// A closed cursor holds nothing back.
+	f2 := feed.New(16, 1<<20)
+	f = f2
+	stuck := f.From(0)
+	reader := f.From(0)
+	publish(1)
+	read(reader)
+	stuck.Close()
+	publish(2)
+	before := count(1)
+	read(f.From(0))
+	if count(1) != before+1 {
+		t.Errorf("commit 1 decoded %d times after a new reader, %d before: a closed cursor kept it", count(1), before)
+	}
+}

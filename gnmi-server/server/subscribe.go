@@ -484,6 +484,7 @@ func (ss *session) streamLoop() error {
 	var cursor *feed.Cursor
 	if len(onChange) > 0 {
 		cursor = ss.s.cfg.Feed.From(seq)
+		defer cursor.Close()
 		ss.s.readers.add(cursor)
 		defer ss.s.readers.remove(cursor)
 	}
