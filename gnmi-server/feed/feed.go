@@ -20,6 +20,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
@@ -66,9 +67,10 @@ type entry struct {
 	raw    []store.Change
 	decode Decoder // nil: changes is set for good
 
-	mu      sync.Mutex // of a raw commit: guards changes and decoded
-	changes []Change
-	decoded bool
+	// changes are the decoded changes, nil until decoded and once
+	// released; mu is held to decode or release them.
+	changes atomic.Pointer[[]Change]
+	mu      sync.Mutex
 }
 
 // commit returns e as a Commit, decoded unless raw.
@@ -77,16 +79,17 @@ func (e *entry) commit(raw bool) Commit {
 	if raw {
 		return c
 	}
-	if e.decode == nil {
-		c.Changes = e.changes
-		return c
+	p := e.changes.Load()
+	if p == nil {
+		e.mu.Lock()
+		if p = e.changes.Load(); p == nil {
+			changes := e.decode(e.raw)
+			p = &changes
+			e.changes.Store(p)
+		}
+		e.mu.Unlock()
 	}
-	e.mu.Lock()
-	if !e.decoded {
-		e.changes, e.decoded = e.decode(e.raw), true
-	}
-	c.Changes = e.changes
-	e.mu.Unlock()
+	c.Changes = *p
 	return c
 }
 
@@ -96,7 +99,7 @@ func (e *entry) release() {
 	if e.decode == nil || !e.mu.TryLock() {
 		return
 	}
-	e.changes, e.decoded = nil, false
+	e.changes.Store(nil)
 	e.mu.Unlock()
 }
 
@@ -187,7 +190,9 @@ func (f *Feed) Publish(c Commit) {
 			del = append(del, ch.Key)
 		}
 	}
-	f.publish(&entry{seq: c.Seq, time: c.Time, changes: c.Changes}, size, del)
+	e := &entry{seq: c.Seq, time: c.Time}
+	e.changes.Store(&c.Changes)
+	f.publish(e, size, del)
 }
 
 // PublishRaw appends the commit seq of the store's changes, which decode
