@@ -103,20 +103,14 @@ func (e *entry) release() {
 	e.mu.Unlock()
 }
 
-// commitSize estimates the memory a commit of changes with these keys holds
-// once decoded: per change the key, the struct and its decoded value, and
-// the path elements decoded for it, which grow with the key (a flow's five
-// list keys make a map; the elements a change shares with the one before it
-// are not new). Measured with heap profiles of the flow table and policy
-// counters: within a factor of 1.5. A commit not decoded yet holds less, but
-// may be decoded at any time.
-func commitSize(n int, key func(i int) []byte) int {
-	size := 64
-	for i := range n {
-		size += 4*len(key(i)) + 200
-	}
-	return size
-}
+// changeSize estimates the memory a change of key holds once decoded: the
+// key, the struct and its decoded value, and the path elements decoded for
+// it, which grow with the key (a flow's five list keys make a map; the
+// elements a change shares with the one before it are not new). Measured
+// with heap profiles of the flow table and policy counters: within a factor
+// of 1.5. A commit not decoded yet holds less, but may be decoded at any
+// time; a commit adds 64 bytes.
+func changeSize(key []byte) int { return 4*len(key) + 200 }
 
 // ErrTooSlow reports that a reader fell so far behind that changes it had not
 // read were dropped from the ring (Cursor.Next), or deletes it had not read
@@ -183,33 +177,31 @@ func New(slots, maxBytes int) *Feed {
 // Publish appends c, decoded. Commits must be published in Seq order
 // without gaps.
 func (f *Feed) Publish(c Commit) {
-	size := commitSize(len(c.Changes), func(i int) []byte { return c.Changes[i].Key })
-	var del [][]byte
-	for _, ch := range c.Changes {
-		if ch.Value == nil {
-			del = append(del, ch.Key)
-		}
-	}
 	e := &entry{seq: c.Seq, time: c.Time}
 	e.changes.Store(&c.Changes)
-	f.publish(e, size, del)
+	f.publish(e, len(c.Changes), func(i int) ([]byte, bool) { return c.Changes[i].Key, c.Changes[i].Value == nil })
 }
 
 // PublishRaw appends the commit seq of the store's changes, which decode
 // turns into its Changes when a reader first asks for them. Commits must be
 // published in Seq order without gaps. The feed keeps changes.
 func (f *Feed) PublishRaw(seq uint64, time int64, changes []store.Change, decode Decoder) {
-	size := commitSize(len(changes), func(i int) []byte { return changes[i].Key })
-	var del [][]byte
-	for _, ch := range changes {
-		if ch.Value == nil {
-			del = append(del, ch.Key)
-		}
-	}
-	f.publish(&entry{seq: seq, time: time, raw: changes, decode: decode}, size, del)
+	f.publish(&entry{seq: seq, time: time, raw: changes, decode: decode}, len(changes),
+		func(i int) ([]byte, bool) { return changes[i].Key, changes[i].Value == nil })
 }
 
-func (f *Feed) publish(e *entry, size int, deleted [][]byte) {
+// publish appends e, a commit of n changes; change(i) gives the key of
+// change i and whether it is a delete.
+func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted bool)) {
+	size := 64
+	var deleted [][]byte
+	for i := range n {
+		k, d := change(i)
+		size += changeSize(k)
+		if d {
+			deleted = append(deleted, k)
+		}
+	}
 	seq := e.seq
 	del := encodeDeletes(deleted)
 	f.mu.Lock()

@@ -168,10 +168,12 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if txn.IsInternal(k) {
 			return nil
 		}
-		if !q.matcher.Exact() {
-			// Most keys a pattern with wildcards does not match are told
-			// from their bytes, without decoding them.
-			if m, sure := q.matcher.MatchKey(k); sure && !m {
+		// Most keys a pattern with wildcards does not match are told from
+		// their bytes, without decoding them.
+		sure := q.matcher.Exact() // every key under the prefix matches
+		if !sure {
+			var matched bool
+			if matched, sure = q.matcher.MatchKey(k); sure && !matched {
 				return nil
 			}
 		}
@@ -179,7 +181,7 @@ func (s *Server) scan(r store.Reader, q *query, keep func(*schema.Node, int) boo
 		if err != nil {
 			return err
 		}
-		if !q.matcher.Exact() && !q.matcher.Match(elems) {
+		if !sure && !q.matcher.Match(elems) {
 			return nil
 		}
 		if !q.shows(elems) {

@@ -279,10 +279,7 @@ func (p *Publisher) decode(changes []store.Change) []feed.Change {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]feed.Change, 0, len(changes))
-	for _, ch := range changes {
-		if txn.IsInternal(ch.Key) {
-			continue
-		}
+	for _, ch := range changes { // OnCommit left internal keys out
 		elems, n := p.path(ch.Key)
 		if n == nil || n.WriteOnly {
 			continue
