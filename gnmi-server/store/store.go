@@ -342,6 +342,86 @@ func (s *Store) recycle(ops []txOp) {
 	s.ops = ops[:0]
 }
 
+// deleteDurable deletes the durable key k (kb is its bytes): a disk-only
+// key at once, a key of dur from dur and later from Pebble (dels). A key in
+// neither was never written and leaves no tombstone.
+func (s *Store) deleteDurable(batch *pebble.Batch, dur *groupDur, k string, kb []byte, dels *[]string) error {
+	if s.diskOnlyPrefix(kb) != nil {
+		return batch.Delete(kb, nil)
+	}
+	if dur.drop(k) {
+		*dels = append(*dels, k)
+	}
+	return nil
+}
+
+// minDeleteRun is the fewest keys deleteRuns deletes with one range
+// tombstone.
+const minDeleteRun = 3
+
+// deleteRuns writes to batch the deletes of dels, keys of the durable tree
+// the group deleted, after the group's writes. A run of them with no key of
+// the group's resulting tree between them (a deleted list entry's leaves, a
+// site's reference index) becomes one range tombstone: a cascade that
+// deleted thousands of keys inserted each into Pebble's memtable, most of
+// the cost of its commit. The runs are taken against the resulting tree, so
+// a key deleted and then written again in the group stays and ends a run,
+// and a tombstone never covers a disk-only key, which that tree lacks.
+func (s *Store) deleteRuns(batch *pebble.Batch, dels []string, final *durTree) error {
+	slices.Sort(dels)
+	dels = slices.Compact(dels)
+	for i := 0; i < len(dels); {
+		// next is the first key that remains at or after dels[i].
+		var next string
+		found := false
+		final.AscendGreaterOrEqual(durKV{key: dels[i]}, func(kv durKV) bool {
+			next, found = kv.key, true
+			return false
+		})
+		if found && next == dels[i] {
+			i++ // deleted, then written again
+			continue
+		}
+		j := i + 1
+		for j < len(dels) && (!found || dels[j] < next) {
+			j++
+		}
+		if err := s.deleteRun(batch, dels[i:j]); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// deleteRun deletes run, sorted keys with no other durable key between
+// them, from batch.
+func (s *Store) deleteRun(batch *pebble.Batch, run []string) error {
+	lo := unsafe.Slice(unsafe.StringData(run[0]), len(run[0]))
+	// hi is the key right after the last one: nothing sorts between them.
+	hi := append([]byte(run[len(run)-1]), 0)
+	if len(run) >= minDeleteRun && !s.overlapsDiskOnly(lo, hi) {
+		return batch.DeleteRange(lo, hi, nil)
+	}
+	for _, k := range run {
+		if err := batch.Delete(unsafe.Slice(unsafe.StringData(k), len(k)), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// overlapsDiskOnly reports whether a disk-only prefix has keys in [lo, hi).
+func (s *Store) overlapsDiskOnly(lo, hi []byte) bool {
+	for _, p := range s.diskOnly {
+		end := pathkey.PrefixEnd(p)
+		if bytes.Compare(p, hi) < 0 && (end == nil || bytes.Compare(lo, end) < 0) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Store) commitGroup(group []*request) {
 	batch := s.db.NewBatch()
 	defer batch.Close()
@@ -352,6 +432,9 @@ func (s *Store) commitGroup(group []*request) {
 	g, dur := &groupMem{pub: s.mem}, &groupDur{pub: s.dur}
 	errs := make([]error, len(group))
 	applied := 0
+	// dels are the keys of dur the group deleted, written to the batch
+	// after the loop (deleteRuns).
+	var dels []string
 	for i, r := range group {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err
@@ -378,13 +461,13 @@ func (s *Store) commitGroup(group []*request) {
 			case v == nil:
 				// A key is volatile, disk-only or in dur, or absent:
 				// deleting an absent key leaves no tombstone.
-				if !g.drop(k) && (s.diskOnlyPrefix(kb) != nil || dur.drop(k)) {
-					err = batch.Delete(kb, nil)
+				if !g.drop(k) {
+					err = s.deleteDurable(batch, dur, k, kb, &dels)
 				}
 			case op.volatile:
 				// A key becoming volatile loses its durable value.
-				if g.set(k, v) && (s.diskOnlyPrefix(kb) != nil || dur.drop(k)) {
-					err = batch.Delete(kb, nil)
+				if g.set(k, v) {
+					err = s.deleteDurable(batch, dur, k, kb, &dels)
 				}
 			default:
 				g.drop(k)
@@ -407,6 +490,16 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		s.recycle(tx.ops)
 		applied++
+	}
+	if len(dels) > 0 {
+		if err := s.deleteRuns(batch, dels, dur.view()); err != nil {
+			err = fmt.Errorf("store: batch: %w", err)
+			s.writeFailures.Add(1)
+			for _, r := range group {
+				r.resp <- err
+			}
+			return
+		}
 	}
 	if applied > 0 && len(changes) > 0 {
 		wo := pebble.Sync

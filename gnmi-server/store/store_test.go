@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -229,5 +231,114 @@ func TestCloseAnswersEveryUpdate(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("round %d: writers still waiting 10 s after Close", round)
 		}
+	}
+}
+
+// TestDeletedRunsSurviveReopen checks the range tombstones a group's
+// deletes become: random groups of transactions set, delete (runs of
+// neighbours among them), write volatile and fail, around disk-only keys;
+// the store must read as a model of them does, and after a reopen too.
+func TestDeletedRunsSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	opts := store.Options{DiskOnly: [][]byte{[]byte("h/")}}
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	durable, volatile := map[string]string{}, map[string]string{}
+	key := func() string { return fmt.Sprintf("%s%02d", []string{"a/", "h/", "m/"}[rng.IntN(3)], rng.IntN(40)) }
+	errFail := errors.New("fail")
+	for round := range 300 {
+		ntx := 1 + rng.IntN(4)
+		fns := make([]func(store.Tx) error, ntx)
+		// Each transaction's writes, applied to the model if it succeeds.
+		type write struct {
+			key, value string
+			del, vol   bool
+		}
+		plans := make([][]write, ntx)
+		fail := make([]bool, ntx)
+		for i := range fns {
+			fail[i] = rng.IntN(8) == 0
+			for range 1 + rng.IntN(6) {
+				switch r := rng.IntN(10); {
+				case r < 4:
+					plans[i] = append(plans[i], write{key: key(), value: fmt.Sprint("v", round, "-", i)})
+				case r < 5:
+					plans[i] = append(plans[i], write{key: key(), value: fmt.Sprint("vol", round), vol: true})
+				case r < 7:
+					plans[i] = append(plans[i], write{key: key(), del: true})
+				default: // a run: every key from one to another
+					prefix, from := []string{"a/", "h/", "m/"}[rng.IntN(3)], rng.IntN(40)
+					for n := range 2 + rng.IntN(12) {
+						plans[i] = append(plans[i], write{key: fmt.Sprintf("%s%02d", prefix, (from+n)%40), del: true})
+					}
+				}
+			}
+			plan, failed := plans[i], fail[i]
+			fns[i] = func(tx store.Tx) error {
+				for _, w := range plan {
+					switch {
+					case w.del:
+						tx.Delete([]byte(w.key))
+					case w.vol:
+						tx.SetVolatile(w.key, []byte(w.value))
+					default:
+						tx.Set([]byte(w.key), []byte(w.value))
+					}
+				}
+				if failed {
+					return errFail
+				}
+				return nil
+			}
+		}
+		errs := st.UpdateBatch(context.Background(), fns)
+		for i, err := range errs {
+			if fail[i] {
+				if !errors.Is(err, errFail) {
+					t.Fatalf("round %d: failing transaction %d returned %v", round, i, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("round %d: transaction %d: %v", round, i, err)
+			}
+			for _, w := range plans[i] {
+				switch {
+				case w.del:
+					delete(durable, w.key)
+					delete(volatile, w.key)
+				case w.vol:
+					delete(durable, w.key)
+					volatile[w.key] = w.value
+				default:
+					delete(volatile, w.key)
+					durable[w.key] = w.value
+				}
+			}
+		}
+		if round%10 != 9 {
+			continue
+		}
+		want := maps.Clone(durable)
+		maps.Copy(want, volatile)
+		if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+			t.Fatalf("round %d (-want +got):\n%s", round, diff)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = store.Open(dir, opts); err != nil {
+			t.Fatal(err)
+		}
+		clear(volatile)
+		if diff := cmp.Diff(durable, all(t, st, "")); diff != "" {
+			t.Fatalf("round %d, after reopen (-want +got):\n%s", round, diff)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
