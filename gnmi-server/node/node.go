@@ -170,7 +170,7 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, Metrics: metrics.New()}
 	n.Metrics.Known(gpb.GNMI_ServiceDesc)
 	scfg := server.Config{
-		Schema: sch, Store: st, Feed: f, Engine: eng, NodeName: cfg.NodeName,
+		Schema: sch, Store: st, Feed: f, Publisher: pub, Engine: eng, NodeName: cfg.NodeName,
 		MinSampleInterval: cfg.MinSampleInterval, Logger: cfg.Logger,
 	}
 	// Refused requests are audited through the committer, once it exists.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,6 +28,33 @@ func TestPublisherDecodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	commits := publisherCommits(t)
+
+	f := feed.New(16, 1<<20)
+	p := server.NewPublisher(sch, f)
+	for i, c := range commits {
+		p.OnCommit(store.Commit{Seq: uint64(i + 1), Time: int64(i), Changes: c})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := f.From(0).Next(ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(commits) {
+		t.Fatalf("the feed holds %d commits, want %d", len(got), len(commits))
+	}
+	for i, c := range commits {
+		want := reference(sch, c)
+		if diff := cmp.Diff(want, got[i].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
+			t.Errorf("commit %d (-want +got):\n%s", i+1, diff)
+		}
+	}
+}
+
+// publisherCommits are commits of every kind of key: flows and policies,
+// internal, malformed, outside the schema, write-only, escaped.
+func publisherCommits(t *testing.T) [][]store.Change {
 	key := func(s string) []byte {
 		elems, err := schemaPath(s)
 		if err != nil {
@@ -73,27 +101,7 @@ func TestPublisherDecodes(t *testing.T) {
 			{Key: flow("10.1.0.2", "packets"), Value: []byte{0xff}}, // a value that does not decode
 		},
 	}
-
-	f := feed.New(16, 1<<20)
-	p := server.NewPublisher(sch, f)
-	for i, c := range commits {
-		p.OnCommit(store.Commit{Seq: uint64(i + 1), Time: int64(i), Changes: c})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	got, err := f.From(0).Next(ctx, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(commits) {
-		t.Fatalf("the feed holds %d commits, want %d", len(got), len(commits))
-	}
-	for i, c := range commits {
-		want := reference(sch, c)
-		if diff := cmp.Diff(want, got[i].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
-			t.Errorf("commit %d (-want +got):\n%s", i+1, diff)
-		}
-	}
+	return commits
 }
 
 // reference decodes changes the plain way: each key in full.
@@ -190,5 +198,59 @@ func TestPublisherLeavesOutInternalKeys(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublisherDecodesWhatIsWanted: once readers said what they want, a
+// commit is decoded with the top-level containers some reader wants, and
+// whole again when one wants everything or none is left.
+func TestPublisherDecodesWhatIsWanted(t *testing.T) {
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commits := publisherCommits(t)
+	f := feed.New(64, 1<<20)
+	p := server.NewPublisher(sch, f)
+	path := func(s string) []*gpb.PathElem {
+		elems, err := schemaPath(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return elems
+	}
+	policies := p.Want([][]*gpb.PathElem{path("/policies/policy[name=*]/state")})
+	var flows, root func()
+	seq := uint64(0)
+	for _, step := range []struct {
+		name   string
+		before func()
+		want   []string // top-level containers decoded; nil: all
+	}{
+		{"policies", func() {}, []string{"policies"}},
+		{"policies and flows", func() { flows = p.Want([][]*gpb.PathElem{path("/flows"), path("/policies")}) }, []string{"flows", "policies"}},
+		{"flows", policies, []string{"flows", "policies"}}, // the second Want holds policies too
+		{"everything, from the root", func() { root = p.Want([][]*gpb.PathElem{nil}) }, nil},
+		{"flows again", func() { root(); root() }, []string{"flows", "policies"}},
+		{"nobody", func() { flows() }, nil},
+	} {
+		step.before()
+		for _, c := range commits {
+			seq++
+			p.OnCommit(store.Commit{Seq: seq, Time: int64(seq), Changes: c})
+			cur := f.From(seq - 1)
+			got, err := cur.Next(context.Background(), nil, nil)
+			cur.Close()
+			if err != nil || len(got) != 1 {
+				t.Fatalf("%s: read %d commits, %v", step.name, len(got), err)
+			}
+			want := reference(sch, c)
+			if step.want != nil {
+				want = slices.DeleteFunc(want, func(ch feed.Change) bool { return !slices.Contains(step.want, ch.Elems[0].GetName()) })
+			}
+			if diff := cmp.Diff(want, got[0].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
+				t.Errorf("%s: commit %d (-want +got):\n%s", step.name, seq, diff)
+			}
+		}
 	}
 }

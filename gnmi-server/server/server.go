@@ -128,7 +128,11 @@ type Config struct {
 	IsMember func(ctx context.Context) bool
 	// History, if set, serves the History extension of Subscribe.
 	History History
-	Logger  *slog.Logger
+	// Publisher, if set, is the publisher of Feed: a session that follows
+	// the feed tells it what it wants decoded (Publisher.Want). Without it
+	// the feed's commits are decoded whole.
+	Publisher *Publisher
+	Logger    *slog.Logger
 }
 
 // History reads a node's measured state as it was in the past.
@@ -197,6 +201,12 @@ var _ gpb.GNMIServer = (*Server)(nil)
 type Publisher struct {
 	s *schema.Schema
 	f *feed.Feed
+
+	// wantMu guards wanted and wantAll: the readers of the feed's decoded
+	// commits, counted by the top-level container they read (Want).
+	wantMu  sync.Mutex
+	wanted  map[string]int
+	wantAll int
 
 	// mu serializes decoding: the fields below are its.
 	mu sync.Mutex
@@ -274,12 +284,83 @@ func (p *Publisher) OnCommit(c store.Commit) {
 	p.f.PublishRaw(c.Seq, c.Time, changes, p.decode)
 }
 
+// Want tells p that a reader of the feed's decoded commits wants the
+// changes under the top-level containers of paths (all of them for a path
+// without elements or one whose first element is a wildcard), until it
+// calls the function returned. A reader calls it before it reads the store
+// state it follows the feed from: a commit after that state is published
+// after the call, and decoded after it, with the reader's containers. A
+// commit is decoded with the containers some reader wants when it is
+// decoded: the flow table's fifty thousand changes a second are not decoded
+// (nor held) for readers of /paths alone.
+func (p *Publisher) Want(paths [][]*gpb.PathElem) (done func()) {
+	if p == nil {
+		return func() {}
+	}
+	var names []string
+	all := 0
+	for _, elems := range paths {
+		if len(elems) == 0 || elems[0].GetName() == "*" || elems[0].GetName() == "..." {
+			all++
+		} else {
+			names = append(names, elems[0].GetName())
+		}
+	}
+	p.wantMu.Lock()
+	defer p.wantMu.Unlock()
+	if p.wanted == nil {
+		p.wanted = map[string]int{}
+	}
+	p.wantAll += all
+	for _, n := range names {
+		p.wanted[n]++
+	}
+	return sync.OnceFunc(func() {
+		p.wantMu.Lock()
+		defer p.wantMu.Unlock()
+		p.wantAll -= all
+		for _, n := range names {
+			if p.wanted[n]--; p.wanted[n] == 0 {
+				delete(p.wanted, n)
+			}
+		}
+	})
+}
+
+// wants returns the filter of the keys some reader wants (Want); nil if
+// every key is wanted, or no reader said what it wants.
+func (p *Publisher) wants() func(key []byte) bool {
+	p.wantMu.Lock()
+	defer p.wantMu.Unlock()
+	if p.wantAll > 0 || len(p.wanted) == 0 {
+		return nil
+	}
+	names := make(map[string]bool, len(p.wanted))
+	for n := range p.wanted {
+		names[n] = true
+	}
+	return func(key []byte) bool {
+		// The first element's name ends at its end or at its keys (see
+		// pathkey); a top-level container's name needs no escapes.
+		for i, b := range key {
+			if b <= 1 {
+				return names[string(key[:i])]
+			}
+		}
+		return false
+	}
+}
+
 // decode returns the feed changes of a commit's store changes.
 func (p *Publisher) decode(changes []store.Change) []feed.Change {
+	want := p.wants()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]feed.Change, 0, len(changes))
 	for _, ch := range changes { // OnCommit left internal keys out
+		if want != nil && !want(ch.Key) {
+			continue
+		}
 		elems, n := p.path(ch.Key)
 		if n == nil || n.WriteOnly {
 			continue

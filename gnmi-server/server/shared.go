@@ -248,7 +248,7 @@ func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
 // same commit (collectors restarted together, say). It returns the
 // snapshot's commit sequence.
 func (ss *session) syncShared(ts int64) (uint64, error) {
-	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok {
+	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq >= ss.wantFrom {
 		return m.seq, ss.sendRendering(m.x, false)
 	}
 	var seq uint64

@@ -1,10 +1,15 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/server"
 )
 
 // TestSharedRendering: STREAM subscribers that send the same request render
@@ -162,4 +167,93 @@ func TestSharedSyncAcrossCommits(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLateSessionSeesWhatOthersDecoded: a session that comes after the one
+// whose initial sync it could share, once that one has gone and another
+// session that wants other paths read (and so decoded) a later commit, must
+// not follow the feed from the shared sync: that commit was decoded without
+// its paths. It sees the change, in its sync or after it.
+func TestLateSessionSeesWhatOthersDecoded(t *testing.T) {
+	n := startScenario1(t)
+	ctx := ctxT(t)
+	const leaf = "/sites/site[name=hq]/config/description"
+	subscribe := func(ctx context.Context, path string) (gpb.GNMI_SubscribeClient, []string) {
+		t.Helper()
+		stream, err := n.Client.Subscribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+			Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+			Subscription: []*gpb.Subscription{{Path: pathT(t, path), Mode: gpb.SubscriptionMode_ON_CHANGE}},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		var descriptions []string
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetSyncResponse() {
+				return stream, descriptions
+			}
+			descriptions = append(descriptions, descriptionsIn(resp)...)
+		}
+	}
+	set := func(v string) {
+		t.Helper()
+		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: pathT(t, leaf),
+			Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: v}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, ok func(server.SubscribeStats) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(n.Server.SubscribeStats()); {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s: %+v", what, n.Server.SubscribeStats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	set("before")
+	actx, stopA := context.WithCancel(ctx)
+	subscribe(actx, "/sites/site[name=hq]/config") // renders the sync B could share
+	subscribe(ctx, "/flows")                       // wants only /flows
+	stopA()
+	waitFor("the first session to end", func(st server.SubscribeStats) bool { return st.Streams == 1 })
+	time.Sleep(20 * time.Millisecond) // its last deferred calls
+	set("after")
+	waitFor("the /flows session to read the commit", func(st server.SubscribeStats) bool { return st.LagMax == 0 })
+
+	bctx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	b, synced := subscribe(bctx, "/sites/site[name=hq]/config")
+	if slices.Contains(synced, "after") {
+		return
+	}
+	time.AfterFunc(2*time.Second, stopB)
+	for {
+		resp, err := b.Recv()
+		if err != nil {
+			t.Fatalf("the late session synced %v and never saw the description \"after\" (Recv: %v)", synced, err)
+		}
+		if slices.Contains(descriptionsIn(resp), "after") {
+			return
+		}
+	}
+}
+
+// descriptionsIn returns the descriptions a response updates.
+func descriptionsIn(resp *gpb.SubscribeResponse) []string {
+	var out []string
+	for _, u := range resp.GetUpdate().GetUpdate() {
+		elems := append(resp.GetUpdate().GetPrefix().GetElem(), u.GetPath().GetElem()...)
+		if len(elems) > 0 && elems[len(elems)-1].GetName() == "description" {
+			out = append(out, u.GetVal().GetStringVal())
+		}
+	}
+	return out
 }

@@ -54,6 +54,10 @@ type session struct {
 	// kind, for a STREAM session with on-change subs, tells which
 	// sessions may share its renderings (see shared.go).
 	kind string
+	// wantFrom is the last commit published before the session told the
+	// publisher what it wants decoded: it follows the feed from no commit
+	// before it (a later one may have been decoded without its paths).
+	wantFrom uint64
 }
 
 // Subscribe serves ONCE, POLL and STREAM subscriptions.
@@ -453,6 +457,15 @@ func (ss *session) streamLoop() error {
 		}
 	}
 	defer ss.s.renders.join(ss.kind)()
+	if len(onChange) > 0 {
+		// Before the state the feed is followed from is read (see Want).
+		var paths [][]*gpb.PathElem
+		for _, x := range onChange {
+			paths = append(paths, x.q.elems)
+		}
+		defer ss.s.cfg.Publisher.Want(paths)()
+		ss.wantFrom = ss.s.cfg.Feed.Last()
+	}
 	now := time.Now()
 	var seq uint64
 	var err error
