@@ -814,9 +814,10 @@ type tx struct {
 	// collector's) never builds the index.
 	ops    []txOp
 	writes map[string]int // key → the index of its last write in ops, or nil
-	// sorted indexes the keys of ops[:indexed] for Scan; it is brought up to date
-	// by the first Scan after new writes, so that a transaction that only
-	// writes (a collector's) never pays for it.
+	// sorted indexes the keys ops[:indexed] set (not those only deleted)
+	// for Scan; it is brought up to date by the first Scan after new
+	// writes, so that a transaction that only writes (a collector's) never
+	// pays for it.
 	sorted  *btree.BTreeG[string]
 	indexed int
 	now     int64
@@ -860,21 +861,40 @@ func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
 func (t *tx) put(key, v []byte, volatile bool) {
 	if t.writes != nil {
 		if i, ok := t.writes[string(key)]; ok {
-			t.ops[i].value, t.ops[i].volatile = v, volatile
+			t.rewrite(i, v, volatile)
 			return
 		}
+		k := string(key)
+		t.writes[k] = len(t.ops)
+		t.appendOp(k, v, volatile)
+		return
 	}
-	t.putString(string(key), v, volatile)
+	t.appendOp(string(key), v, volatile)
 }
 
 func (t *tx) putString(key string, v []byte, volatile bool) {
 	if t.writes != nil {
 		if i, ok := t.writes[key]; ok {
-			t.ops[i].value, t.ops[i].volatile = v, volatile
+			t.rewrite(i, v, volatile)
 			return
 		}
 		t.writes[key] = len(t.ops)
 	}
+	t.appendOp(key, v, volatile)
+}
+
+// rewrite replaces ops[i]'s write; a key set again after it was deleted
+// and indexed joins the index.
+func (t *tx) rewrite(i int, v []byte, volatile bool) {
+	if v != nil && t.ops[i].value == nil && i < t.indexed {
+		t.sorted.ReplaceOrInsert(t.ops[i].key)
+	}
+	t.ops[i].value, t.ops[i].volatile = v, volatile
+}
+
+// appendOp appends a write of a key not written before, or of any key
+// before the transaction reads (see tx.ops).
+func (t *tx) appendOp(key string, v []byte, volatile bool) {
 	if t.ops == nil {
 		t.ops = t.s.ops
 		t.s.ops = nil
@@ -882,14 +902,19 @@ func (t *tx) putString(key string, v []byte, volatile bool) {
 	t.ops = append(t.ops, txOp{key: key, value: v, volatile: volatile})
 }
 
-// written returns this transaction's last write of k, if any.
-func (t *tx) written(k string) ([]byte, bool) {
+// indexWrites builds t.writes, once the transaction reads.
+func (t *tx) indexWrites() {
 	if t.writes == nil {
 		t.writes = make(map[string]int, len(t.ops))
 		for i, op := range t.ops {
 			t.writes[op.key] = i
 		}
 	}
+}
+
+// written returns this transaction's last write of k, if any.
+func (t *tx) written(k string) ([]byte, bool) {
+	t.indexWrites()
 	if i, ok := t.writes[k]; ok {
 		return t.ops[i].value, true
 	}
@@ -904,12 +929,19 @@ func (t *tx) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	// Merge the batch's range with this transaction's writes under prefix.
+	// Merge the group's range with this transaction's writes under prefix:
+	// a key the group has is looked up among the writes as the scan meets
+	// it, and only the keys this transaction set are kept sorted, for the
+	// keys it added. Its deletes need no index: a cascade deletes thousands
+	// of keys and scans hundreds of times.
 	if t.sorted == nil {
 		t.sorted = btree.NewOrderedG[string](32)
 	}
+	t.indexWrites()
 	for ; t.indexed < len(t.ops); t.indexed++ {
-		t.sorted.ReplaceOrInsert(t.ops[t.indexed].key)
+		if op := t.ops[t.indexed]; op.value != nil {
+			t.sorted.ReplaceOrInsert(op.key)
+		}
 	}
 	var mine []string
 	t.sorted.AscendGreaterOrEqual(string(prefix), func(k string) bool {
@@ -920,6 +952,7 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 		return true
 	})
 	i := 0
+	// emitMine sends the keys set here before upto that the group lacks.
 	emitMine := func(upto []byte) error {
 		for i < len(mine) && (upto == nil || mine[i] < string(upto)) {
 			if v, _ := t.written(mine[i]); v != nil {
@@ -936,13 +969,14 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 			return err
 		}
 		if i < len(mine) && mine[i] == string(k) {
+			i++ // sent below, as the group's key
+		}
+		if j, ok := t.writes[string(k)]; ok {
 			// This transaction overwrote or deleted k.
-			w, _ := t.written(mine[i])
-			i++
-			if w == nil {
-				return nil
+			if w := t.ops[j].value; w != nil {
+				return fn(k, w)
 			}
-			return fn(k, w)
+			return nil
 		}
 		return fn(k, v)
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -340,5 +341,64 @@ func TestDeletedRunsSurviveReopen(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestScanInTransaction checks a transaction's scans against a model of
+// its writes: random sets, deletes (of keys it set, the store has, or
+// nobody has) and sets again, with a scan of a random prefix after each.
+func TestScanInTransaction(t *testing.T) {
+	st := open(t, t.TempDir(), nil)
+	defer st.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	key := func() string { return fmt.Sprintf("%c/%d", 'a'+rng.IntN(3), rng.IntN(12)) }
+	model := map[string]string{}
+	update(t, st, func(tx store.Tx) error {
+		for range 15 {
+			k := key()
+			tx.Set([]byte(k), []byte("base"))
+			model[k] = "base"
+		}
+		return nil
+	})
+	for round := range 50 {
+		want := maps.Clone(model)
+		update(t, st, func(tx store.Tx) error {
+			for op := range 40 {
+				k := key()
+				if rng.IntN(2) == 0 {
+					v := fmt.Sprint(round, "-", op)
+					tx.Set([]byte(k), []byte(v))
+					want[k] = v
+				} else {
+					tx.Delete([]byte(k))
+					delete(want, k)
+				}
+				prefix := []string{"", "a/", "b/1", "c/"}[rng.IntN(4)]
+				got := map[string]string{}
+				if err := tx.Scan([]byte(prefix), func(k, v []byte) error {
+					if _, dup := got[string(k)]; dup {
+						t.Errorf("round %d: Scan(%q) sent %q twice", round, prefix, k)
+					}
+					got[string(k)] = string(v)
+					return nil
+				}); err != nil {
+					return err
+				}
+				sub := maps.Collect(func(yield func(string, string) bool) {
+					for k, v := range want {
+						if strings.HasPrefix(k, prefix) && !yield(k, v) {
+							return
+						}
+					}
+				})
+				if diff := cmp.Diff(sub, got); diff != "" {
+					// Not Fatal: this runs on the store's writer.
+					return fmt.Errorf("round %d, op %d: Scan(%q) (-want +got):\n%s", round, op, prefix, diff)
+				}
+			}
+			return nil
+		})
+		model = want
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
@@ -905,8 +904,14 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 // sweptUnder reports whether the entry key, or an entry above it, had its
 // whole range removed.
 func (a *applier) sweptUnder(key string) bool {
-	for k := range a.swept {
-		if strings.HasPrefix(key, k) {
+	if len(a.swept) == 0 {
+		return false
+	}
+	// An entry's key ends its last element (0x00): look up each prefix of
+	// key that ends one, rather than try each swept entry (a cascade
+	// sweeps hundreds). A prefix at an escaped 0x00 is no entry's key.
+	for i := 0; i < len(key); i++ {
+		if key[i] == 0 && a.swept[key[:i+1]] {
 			return true
 		}
 	}
