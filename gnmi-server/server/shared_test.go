@@ -9,6 +9,7 @@ import (
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
 	"github.com/patronus-sdwan/patronus/gnmi-server/server"
 )
 
@@ -103,11 +104,9 @@ func TestSharedRendering(t *testing.T) {
 func TestSharedSyncAcrossCommits(t *testing.T) {
 	n := startScenario1(t)
 	ctx := ctxT(t)
-	const leaf = "/sites/site[name=hq]/config/description"
 	set := func(v string) {
 		t.Helper()
-		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: pathT(t, leaf),
-			Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: v}}}}}); err != nil {
+		if _, err := n.Client.Set(ctx, setDescription(t, v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,31 +114,11 @@ func TestSharedSyncAcrossCommits(t *testing.T) {
 	// once synced.
 	open := func() (gpb.GNMI_SubscribeClient, string) {
 		t.Helper()
-		stream, err := n.Client.Subscribe(ctx)
-		if err != nil {
-			t.Fatal(err)
+		stream, descs := subscribeDescriptions(t, ctx, n, "/sites/site[name=hq]/config")
+		if len(descs) == 0 {
+			return stream, ""
 		}
-		if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-			Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
-			Subscription: []*gpb.Subscription{{Path: pathT(t, "/sites/site[name=hq]/config"), Mode: gpb.SubscriptionMode_ON_CHANGE}},
-		}}}); err != nil {
-			t.Fatal(err)
-		}
-		desc := ""
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.GetSyncResponse() {
-				return stream, desc
-			}
-			for _, u := range resp.GetUpdate().GetUpdate() {
-				if u.GetPath().GetElem()[len(u.GetPath().GetElem())-1].GetName() == "description" {
-					desc = u.GetVal().GetStringVal()
-				}
-			}
-		}
+		return stream, descs[len(descs)-1]
 	}
 	set("before")
 	first, got := open()
@@ -177,35 +156,13 @@ func TestSharedSyncAcrossCommits(t *testing.T) {
 func TestLateSessionSeesWhatOthersDecoded(t *testing.T) {
 	n := startScenario1(t)
 	ctx := ctxT(t)
-	const leaf = "/sites/site[name=hq]/config/description"
 	subscribe := func(ctx context.Context, path string) (gpb.GNMI_SubscribeClient, []string) {
 		t.Helper()
-		stream, err := n.Client.Subscribe(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-			Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
-			Subscription: []*gpb.Subscription{{Path: pathT(t, path), Mode: gpb.SubscriptionMode_ON_CHANGE}},
-		}}}); err != nil {
-			t.Fatal(err)
-		}
-		var descriptions []string
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.GetSyncResponse() {
-				return stream, descriptions
-			}
-			descriptions = append(descriptions, descriptionsIn(resp)...)
-		}
+		return subscribeDescriptions(t, ctx, n, path)
 	}
 	set := func(v string) {
 		t.Helper()
-		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: pathT(t, leaf),
-			Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: v}}}}}); err != nil {
+		if _, err := n.Client.Set(ctx, setDescription(t, v)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -256,4 +213,31 @@ func descriptionsIn(resp *gpb.SubscribeResponse) []string {
 		}
 	}
 	return out
+}
+
+// subscribeDescriptions opens a STREAM ON_CHANGE subscription to path and
+// returns it once synced, with the descriptions its sync held.
+func subscribeDescriptions(t *testing.T, ctx context.Context, n *nodetest.Node, path string) (gpb.GNMI_SubscribeClient, []string) {
+	t.Helper()
+	stream, err := n.Client.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+		Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+		Subscription: []*gpb.Subscription{{Path: pathT(t, path), Mode: gpb.SubscriptionMode_ON_CHANGE}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	var descriptions []string
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetSyncResponse() {
+			return stream, descriptions
+		}
+		descriptions = append(descriptions, descriptionsIn(resp)...)
+	}
 }
