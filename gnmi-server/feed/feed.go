@@ -53,8 +53,10 @@ type Commit struct {
 // Decoder turns a commit's store changes into the changes readers see. It
 // may leave changes out. It is called from the first reader of the commit's
 // Changes, with no lock of the feed held, and again if a reader comes after
-// the feed released the decoded changes (see Cursor.Close): it must give the
-// same changes every time.
+// the feed released the decoded changes (see Cursor.Close). It may leave out
+// changes no reader wants at the time (server.Publisher.Want), and so give
+// different changes each time, but a change some reader wants must be in
+// every decoding that reader can read.
 type Decoder func([]store.Change) []Change
 
 // entry is a commit in the ring. A commit published raw is decoded on the

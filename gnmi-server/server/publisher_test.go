@@ -219,7 +219,18 @@ func TestPublisherDecodesWhatIsWanted(t *testing.T) {
 		}
 		return elems
 	}
-	policies := p.Want([][]*gpb.PathElem{path("/policies/policy[name=*]/state")})
+	want := func(paths ...string) (uint64, func()) {
+		var elems [][]*gpb.PathElem
+		for _, s := range paths {
+			if s == "/" {
+				elems = append(elems, nil)
+			} else {
+				elems = append(elems, path(s))
+			}
+		}
+		return p.Want(elems)
+	}
+	_, policies := want("/policies/policy[name=*]/state")
 	var flows, root func()
 	seq := uint64(0)
 	for _, step := range []struct {
@@ -228,9 +239,21 @@ func TestPublisherDecodesWhatIsWanted(t *testing.T) {
 		want   []string // top-level containers decoded; nil: all
 	}{
 		{"policies", func() {}, []string{"policies"}},
-		{"policies and flows", func() { flows = p.Want([][]*gpb.PathElem{path("/flows"), path("/policies")}) }, []string{"flows", "policies"}},
+		{"policies and flows", func() {
+			// /policies has been wanted since the start, /flows from now.
+			from, done := want("/flows", "/policies")
+			if from != f.Last() {
+				t.Errorf("Want(/flows, /policies) after commit %d: from %d, want %d", f.Last(), from, f.Last())
+			}
+			from, again := want("/policies")
+			if from != 0 {
+				t.Errorf("Want(/policies), wanted since the start: from %d, want 0", from)
+			}
+			again()
+			flows = done
+		}, []string{"flows", "policies"}},
 		{"flows", policies, []string{"flows", "policies"}}, // the second Want holds policies too
-		{"everything, from the root", func() { root = p.Want([][]*gpb.PathElem{nil}) }, nil},
+		{"everything, from the root", func() { _, root = want("/") }, nil},
 		{"flows again", func() { root(); root() }, []string{"flows", "policies"}},
 		{"nobody", func() { flows() }, nil},
 	} {

@@ -202,11 +202,14 @@ type Publisher struct {
 	s *schema.Schema
 	f *feed.Feed
 
-	// wantMu guards wanted and wantAll: the readers of the feed's decoded
-	// commits, counted by the top-level container they read (Want).
+	// wantMu guards the fields below: the readers of the feed's decoded
+	// commits, counted by the top-level container they read (Want), and
+	// the filter of decoded keys made from them.
 	wantMu  sync.Mutex
-	wanted  map[string]int
-	wantAll int
+	wanted  map[string]*wish
+	wantAll wish
+	filter  func(key []byte) bool // nil: decode every key
+	stale   bool                  // filter must be made again
 
 	// mu serializes decoding: the fields below are its.
 	mu sync.Mutex
@@ -284,44 +287,79 @@ func (p *Publisher) OnCommit(c store.Commit) {
 	p.f.PublishRaw(c.Seq, c.Time, changes, p.decode)
 }
 
+// wish counts the readers that want a top-level container (or every one).
+type wish struct {
+	readers int
+	// since is the last commit published before readers last went from
+	// none to one: every commit after it is decoded with the container.
+	since uint64
+}
+
 // Want tells p that a reader of the feed's decoded commits wants the
 // changes under the top-level containers of paths (all of them for a path
 // without elements or one whose first element is a wildcard), until it
-// calls the function returned. A reader calls it before it reads the store
-// state it follows the feed from: a commit after that state is published
-// after the call, and decoded after it, with the reader's containers. A
-// commit is decoded with the containers some reader wants when it is
-// decoded: the flow table's fifty thousand changes a second are not decoded
-// (nor held) for readers of /paths alone.
-func (p *Publisher) Want(paths [][]*gpb.PathElem) (done func()) {
+// calls done. A commit is decoded with the containers some reader wants
+// when it is decoded: the flow table's fifty thousand changes a second are
+// not decoded (nor held) for readers of /paths alone.
+//
+// A reader calls Want before it reads the store state it follows the feed
+// from: a commit after that state is published after the call, and so
+// decoded with the reader's containers. from tells the reader the earliest
+// state it may follow the feed from if it starts from a state another
+// reader read (a shared initial sync): every commit after from is decoded
+// with its containers, wanted without a break since then.
+func (p *Publisher) Want(paths [][]*gpb.PathElem) (from uint64, done func()) {
 	if p == nil {
-		return func() {}
+		return 0, func() {}
 	}
 	var names []string
-	all := 0
+	all := false
 	for _, elems := range paths {
 		if len(elems) == 0 || elems[0].GetName() == "*" || elems[0].GetName() == "..." {
-			all++
-		} else {
+			all = true
+		} else if !slices.Contains(names, elems[0].GetName()) {
 			names = append(names, elems[0].GetName())
 		}
+	}
+	if all {
+		names = nil
 	}
 	p.wantMu.Lock()
 	defer p.wantMu.Unlock()
 	if p.wanted == nil {
-		p.wanted = map[string]int{}
+		p.wanted = map[string]*wish{}
 	}
-	p.wantAll += all
+	last := p.f.Last()
+	add := func(w *wish) {
+		if w.readers++; w.readers == 1 {
+			w.since = last
+			p.stale = true
+		}
+		from = max(from, w.since)
+	}
+	if all {
+		add(&p.wantAll)
+	}
 	for _, n := range names {
-		p.wanted[n]++
+		w := p.wanted[n]
+		if w == nil {
+			w = &wish{}
+			p.wanted[n] = w
+		}
+		add(w)
 	}
-	return sync.OnceFunc(func() {
+	return from, sync.OnceFunc(func() {
 		p.wantMu.Lock()
 		defer p.wantMu.Unlock()
-		p.wantAll -= all
+		if all {
+			if p.wantAll.readers--; p.wantAll.readers == 0 {
+				p.stale = true
+			}
+		}
 		for _, n := range names {
-			if p.wanted[n]--; p.wanted[n] == 0 {
+			if p.wanted[n].readers--; p.wanted[n].readers == 0 {
 				delete(p.wanted, n)
+				p.stale = true
 			}
 		}
 	})
@@ -332,14 +370,19 @@ func (p *Publisher) Want(paths [][]*gpb.PathElem) (done func()) {
 func (p *Publisher) wants() func(key []byte) bool {
 	p.wantMu.Lock()
 	defer p.wantMu.Unlock()
-	if p.wantAll > 0 || len(p.wanted) == 0 {
+	if !p.stale {
+		return p.filter
+	}
+	p.stale = false
+	p.filter = nil
+	if p.wantAll.readers > 0 || len(p.wanted) == 0 {
 		return nil
 	}
 	names := make(map[string]bool, len(p.wanted))
 	for n := range p.wanted {
 		names[n] = true
 	}
-	return func(key []byte) bool {
+	p.filter = func(key []byte) bool {
 		// The first element's name ends at its end or at its keys (see
 		// pathkey); a top-level container's name needs no escapes.
 		for i, b := range key {
@@ -349,6 +392,7 @@ func (p *Publisher) wants() func(key []byte) bool {
 		}
 		return false
 	}
+	return p.filter
 }
 
 // decode returns the feed changes of a commit's store changes.

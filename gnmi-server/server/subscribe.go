@@ -54,9 +54,10 @@ type session struct {
 	// kind, for a STREAM session with on-change subs, tells which
 	// sessions may share its renderings (see shared.go).
 	kind string
-	// wantFrom is the last commit published before the session told the
-	// publisher what it wants decoded: it follows the feed from no commit
-	// before it (a later one may have been decoded without its paths).
+	// wantFrom is the earliest commit the session may follow the feed
+	// from when it starts from a sync another session rendered: a commit
+	// after an earlier one may have been decoded without its paths
+	// (Publisher.Want).
 	wantFrom uint64
 }
 
@@ -463,8 +464,9 @@ func (ss *session) streamLoop() error {
 		for _, x := range onChange {
 			paths = append(paths, x.q.elems)
 		}
-		defer ss.s.cfg.Publisher.Want(paths)()
-		ss.wantFrom = ss.s.cfg.Feed.Last()
+		var done func()
+		ss.wantFrom, done = ss.s.cfg.Publisher.Want(paths)
+		defer done()
 	}
 	now := time.Now()
 	var seq uint64
