@@ -1,6 +1,12 @@
 package server
 
-import "testing"
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
+)
 
 // TestRenderingsBounded: renderings are dropped oldest first once over the
 // budget, empty ones (commits no subscription of a kind covers) included.
@@ -48,5 +54,54 @@ func TestRenderingsTaken(t *testing.T) {
 	}
 	for _, l := range leave {
 		l()
+	}
+}
+
+// TestPendingSyncIsShared: a sync rendering is marked when it starts, so a
+// session of its kind that needs one meanwhile takes it and waits for it
+// rather than render its own; a rendering that failed is no longer offered.
+func TestPendingSyncIsShared(t *testing.T) {
+	var r renderings
+	f := feed.New(16, 1<<20)
+	for seq := uint64(1); seq <= 6; seq++ {
+		f.Publish(feed.Commit{Seq: seq})
+	}
+	x := r.get("kind\x00sync", 5)
+	started, release := make(chan struct{}), make(chan struct{})
+	go x.once.Do(func() {
+		r.markSync("kind", syncMark{seq: 5, at: time.Now(), x: x})
+		close(started)
+		<-release
+		x.msgs = append(x.msgs, &preEncoded{[]byte("sync")})
+		r.done(x)
+	})
+	<-started
+	m, ok := r.recentSync("kind", f)
+	if !ok || m.x != x || m.seq != 5 {
+		t.Fatalf("recentSync while rendering = %+v, %v; want the rendering at 5", m, ok)
+	}
+	got := make(chan int)
+	go func() {
+		m.x.once.Do(func() {}) // as sendRendering waits
+		got <- len(m.x.msgs)
+	}()
+	select {
+	case n := <-got:
+		t.Fatalf("the waiter went on with %d messages before the rendering was done", n)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if n := <-got; n != 1 {
+		t.Errorf("the waiter got %d messages, want the 1 rendered", n)
+	}
+
+	y := r.get("kind\x00sync", 6)
+	y.once.Do(func() {
+		r.markSync("kind", syncMark{seq: 6, at: time.Now(), x: y})
+		y.err = errors.New("store closed")
+		r.unmarkSync("kind", y)
+	})
+	if m, ok := r.recentSync("kind", f); ok {
+		t.Errorf("recentSync after a failed rendering = %+v; want none", m)
 	}
 }

@@ -158,7 +158,16 @@ func (r *renderings) forgetSyncs(now time.Time) {
 	}
 }
 
-// markSync records m as kind's last sync.
+// unmarkSync forgets x as kind's last sync (its rendering failed).
+func (r *renderings) unmarkSync(kind string, x *rendering) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.syncs[kind]; ok && m.x == x {
+		delete(r.syncs, kind)
+	}
+}
+
+// markSync records m as kind's last sync, which may still be rendering.
 func (r *renderings) markSync(kind string, m syncMark) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -257,15 +266,7 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
 		seq = sq
 		x = ss.s.renders.get(ss.kind+"\x00sync", sq)
-		x.once.Do(func() {
-			b := x.batch(ss)
-			x.err = ss.fill(b, r, ss.subs, ts)
-			ss.s.renders.done(x)
-			if x.err == nil {
-				ss.s.renders.markSync(ss.kind, syncMark{seq: sq, at: time.Now(), x: x})
-			}
-			mine = true
-		})
+		x.once.Do(func() { mine = ss.renderSync(x, r, sq, ts) })
 		return nil
 	})
 	if err != nil {
@@ -274,8 +275,27 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 	return seq, ss.sendRendering(x, mine)
 }
 
-// sendRendering sends x; mine says whether this session rendered it.
+// renderSync renders into x the whole state r holds at commit seq for the
+// session's kind, from inside x.once, and reports true. The kind's sessions
+// that need a sync or a catch-up while it renders take it (recentSync)
+// rather than each render its own at a later commit: a herd whose writer
+// outruns it falls behind together, one commit apart.
+func (ss *session) renderSync(x *rendering, r store.Reader, seq uint64, ts int64) bool {
+	ss.s.renders.markSync(ss.kind, syncMark{seq: seq, at: time.Now(), x: x})
+	x.err = ss.fill(x.batch(ss), r, ss.subs, ts)
+	ss.s.renders.done(x)
+	if x.err != nil {
+		ss.s.renders.unmarkSync(ss.kind, x)
+	}
+	return true
+}
+
+// sendRendering sends x, once it is rendered; mine says whether this
+// session rendered it.
 func (ss *session) sendRendering(x *rendering, mine bool) error {
+	// A rendering taken from recentSync may still be rendering: once.Do
+	// returns when it is done (it was begun inside its once).
+	x.once.Do(func() {})
 	if x.err != nil {
 		return x.err
 	}

@@ -639,14 +639,7 @@ func (ss *session) catchUpShared(ctx context.Context, cursor *feed.Cursor) error
 		if x == nil {
 			seq = sq
 			x = ss.s.renders.get(ss.kind+"\x00sync", sq)
-			x.once.Do(func() {
-				x.err = ss.fill(x.batch(ss), r, ss.subs, ts)
-				ss.s.renders.done(x)
-				if x.err == nil {
-					ss.s.renders.markSync(ss.kind, syncMark{seq: sq, at: time.Now(), x: x})
-				}
-				mine = true
-			})
+			x.once.Do(func() { mine = ss.renderSync(x, r, sq, ts) })
 		}
 		b := &batch{ss: ss}
 		if err := ss.skipDeleted(ctx, cursor, seq, r, b, ss.subs, ts); err != nil {
