@@ -57,9 +57,10 @@ func TestRenderingsTaken(t *testing.T) {
 	}
 }
 
-// TestPendingSyncIsShared: a sync rendering is marked when it starts, so a
-// session of its kind that needs one meanwhile takes it and waits for it
-// rather than render its own; a rendering that failed is no longer offered.
+// TestPendingSyncIsShared: renderSync offers a sync rendering from its
+// start, so a session of its kind that needs one meanwhile takes it and
+// waits for it rather than render its own; a rendering that failed is no
+// longer offered.
 func TestPendingSyncIsShared(t *testing.T) {
 	var r renderings
 	f := feed.New(16, 1<<20)
@@ -69,11 +70,12 @@ func TestPendingSyncIsShared(t *testing.T) {
 	x := r.get("kind\x00sync", 5)
 	started, release := make(chan struct{}), make(chan struct{})
 	go x.once.Do(func() {
-		r.markSync("kind", syncMark{seq: 5, at: time.Now(), x: x})
-		close(started)
-		<-release
-		x.msgs = append(x.msgs, &preEncoded{[]byte("sync")})
-		r.done(x)
+		r.renderSync("kind", x, 5, func() error {
+			close(started)
+			<-release
+			x.msgs = append(x.msgs, &preEncoded{[]byte("sync")})
+			return nil
+		})
 	})
 	<-started
 	m, ok := r.recentSync("kind", f)
@@ -82,26 +84,25 @@ func TestPendingSyncIsShared(t *testing.T) {
 	}
 	got := make(chan int)
 	go func() {
-		m.x.once.Do(func() {}) // as sendRendering waits
+		m.x.wait()
 		got <- len(m.x.msgs)
 	}()
 	select {
 	case n := <-got:
-		t.Fatalf("the waiter went on with %d messages before the rendering was done", n)
+		t.Fatalf("the taker went on with %d messages before the rendering was done", n)
 	case <-time.After(20 * time.Millisecond):
 	}
 	close(release)
 	if n := <-got; n != 1 {
-		t.Errorf("the waiter got %d messages, want the 1 rendered", n)
+		t.Errorf("the taker got %d messages, want the 1 rendered", n)
 	}
 
 	y := r.get("kind\x00sync", 6)
-	y.once.Do(func() {
-		r.markSync("kind", syncMark{seq: 6, at: time.Now(), x: y})
-		y.err = errors.New("store closed")
-		r.unmarkSync("kind", y)
-	})
+	y.once.Do(func() { r.renderSync("kind", y, 6, func() error { return errors.New("store closed") }) })
 	if m, ok := r.recentSync("kind", f); ok {
 		t.Errorf("recentSync after a failed rendering = %+v; want none", m)
+	}
+	if y.err == nil {
+		t.Error("the failed rendering holds no error")
 	}
 }

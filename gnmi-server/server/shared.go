@@ -266,7 +266,10 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
 		seq = sq
 		x = ss.s.renders.get(ss.kind+"\x00sync", sq)
-		x.once.Do(func() { mine = ss.renderSync(x, r, sq, ts) })
+		x.once.Do(func() {
+			ss.s.renders.renderSync(ss.kind, x, sq, func() error { return ss.fill(x.batch(ss), r, ss.subs, ts) })
+			mine = true
+		})
 		return nil
 	})
 	if err != nil {
@@ -275,27 +278,29 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 	return seq, ss.sendRendering(x, mine)
 }
 
-// renderSync renders into x the whole state r holds at commit seq for the
-// session's kind, from inside x.once, and reports true. The kind's sessions
-// that need a sync or a catch-up while it renders take it (recentSync)
-// rather than each render its own at a later commit: a herd whose writer
-// outruns it falls behind together, one commit apart.
-func (ss *session) renderSync(x *rendering, r store.Reader, seq uint64, ts int64) bool {
-	ss.s.renders.markSync(ss.kind, syncMark{seq: seq, at: time.Now(), x: x})
-	x.err = ss.fill(x.batch(ss), r, ss.subs, ts)
-	ss.s.renders.done(x)
+// renderSync renders into x, from inside x.once, the whole state at commit
+// seq for kind with fill. The kind's sessions that need a sync or a
+// catch-up while it renders take it (recentSync, then x.wait) rather than
+// each render its own at a later commit: a herd whose writer outruns it
+// falls behind together, one commit apart. A rendering that fails is
+// withdrawn.
+func (r *renderings) renderSync(kind string, x *rendering, seq uint64, fill func() error) {
+	r.markSync(kind, syncMark{seq: seq, at: time.Now(), x: x})
+	x.err = fill()
+	r.done(x)
 	if x.err != nil {
-		ss.s.renders.unmarkSync(ss.kind, x)
+		r.unmarkSync(kind, x)
 	}
-	return true
 }
+
+// wait returns once x is rendered: a rendering is begun inside its once,
+// so once.Do returns when that call is done.
+func (x *rendering) wait() { x.once.Do(func() {}) }
 
 // sendRendering sends x, once it is rendered; mine says whether this
 // session rendered it.
 func (ss *session) sendRendering(x *rendering, mine bool) error {
-	// A rendering taken from recentSync may still be rendering: once.Do
-	// returns when it is done (it was begun inside its once).
-	x.once.Do(func() {})
+	x.wait() // one taken from recentSync may still be rendering
 	if x.err != nil {
 		return x.err
 	}

@@ -639,7 +639,10 @@ func (ss *session) catchUpShared(ctx context.Context, cursor *feed.Cursor) error
 		if x == nil {
 			seq = sq
 			x = ss.s.renders.get(ss.kind+"\x00sync", sq)
-			x.once.Do(func() { mine = ss.renderSync(x, r, sq, ts) })
+			x.once.Do(func() {
+				ss.s.renders.renderSync(ss.kind, x, sq, func() error { return ss.fill(x.batch(ss), r, ss.subs, ts) })
+				mine = true
+			})
 		}
 		b := &batch{ss: ss}
 		if err := ss.skipDeleted(ctx, cursor, seq, r, b, ss.subs, ts); err != nil {
