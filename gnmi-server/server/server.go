@@ -383,14 +383,9 @@ func (p *Publisher) wants() func(key []byte) bool {
 		names[n] = true
 	}
 	p.filter = func(key []byte) bool {
-		// The first element's name ends at its end or at its keys (see
-		// pathkey); a top-level container's name needs no escapes.
-		for i, b := range key {
-			if b <= 1 {
-				return names[string(key[:i])]
-			}
-		}
-		return false
+		// A top-level container's name needs no escapes (see pathkey).
+		name, _, _, ok := pathkey.SplitElem(key)
+		return ok && names[string(name)]
 	}
 	return p.filter
 }
