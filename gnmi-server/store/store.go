@@ -859,26 +859,18 @@ func (t *tx) SetVolatile(key string, value []byte) {
 func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
 
 func (t *tx) put(key, v []byte, volatile bool) {
-	if t.writes != nil {
-		if i, ok := t.writes[string(key)]; ok {
-			t.rewrite(i, v, volatile)
-			return
-		}
-		k := string(key)
-		t.writes[k] = len(t.ops)
-		t.appendOp(k, v, volatile)
+	// Until the transaction reads, writes is nil and every write appends.
+	if i, ok := t.writes[string(key)]; ok {
+		t.rewrite(i, v, volatile)
 		return
 	}
 	t.appendOp(string(key), v, volatile)
 }
 
 func (t *tx) putString(key string, v []byte, volatile bool) {
-	if t.writes != nil {
-		if i, ok := t.writes[key]; ok {
-			t.rewrite(i, v, volatile)
-			return
-		}
-		t.writes[key] = len(t.ops)
+	if i, ok := t.writes[key]; ok {
+		t.rewrite(i, v, volatile)
+		return
 	}
 	t.appendOp(key, v, volatile)
 }
@@ -895,6 +887,9 @@ func (t *tx) rewrite(i int, v []byte, volatile bool) {
 // appendOp appends a write of a key not written before, or of any key
 // before the transaction reads (see tx.ops).
 func (t *tx) appendOp(key string, v []byte, volatile bool) {
+	if t.writes != nil {
+		t.writes[key] = len(t.ops)
+	}
 	if t.ops == nil {
 		t.ops = t.s.ops
 		t.s.ops = nil
