@@ -24,14 +24,8 @@ import (
 // data leaf with its path, schema node and value, and neither internal keys,
 // malformed ones, paths outside the schema nor write-only leaves.
 func TestPublisherDecodes(t *testing.T) {
-	sch, err := schema.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch, f, p := newPublisher(t, 16, 1<<20)
 	commits := publisherCommits(t)
-
-	f := feed.New(16, 1<<20)
-	p := server.NewPublisher(sch, f)
 	for i, c := range commits {
 		p.OnCommit(store.Commit{Seq: uint64(i + 1), Time: int64(i), Changes: c})
 	}
@@ -46,7 +40,7 @@ func TestPublisherDecodes(t *testing.T) {
 	}
 	for i, c := range commits {
 		want := reference(sch, c)
-		if diff := cmp.Diff(want, got[i].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
+		if diff := cmp.Diff(want, got[i].Changes, protocmp.Transform(), sameNode); diff != "" {
 			t.Errorf("commit %d (-want +got):\n%s", i+1, diff)
 		}
 	}
@@ -103,6 +97,20 @@ func publisherCommits(t *testing.T) [][]store.Change {
 	}
 	return commits
 }
+
+// newPublisher returns a publisher into a new feed of slots and maxBytes.
+func newPublisher(t *testing.T, slots, maxBytes int) (*schema.Schema, *feed.Feed, *server.Publisher) {
+	t.Helper()
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := feed.New(slots, maxBytes)
+	return sch, f, server.NewPublisher(sch, f)
+}
+
+// sameNode compares schema nodes by identity.
+var sameNode = cmp.Comparer(func(a, b *schema.Node) bool { return a == b })
 
 // reference decodes changes the plain way: each key in full.
 func reference(sch *schema.Schema, changes []store.Change) []feed.Change {
@@ -165,14 +173,9 @@ func schemaPath(s string) ([]*gpb.PathElem, error) {
 // decoded, take none of the feed's budget and are not in its record of
 // deletes.
 func TestPublisherLeavesOutInternalKeys(t *testing.T) {
-	sch, err := schema.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f, p := newPublisher(t, 16, 100_000) // room for about 160 changes of 100-byte keys
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	f := feed.New(16, 100_000) // room for about 160 changes of 100-byte keys
-	p := server.NewPublisher(sch, f)
 	leaf := pathkey.Encode([]*gpb.PathElem{{Name: "paths"}, {Name: "path", Key: map[string]string{"name": "p"}}, {Name: "state"}, {Name: "latency"}})
 	p.OnCommit(store.Commit{Seq: 1, Changes: []store.Change{{Key: leaf, Value: txn.AppendUint(nil, 5)}}})
 	var internal []store.Change
@@ -192,7 +195,7 @@ func TestPublisherLeavesOutInternalKeys(t *testing.T) {
 			t.Fatalf("read %d commits, the second with %d raw changes; want 2, the second with only the data leaf", len(got), len(got[1].Raw))
 		}
 	}
-	err = f.From(0).Skip(ctx, 2, func(k []byte) error {
+	err := f.From(0).Skip(ctx, 2, func(k []byte) error {
 		t.Errorf("the record of deletes holds %q", k)
 		return nil
 	})
@@ -205,13 +208,8 @@ func TestPublisherLeavesOutInternalKeys(t *testing.T) {
 // commit is decoded with the top-level containers some reader wants, and
 // whole again when one wants everything or none is left.
 func TestPublisherDecodesWhatIsWanted(t *testing.T) {
-	sch, err := schema.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch, f, p := newPublisher(t, 64, 1<<20)
 	commits := publisherCommits(t)
-	f := feed.New(64, 1<<20)
-	p := server.NewPublisher(sch, f)
 	path := func(s string) []*gpb.PathElem {
 		elems, err := schemaPath(s)
 		if err != nil {
@@ -271,7 +269,7 @@ func TestPublisherDecodesWhatIsWanted(t *testing.T) {
 			if step.want != nil {
 				want = slices.DeleteFunc(want, func(ch feed.Change) bool { return !slices.Contains(step.want, ch.Elems[0].GetName()) })
 			}
-			if diff := cmp.Diff(want, got[0].Changes, protocmp.Transform(), cmp.Comparer(func(a, b *schema.Node) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(want, got[0].Changes, protocmp.Transform(), sameNode); diff != "" {
 				t.Errorf("%s: commit %d (-want +got):\n%s", step.name, seq, diff)
 			}
 		}
