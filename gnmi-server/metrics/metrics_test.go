@@ -170,6 +170,12 @@ func TestSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, reg, 1, "patronus_grpc_streams_active", "method", "Subscribe")
+	// The sync's first notification: from here on the sync's commit is
+	// fixed, so the three Sets below all follow it, while the rest of the
+	// sync waits on the windows.
+	if resp, err := stream.Recv(); err != nil || resp.GetSyncResponse() {
+		t.Fatalf("first response: %v, %v; want the start of the sync", resp, err)
+	}
 	leaf := nodetest.Path(t, "/sites/site[name=s000]/config/location")
 	for _, v := range []string{"a", "b", "c"} {
 		if _, err := n.Client.Set(ctx, &gpb.SetRequest{Update: []*gpb.Update{{Path: leaf, Val: str(v)}}}); err != nil {
