@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,24 @@ func TestWorkloads(t *testing.T) {
 		fanout: []int{2}, sample: []int{2}, paced: []paced{{2, 1}}, sync: []int{2}, getClients: []int{2},
 		memorySubs: 2, collectEvery: 100 * time.Millisecond, dir: t.TempDir(),
 	}
+	checkWorkloads(t, cfg, []string{"fanout-on_change-2", "fanout-sample-2", "paced-10k-on_change-2", "sync-2",
+		"get-leaf-2", "get-policies-1", "set-leaf-1", "set-100-1", "memory"})
+}
+
+// TestWorkloadsDecoding runs the subscription workloads with subscribers
+// that decode every response: they must count what the wire readers count.
+func TestWorkloadsDecoding(t *testing.T) {
+	cfg := &config{
+		duration: 300 * time.Millisecond, batch: 100, rate: 10000, sampleEvery: 100 * time.Millisecond,
+		fanout: []int{2}, sync: []int{2}, decode: true, dir: t.TempDir(), only: regexp.MustCompile(`^(fanout|sync)`),
+	}
+	checkWorkloads(t, cfg, []string{"fanout-on_change-2", "sync-2"})
+}
+
+// checkWorkloads runs cfg's workloads and checks their rows: want lists the
+// workloads that must have some.
+func checkWorkloads(t *testing.T, cfg *config, want []string) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.json")
 	var table bytes.Buffer
 	if err := runAll(cfg, &table, nil, out); err != nil {
@@ -83,8 +102,7 @@ func TestWorkloads(t *testing.T) {
 			t.Errorf("%s %s = %v, want > 0", r.Workload, r.Metric, *r.Patronus)
 		}
 	}
-	for _, w := range []string{"fanout-on_change-2", "fanout-sample-2", "paced-10k-on_change-2", "sync-2",
-		"get-leaf-2", "get-policies-1", "set-leaf-1", "set-100-1", "memory"} {
+	for _, w := range want {
 		if !seen[w] {
 			t.Errorf("no rows for workload %s", w)
 		}

@@ -78,7 +78,7 @@ func runMemory(ctx context.Context, cfg *config) (memoryResult, error) {
 
 	req := streamRequest(gpb.SubscriptionMode_ON_CHANGE, 0, false, memoryPaths...)
 	start := time.Now()
-	subs, err := startSubscribers(ctx, addr[0], cfg.memorySubs, req)
+	subs, err := startSubscribers(ctx, addr[0], cfg.memorySubs, req, cfg.decode)
 	defer func() {
 		for _, x := range subs {
 			x.stop()

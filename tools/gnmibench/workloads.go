@@ -148,7 +148,7 @@ func workloads(cfg *config) []workload {
 			var res [2]syncResult
 			for i, s := range systems {
 				step(s.name())
-				if res[i], err = runSync(ctx, s.addr(), n); err != nil {
+				if res[i], err = runSync(ctx, s.addr(), n, cfg.decode); err != nil {
 					return nil, fmt.Errorf("%s: %w", s.name(), err)
 				}
 			}
@@ -261,7 +261,7 @@ func runStream(ctx context.Context, s system, leaves int, cfg *config, spec stre
 	// The subscribers skip the initial sync (the sync rows measure it):
 	// what is measured here starts in sync either way.
 	req := streamRequest(spec.mode, cfg.sampleEvery, true, countersPath)
-	subs, err := startSubscribers(ctx, s.addr(), spec.subs, req)
+	subs, err := startSubscribers(ctx, s.addr(), spec.subs, req, cfg.decode)
 	defer func() {
 		for _, x := range subs {
 			x.stop()
@@ -314,12 +314,12 @@ const warmUp = 30 * time.Second
 
 // startSubscribers connects n subscribers, subscribes them all with req
 // and waits until every one has had its sync_response.
-func startSubscribers(ctx context.Context, addr string, n int, req *gpb.SubscribeRequest) ([]*subscriber, error) {
+func startSubscribers(ctx context.Context, addr string, n int, req *gpb.SubscribeRequest, decode bool) ([]*subscriber, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var subs []*subscriber
 	for range n {
-		x, err := newSubscriber(ctx, addr)
+		x, err := newSubscriber(ctx, addr, decode)
 		if err != nil {
 			return subs, err
 		}
@@ -411,7 +411,7 @@ type syncResult struct {
 
 // runSync connects n subscribers, then starts all their subscriptions at
 // once and times their sync_responses.
-func runSync(ctx context.Context, addr string, n int) (syncResult, error) {
+func runSync(ctx context.Context, addr string, n int, decode bool) (syncResult, error) {
 	var res syncResult
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -422,7 +422,7 @@ func runSync(ctx context.Context, addr string, n int) (syncResult, error) {
 		}
 	}()
 	for range n {
-		x, err := newSubscriber(ctx, addr)
+		x, err := newSubscriber(ctx, addr, decode)
 		if err != nil {
 			return res, err
 		}
