@@ -39,14 +39,15 @@ func TestWorkloads(t *testing.T) {
 		"get-leaf-2", "get-policies-1", "set-leaf-1", "set-100-1", "memory"})
 }
 
-// TestWorkloadsDecoding runs the subscription workloads with subscribers
+// TestWorkloadsDecoding runs the subscription and Get workloads with clients
 // that decode every response: they must count what the wire readers count.
 func TestWorkloadsDecoding(t *testing.T) {
 	cfg := &config{
 		duration: 300 * time.Millisecond, batch: 100, rate: 10000, sampleEvery: 100 * time.Millisecond,
-		fanout: []int{2}, sync: []int{2}, decode: true, dir: t.TempDir(), only: regexp.MustCompile(`^(fanout|sync)`),
+		fanout: []int{2}, sync: []int{2}, getClients: []int{2}, decode: true, dir: t.TempDir(),
+		only: regexp.MustCompile(`^(fanout|sync|get-leaf)`),
 	}
-	checkWorkloads(t, cfg, []string{"fanout-on_change-2", "sync-2"})
+	checkWorkloads(t, cfg, []string{"fanout-on_change-2", "sync-2", "get-leaf-2"})
 }
 
 // checkWorkloads runs cfg's workloads and checks their rows: want lists the

@@ -11,7 +11,8 @@ import (
 )
 
 // wireCodec sends protobuf messages and receives a SubscribeResponse as a
-// countedResponse, read off the wire without building its messages.
+// countedResponse, or a GetResponse as a countedGet, read off the wire
+// without building their messages.
 type wireCodec struct{}
 
 var _ encoding.CodecV2 = wireCodec{}
@@ -31,17 +32,43 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	r, ok := v.(*countedResponse)
-	if !ok {
+	var read func([]byte) error
+	switch r := v.(type) {
+	case *countedResponse:
+		read = r.read
+	case *countedGet:
+		read = r.read
+	default:
 		return fmt.Errorf("wire codec: cannot receive into %T", v)
 	}
 	if len(data) == 1 {
-		return r.read(data[0].ReadOnlyData())
+		return read(data[0].ReadOnlyData())
 	}
 	// A message split across buffers: copied once, into a pooled buffer.
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return r.read(buf.ReadOnlyData())
+	return read(buf.ReadOnlyData())
+}
+
+// countedGet is what the benchmark needs of a GetResponse: how many of its
+// notifications' updates carry a path and a value.
+type countedGet struct {
+	leaves int
+}
+
+func (g *countedGet) read(b []byte) error {
+	*g = countedGet{}
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if num != getNotification || typ != protowire.BytesType {
+			return nil
+		}
+		var n countedResponse
+		if err := n.readNotification(v); err != nil {
+			return err
+		}
+		g.leaves += n.leaves
+		return nil
+	})
 }
 
 // countedResponse is what the benchmark needs of a SubscribeResponse: whether
@@ -56,6 +83,7 @@ type countedResponse struct {
 
 // Field numbers of gnmi.proto.
 const (
+	getNotification    = 1 // GetResponse.notification: repeated Notification
 	responseUpdate     = 1 // SubscribeResponse.update: Notification
 	responseSync       = 3 // SubscribeResponse.sync_response: bool
 	notificationTime   = 1 // Notification.timestamp: int64

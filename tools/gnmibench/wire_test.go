@@ -34,6 +34,24 @@ func TestWireCountsAsDecoded(t *testing.T) {
 		&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: &gpb.Notification{Timestamp: -1}}},
 		&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: &gpb.Notification{}}},
 	)
+	// A GetResponse of every notification above.
+	get := &gpb.GetResponse{}
+	wantGet := 0
+	for _, resp := range responses {
+		if n := resp.GetUpdate(); n != nil {
+			get.Notification = append(get.Notification, n)
+			wantGet += leafUpdates(n)
+		}
+	}
+	b, err := proto.Marshal(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got countedGet
+	if err := (wireCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil || got.leaves != wantGet {
+		t.Errorf("GetResponse: read %d leaves (%v), decoded %d", got.leaves, err, wantGet)
+	}
+
 	for i, resp := range responses {
 		b, err := proto.Marshal(resp)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"github.com/openconfig/ygot/ygot"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -157,7 +158,7 @@ func workloads(cfg *config) []workload {
 	}
 	// Get and Set run against the node holding the scale set alone, and
 	// against the reference to show whether it serves them at all.
-	unary := func(name string, clients int, do func(context.Context, gpb.GNMIClient) (int, error)) {
+	unary := func(name string, clients int, do func(context.Context, *grpc.ClientConn) (int, error)) {
 		ws = append(ws, workload{name: name, steps: 2, run: func(ctx context.Context, e *env, step func(string)) ([]Row, error) {
 			p, err := e.scaleNode(ctx)
 			if err != nil {
@@ -181,9 +182,9 @@ func workloads(cfg *config) []workload {
 		}})
 	}
 	for _, c := range cfg.getClients {
-		unary(fmt.Sprintf("get-leaf-%d", c), c, getLeaf)
+		unary(fmt.Sprintf("get-leaf-%d", c), c, getOp(getLeaf, cfg.decode))
 	}
-	unary("get-policies-1", 1, getPolicies)
+	unary("get-policies-1", 1, getOp(getPolicies, cfg.decode))
 	unary("set-leaf-1", 1, setOp(1))
 	unary("set-100-1", 1, setOp(100))
 	if cfg.memorySubs > 0 {
@@ -470,16 +471,16 @@ const callersPerConn = 4
 // runClients runs do from clients concurrent callers, callersPerConn to a
 // connection, for d and measures every call. do returns how many updates
 // the call carried.
-func runClients(ctx context.Context, addr string, clients int, d time.Duration, do func(context.Context, gpb.GNMIClient) (int, error)) (unaryResult, error) {
+func runClients(ctx context.Context, addr string, clients int, d time.Duration, do func(context.Context, *grpc.ClientConn) (int, error)) (unaryResult, error) {
 	var res unaryResult
-	conns := make([]gpb.GNMIClient, (clients+callersPerConn-1)/callersPerConn)
+	conns := make([]*grpc.ClientConn, (clients+callersPerConn-1)/callersPerConn)
 	for i := range conns {
 		conn, err := connect(ctx, addr)
 		if err != nil {
 			return res, err
 		}
 		defer conn.Close()
-		conns[i] = gpb.NewGNMIClient(conn)
+		conns[i] = conn
 		// One call first: a server that cannot do it is found out at once.
 		if _, err := do(ctx, conns[i]); err != nil {
 			return res, err
@@ -547,23 +548,33 @@ func mustPath(s string) *gpb.Path {
 }
 
 // getLeaf is a Get of one configured leaf of the scale set in JSON_IETF.
-var getLeaf = getOp(&gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.Encoding_JSON_IETF,
-	Path: []*gpb.Path{mustPath("/sites/site[name=site-042]/endpoints/endpoint[name=e1]/config/address")}})
+var getLeaf = &gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.Encoding_JSON_IETF,
+	Path: []*gpb.Path{mustPath("/sites/site[name=site-042]/endpoints/endpoint[name=e1]/config/address")}}
 
 // getPolicies is a Get of all of /policies (the scale set's 1,000) in
 // JSON_IETF.
-var getPolicies = getOp(&gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.Encoding_JSON_IETF,
-	Path: []*gpb.Path{mustPath("/policies")}})
+var getPolicies = &gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.Encoding_JSON_IETF,
+	Path: []*gpb.Path{mustPath("/policies")}}
 
-func getOp(req *gpb.GetRequest) func(context.Context, gpb.GNMIClient) (int, error) {
-	return func(ctx context.Context, c gpb.GNMIClient) (int, error) {
-		resp, err := c.Get(ctx, req)
-		if err != nil {
-			return 0, err
-		}
+// getOp calls Get with req and counts the leaves of the response: off the
+// wire, as the subscribers do, or decoded in full if decode.
+func getOp(req *gpb.GetRequest, decode bool) func(context.Context, *grpc.ClientConn) (int, error) {
+	return func(ctx context.Context, c *grpc.ClientConn) (int, error) {
 		n := 0
-		for _, x := range resp.GetNotification() {
-			n += leafUpdates(x)
+		if decode {
+			resp, err := gpb.NewGNMIClient(c).Get(ctx, req)
+			if err != nil {
+				return 0, err
+			}
+			for _, x := range resp.GetNotification() {
+				n += leafUpdates(x)
+			}
+		} else {
+			var resp countedGet
+			if err := c.Invoke(ctx, gpb.GNMI_Get_FullMethodName, req, &resp, grpc.ForceCodecV2(wireCodec{})); err != nil {
+				return 0, err
+			}
+			n = resp.leaves
 		}
 		if n == 0 {
 			return 0, errors.New("get: empty response")
@@ -574,14 +585,14 @@ func getOp(req *gpb.GetRequest) func(context.Context, gpb.GNMIClient) (int, erro
 
 // setOp is a Set of n updates, the descriptions of n sites (wrapping
 // around after 100), with a new value each time.
-func setOp(n int) func(context.Context, gpb.GNMIClient) (int, error) {
+func setOp(n int) func(context.Context, *grpc.ClientConn) (int, error) {
 	paths := make([]*gpb.Path, n)
 	for i := range paths {
 		paths[i] = mustPath(fmt.Sprintf("/sites/site[name=%s]/config/description", scale.SiteName(i%scale.NumSites)))
 	}
 	var mu sync.Mutex
 	gen := 0
-	return func(ctx context.Context, c gpb.GNMIClient) (int, error) {
+	return func(ctx context.Context, c *grpc.ClientConn) (int, error) {
 		mu.Lock()
 		gen++
 		v := fmt.Sprintf("bench %d", gen)
@@ -590,7 +601,7 @@ func setOp(n int) func(context.Context, gpb.GNMIClient) (int, error) {
 		for _, p := range paths {
 			req.Update = append(req.Update, &gpb.Update{Path: p, Val: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: v}}})
 		}
-		_, err := c.Set(ctx, req)
+		_, err := gpb.NewGNMIClient(c).Set(ctx, req)
 		return n, err
 	}
 }
