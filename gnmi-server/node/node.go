@@ -162,7 +162,7 @@ func Open(cfg Config) (*Node, error) {
 	// With replication the Raft log is the durable record (see
 	// store.Options.NoSync).
 	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil,
-		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}})
+		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}, Packed: txn.PackedPrefixes()})
 	if err != nil {
 		return nil, err
 	}

@@ -100,6 +100,9 @@ type Options struct {
 	// transaction does not see the disk-only writes of the transactions
 	// before it in its group, only its own and those committed.
 	DiskOnly [][]byte
+	// Packed lists key prefixes under which a durable key may be a packed
+	// entry (see Pack): readers see its leaves.
+	Packed [][]byte
 }
 
 // Store is a Pebble database with a single serializing writer.
@@ -118,6 +121,7 @@ type Store struct {
 	// diskOnly is Options.DiskOnly sorted, with prefixes inside another
 	// dropped.
 	diskOnly [][]byte
+	packed   [][]byte // Options.Packed
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -159,7 +163,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, opts: opts, reqs: make(chan *request, 1024), done: make(chan struct{}), mem: newMemTree(),
-		diskOnly: normalizePrefixes(opts.DiskOnly)}
+		diskOnly: normalizePrefixes(opts.DiskOnly), packed: normalizePrefixes(opts.Packed)}
 	if s.dur, err = s.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: load %s: %w", dir, err)
@@ -455,6 +459,15 @@ func (s *Store) commitGroup(group []*request) {
 			// The key shares the op's (immutable) string; Pebble copies it.
 			kb := unsafe.Slice(unsafe.StringData(k), len(k))
 			var err error
+			// A packed entry's old value, for the changes of its leaves.
+			var old []byte
+			packed := len(s.packed) > 0 && !op.volatile && underPrefix(s.packed, kb)
+			if packed {
+				if kv, ok := dur.view().Get(durKV{key: k}); ok && isPacked(s.packed, kb, kv.value) {
+					old = kv.value
+				}
+				packed = old != nil || isPacked(s.packed, kb, v)
+			}
 			// Whether the key is disk-only is asked only when it matters:
 			// not for the rewrite of a volatile key, which is most writes.
 			switch {
@@ -486,7 +499,11 @@ func (s *Store) commitGroup(group []*request) {
 				}
 				return
 			}
-			changes = append(changes, Change{Key: kb, Value: v})
+			if packed {
+				changes = packedChanges(changes, kb, old, v)
+			} else {
+				changes = append(changes, Change{Key: kb, Value: v})
+			}
 		}
 		s.recycle(tx.ops)
 		applied++
@@ -551,7 +568,8 @@ func (s *Store) View(fn func(seq uint64, r Reader) error) error {
 }
 
 // Snapshot is a consistent read-only view of the store (but for disk-only
-// keys, read as they are when read).
+// keys, read as they are when read), as stored: packed entries are not
+// expanded (see Pack).
 type Snapshot struct {
 	Reader
 }
@@ -563,7 +581,9 @@ func (s *Snapshot) Close() error { return nil }
 func (s *Store) Snapshot() *Snapshot {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &Snapshot{Reader: s.reader(s.dur, s.mem)}
+	r := s.reader(s.dur, s.mem)
+	r.raw = true
+	return &Snapshot{Reader: r}
 }
 
 // Get reads one committed key.
@@ -590,7 +610,7 @@ func (s *Store) live() reader {
 }
 
 func (s *Store) reader(dur *durTree, mem *memTree) reader {
-	return reader{dur: dur, mem: mem, db: s.db, diskOnly: s.diskOnly}
+	return reader{dur: dur, mem: mem, db: s.db, diskOnly: s.diskOnly, packed: s.packed}
 }
 
 // Metrics returns Pebble's metrics.
@@ -650,6 +670,13 @@ type reader struct {
 	mem      *memTree
 	db       *pebble.DB
 	diskOnly [][]byte // sorted, none inside another
+	packed   [][]byte // likewise: where packed entries are expanded
+	raw      bool     // reads packed entries as stored
+}
+
+// expands reports whether the reader expands packed entries in [lo, hi).
+func (r reader) expands(lo, hi []byte) bool {
+	return !r.raw && len(r.packed) > 0 && overlaps(r.packed, lo, hi)
 }
 
 // readOnly is v as a reader gets it: a value held in a tree, which the
@@ -666,7 +693,20 @@ func (r reader) Get(key []byte) ([]byte, bool, error) {
 		}
 	}
 	kv, ok := r.dur.Get(durKV{key: string(key)})
-	return readOnly(kv.value), ok, nil
+	if r.raw || len(r.packed) == 0 || !underPrefix(r.packed, key) {
+		return readOnly(kv.value), ok, nil
+	}
+	switch {
+	case ok && isPacked(r.packed, key, kv.value):
+		return nil, false, nil // a container, not a leaf
+	case ok:
+		return readOnly(kv.value), true, nil
+	}
+	if e, ok := entryBelow(r.dur, r.packed, key); ok {
+		v, found := packedLeaf(e.value, key[len(e.key):])
+		return v, found, nil
+	}
+	return nil, false, nil
 }
 
 func (r reader) diskGet(key []byte) ([]byte, bool, error) {
@@ -688,9 +728,26 @@ func (r reader) Scan(prefix []byte, fn func(key, value []byte) error) error {
 
 // scanRange calls fn for the keys k with lo <= k < hi (hi nil: no bound).
 func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
-	return mergeScan(memRange(r.mem, lo, hi), func(fn func(key, value []byte) error) error {
-		return r.durableRange(lo, hi, fn)
-	}, fn)
+	durable := func(fn func(key, value []byte) error) error { return r.durableRange(lo, hi, fn) }
+	if r.expands(lo, hi) {
+		durable = func(fn func(key, value []byte) error) error {
+			// A range that starts among an entry's leaves, past its key.
+			if underPrefix(r.packed, lo) {
+				if e, ok := entryBelow(r.dur, r.packed, lo); ok {
+					if err := expandRange([]byte(e.key), e.value, lo, hi, fn); err != nil {
+						return err
+					}
+				}
+			}
+			return r.durableRange(lo, hi, func(k, v []byte) error {
+				if isPacked(r.packed, k, v) {
+					return expandRange(k, v, lo, hi, fn)
+				}
+				return fn(k, v)
+			})
+		}
+	}
+	return mergeScan(memRange(r.mem, lo, hi), durable, fn)
 }
 
 // durableRange calls fn for the durable keys in [lo, hi): from dur between
@@ -823,8 +880,13 @@ type tx struct {
 	now     int64
 }
 
-// base reads what the group has committed so far.
-func (t *tx) base() reader { return t.s.reader(t.dur.view(), t.g.view()) }
+// base reads what the group has committed so far, as stored (packed entries
+// are not expanded).
+func (t *tx) base() reader {
+	r := t.s.reader(t.dur.view(), t.g.view())
+	r.raw = true
+	return r
+}
 
 // scanBase calls fn for the group's keys under prefix.
 func (t *tx) scanBase(prefix []byte, fn func(key, value []byte) error) error {

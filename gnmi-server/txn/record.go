@@ -32,31 +32,54 @@ func (e *Engine) AppendEvent(tx store.Tx, ev Event) error {
 	if err != nil {
 		return err
 	}
-	put := recordPutter(tx, "events", "event", seq)
-	put("sequence", AppendUint(nil, seq))
-	put("timestamp", AppendUint(nil, uint64(tx.Time())))
-	put("severity", AppendString(nil, ev.Severity))
-	put("type", AppendString(nil, ev.Type))
+	r := newRecord("events", "event", seq)
+	r.put("sequence", AppendUint(nil, seq))
+	r.put("timestamp", AppendUint(nil, uint64(tx.Time())))
+	r.put("severity", AppendString(nil, ev.Severity))
+	r.put("type", AppendString(nil, ev.Type))
 	if ev.Subject != "" {
-		put("subject", AppendString(nil, ev.Subject))
+		r.put("subject", AppendString(nil, ev.Subject))
 	}
-	put("message", AppendString(nil, ev.Message))
-	put("node", AppendString(nil, ev.Node))
+	r.put("message", AppendString(nil, ev.Message))
+	r.put("node", AppendString(nil, ev.Node))
+	r.write(tx)
 	if seq > e.EventRing {
 		return trim(tx, "events", "event", seq-e.EventRing)
 	}
 	return nil
 }
 
-// recordPutter returns a function that writes a leaf of the state of
-// /system/<container>/<list>[sequence=seq] with its stored value.
-func recordPutter(tx store.Tx, container, list string, seq uint64) func(leaf string, value []byte) {
-	base := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}})
-	return func(leaf string, value []byte) {
-		tx.Set(pathkey.AppendElem(base[:len(base):len(base)], leaf, nil), value)
+// PackedPrefixes are where the engine writes packed entries (store.Pack):
+// the state of each audit record and event is one key. A store the engine
+// writes to is opened with them as store.Options.Packed, so that its
+// readers see the leaves.
+func PackedPrefixes() [][]byte {
+	return [][]byte{
+		pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "audit"}}),
+		pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "events"}}),
 	}
 }
 
+// record is the state of /system/<container>/<list>[sequence=seq], written
+// as one packed entry.
+type record struct {
+	key    []byte
+	leaves []store.Leaf
+}
+
+func newRecord(container, list string, seq uint64) *record {
+	return &record{key: pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}})}
+}
+
+// put adds a leaf with its stored value.
+func (r *record) put(leaf string, value []byte) {
+	r.leaves = append(r.leaves, store.Leaf{Suffix: pathkey.AppendElem(nil, leaf, nil), Value: value})
+}
+
+func (r *record) write(tx store.Tx) { tx.Set(r.key, store.Pack(r.leaves)) }
+
+// trim deletes the record seq: its packed entry, or the leaves of one
+// written before records were packed.
 func trim(tx store.Tx, container, list string, seq uint64) error {
 	prefix := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}})
 	var keys [][]byte
@@ -107,17 +130,18 @@ func (e *Engine) writeAudit(tx store.Tx, r auditRecord) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	put := recordPutter(tx, "audit", "record", seq)
-	put("sequence", AppendUint(nil, seq))
-	put("timestamp", AppendUint(nil, uint64(r.time)))
-	put("user", AppendString(nil, r.user))
-	put("peer", AppendString(nil, r.peer))
-	put("operation", AppendString(nil, r.operation))
+	rec := newRecord("audit", "record", seq)
+	rec.put("sequence", AppendUint(nil, seq))
+	rec.put("timestamp", AppendUint(nil, uint64(r.time)))
+	rec.put("user", AppendString(nil, r.user))
+	rec.put("peer", AppendString(nil, r.peer))
+	rec.put("operation", AppendString(nil, r.operation))
 	if r.message != "" {
-		put("message", AppendString(nil, r.message))
+		rec.put("message", AppendString(nil, r.message))
 	}
-	put("paths", AppendStrings(nil, r.paths))
-	put("result", AppendString(nil, r.result))
+	rec.put("paths", AppendStrings(nil, r.paths))
+	rec.put("result", AppendString(nil, r.result))
+	rec.write(tx)
 	if seq > e.AuditRing {
 		if err := trim(tx, "audit", "record", seq-e.AuditRing); err != nil {
 			return 0, err

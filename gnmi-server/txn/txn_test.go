@@ -31,7 +31,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(t.TempDir(), store.Options{})
+	st, err := store.Open(t.TempDir(), store.Options{Packed: txn.PackedPrefixes()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,187 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"slices"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
+)
+
+// Packed entries.
+//
+// A packed entry is one durable key holding the leaves of a container whose
+// leaves are written and deleted together, such as an audit record's state:
+// the key is the container's and the value (made by Pack) holds each leaf's
+// key suffix and value. It costs the store one key where the leaves would
+// cost one each, in memory, in Pebble and in every Raft snapshot.
+//
+// Under the prefixes of Options.Packed, readers see the leaves, never the
+// entry: Store.Get, Scan, ScanRange and the Readers of View expand it (a
+// leaf's key is the entry's key followed by its suffix), and the Changes of
+// a commit that writes or deletes the entry are those of its leaves. A
+// transaction (Tx) and Store.Snapshot see what is stored: the entry under
+// its own key, with its packed value, and no leaves. A transaction writes
+// and deletes the whole entry by its key; its leaves cannot be written one
+// by one.
+
+// packTag starts a packed value. Outside the Packed prefixes a value that
+// starts with it is an ordinary value.
+const packTag = 0xfe
+
+// Leaf is one leaf of a packed entry: its key is the entry's key followed by
+// Suffix.
+type Leaf struct {
+	Suffix []byte
+	Value  []byte
+}
+
+// Pack returns the stored value of a packed entry with leaves (see Leaf); it
+// sorts leaves by suffix. A leaf with a nil Value is left out.
+func Pack(leaves []Leaf) []byte {
+	slices.SortFunc(leaves, func(a, b Leaf) int { return bytes.Compare(a.Suffix, b.Suffix) })
+	n := 1
+	for _, l := range leaves {
+		n += len(l.Suffix) + len(l.Value) + 2*binary.MaxVarintLen32
+	}
+	b := make([]byte, 1, n)
+	b[0] = packTag
+	for _, l := range leaves {
+		if l.Value == nil {
+			continue
+		}
+		b = binary.AppendUvarint(b, uint64(len(l.Suffix)))
+		b = append(b, l.Suffix...)
+		b = binary.AppendUvarint(b, uint64(len(l.Value)))
+		b = append(b, l.Value...)
+	}
+	return b
+}
+
+var errBadPack = errors.New("store: malformed packed entry")
+
+// unpack calls fn for each leaf of the packed value v, in suffix order. The
+// slices share v.
+func unpack(v []byte, fn func(suffix, value []byte) error) error {
+	b := v[1:]
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return errBadPack
+		}
+		suffix := b[k : k+int(n)]
+		b = b[k+int(n):]
+		n, k = binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return errBadPack
+		}
+		value := b[k : k+int(n) : k+int(n)]
+		b = b[k+int(n):]
+		if err := fn(suffix, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// packedLeaf returns the value of the leaf with suffix in the packed value v.
+func packedLeaf(v, suffix []byte) ([]byte, bool) {
+	var out []byte
+	found := false
+	errFound := errors.New("found")
+	unpack(v, func(s, value []byte) error {
+		if bytes.Equal(s, suffix) {
+			out, found = value, true
+			return errFound
+		}
+		return nil
+	})
+	return out, found
+}
+
+// underPrefix reports whether key starts with one of prefixes.
+func underPrefix(prefixes [][]byte, key []byte) bool {
+	for _, p := range prefixes {
+		if bytes.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// overlaps reports whether a prefix of prefixes has keys in [lo, hi).
+func overlaps(prefixes [][]byte, lo, hi []byte) bool {
+	for _, p := range prefixes {
+		end := pathkey.PrefixEnd(p)
+		if (hi == nil || bytes.Compare(p, hi) < 0) && (end == nil || bytes.Compare(lo, end) < 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPacked reports whether the durable key k with value v is a packed entry
+// of a reader or store with the packed prefixes.
+func isPacked(prefixes [][]byte, k, v []byte) bool {
+	return len(v) > 0 && v[0] == packTag && underPrefix(prefixes, k)
+}
+
+// entryBelow returns the durable key just below key in t and its value, if
+// it is a packed entry whose leaves key may be among (it is a prefix of key).
+func entryBelow(t *durTree, prefixes [][]byte, key []byte) (durKV, bool) {
+	var below durKV
+	found := false
+	t.DescendLessOrEqual(durKV{key: string(key)}, func(kv durKV) bool {
+		if kv.key != string(key) {
+			below, found = kv, true
+			return false
+		}
+		return true
+	})
+	if !found || !bytes.HasPrefix(key, []byte(below.key)) || !isPacked(prefixes, []byte(below.key), below.value) {
+		return durKV{}, false
+	}
+	return below, true
+}
+
+// expandRange calls fn for the leaves of the packed entry at k (value v) in
+// [lo, hi) (hi nil: no bound). The key passed to fn is valid only during the
+// call.
+func expandRange(k, v, lo, hi []byte, fn func(key, value []byte) error) error {
+	buf := make([]byte, 0, len(k)+32)
+	return unpack(v, func(suffix, value []byte) error {
+		buf = append(append(buf[:0], k...), suffix...)
+		if bytes.Compare(buf, lo) < 0 || (hi != nil && bytes.Compare(buf, hi) >= 0) {
+			return nil
+		}
+		return fn(buf, value)
+	})
+}
+
+// packedChanges appends to changes the leaf changes of a commit that wrote
+// now (nil: deleted) over old at the packed entry k: a delete of each old
+// leaf the new value lacks, and a write of each new leaf.
+func packedChanges(changes []Change, k []byte, old, now []byte) []Change {
+	leafKey := func(suffix []byte) []byte {
+		return append(append(make([]byte, 0, len(k)+len(suffix)), k...), suffix...)
+	}
+	if len(old) > 0 && old[0] == packTag {
+		unpack(old, func(suffix, _ []byte) error {
+			if now != nil {
+				if _, ok := packedLeaf(now, suffix); ok {
+					return nil
+				}
+			}
+			changes = append(changes, Change{Key: leafKey(suffix)})
+			return nil
+		})
+	}
+	if now != nil {
+		unpack(now, func(suffix, value []byte) error {
+			changes = append(changes, Change{Key: leafKey(suffix), Value: value})
+			return nil
+		})
+	}
+	return changes
+}
