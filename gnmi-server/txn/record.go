@@ -32,19 +32,19 @@ func (e *Engine) AppendEvent(tx store.Tx, ev Event) error {
 	if err != nil {
 		return err
 	}
-	r := newRecord("events", "event", seq)
-	r.put("sequence", AppendUint(nil, seq))
-	r.put("timestamp", AppendUint(nil, uint64(tx.Time())))
-	r.put("severity", AppendString(nil, ev.Severity))
-	r.put("type", AppendString(nil, ev.Type))
+	r := newRecord(eventPrefix, seq)
+	r.uint(leafSequence, seq)
+	r.uint(leafTimestamp, uint64(tx.Time()))
+	r.str(leafSeverity, ev.Severity)
+	r.str(leafType, ev.Type)
 	if ev.Subject != "" {
-		r.put("subject", AppendString(nil, ev.Subject))
+		r.str(leafSubject, ev.Subject)
 	}
-	r.put("message", AppendString(nil, ev.Message))
-	r.put("node", AppendString(nil, ev.Node))
+	r.str(leafMessage, ev.Message)
+	r.str(leafNode, ev.Node)
 	r.write(tx)
 	if seq > e.EventRing {
-		return trim(tx, "events", "event", seq-e.EventRing)
+		return trim(tx, eventPrefix, seq-e.EventRing)
 	}
 	return nil
 }
@@ -65,25 +65,86 @@ func PackedPrefixes() [][]byte {
 type record struct {
 	key    []byte
 	leaves []store.Leaf
+	buf    []byte // the leaves' values, appended one after another
 }
 
-func newRecord(container, list string, seq uint64) *record {
-	return &record{key: pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}, {Name: "state"}})}
+// recordPrefix is the key of /system/<container>/<list>[sequence= up to the
+// sequence number.
+func recordPrefix(container, list string) []byte {
+	k := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": "0"}}})
+	return k[:len(k)-2] // without the key's value "0" and the element's end
 }
 
-// put adds a leaf with its stored value.
-func (r *record) put(leaf string, value []byte) {
-	r.leaves = append(r.leaves, store.Leaf{Suffix: pathkey.AppendElem(nil, leaf, nil), Value: value})
+var (
+	auditPrefix = recordPrefix("audit", "record")
+	eventPrefix = recordPrefix("events", "event")
+	stateElem   = pathkey.AppendElem(nil, "state", nil)
+)
+
+// recordKey returns the key of the record seq under prefix (recordPrefix),
+// followed by tail; the decimal digits of seq need no escaping.
+func recordKey(prefix []byte, seq uint64, tail []byte) []byte {
+	k := make([]byte, 0, len(prefix)+21+len(tail))
+	k = strconv.AppendUint(append(k, prefix...), seq, 10)
+	return append(append(k, 0), tail...)
+}
+
+func newRecord(prefix []byte, seq uint64) *record {
+	return &record{key: recordKey(prefix, seq, stateElem), leaves: make([]store.Leaf, 0, 8), buf: make([]byte, 0, 256)}
+}
+
+// Suffixes of the records' leaves.
+var (
+	leafSequence  = pathkey.AppendElem(nil, "sequence", nil)
+	leafTimestamp = pathkey.AppendElem(nil, "timestamp", nil)
+	leafSeverity  = pathkey.AppendElem(nil, "severity", nil)
+	leafType      = pathkey.AppendElem(nil, "type", nil)
+	leafSubject   = pathkey.AppendElem(nil, "subject", nil)
+	leafMessage   = pathkey.AppendElem(nil, "message", nil)
+	leafNode      = pathkey.AppendElem(nil, "node", nil)
+	leafUser      = pathkey.AppendElem(nil, "user", nil)
+	leafPeer      = pathkey.AppendElem(nil, "peer", nil)
+	leafOperation = pathkey.AppendElem(nil, "operation", nil)
+	leafPaths     = pathkey.AppendElem(nil, "paths", nil)
+	leafResult    = pathkey.AppendElem(nil, "result", nil)
+)
+
+// add appends a leaf with suffix whose stored value is what the append
+// functions added to r.buf since start.
+func (r *record) add(suffix []byte, start int) {
+	r.leaves = append(r.leaves, store.Leaf{Suffix: suffix, Value: r.buf[start:len(r.buf):len(r.buf)]})
+}
+
+func (r *record) uint(suffix []byte, u uint64) {
+	start := len(r.buf)
+	r.buf = AppendUint(r.buf, u)
+	r.add(suffix, start)
+}
+
+func (r *record) str(suffix []byte, s string) {
+	start := len(r.buf)
+	r.buf = AppendString(r.buf, s)
+	r.add(suffix, start)
+}
+
+func (r *record) strs(suffix []byte, ss []string) {
+	start := len(r.buf)
+	r.buf = AppendStrings(r.buf, ss)
+	r.add(suffix, start)
 }
 
 func (r *record) write(tx store.Tx) { tx.Set(r.key, store.Pack(r.leaves)) }
 
-// trim deletes the record seq: its packed entry, or the leaves of one
-// written before records were packed.
-func trim(tx store.Tx, container, list string, seq uint64) error {
-	prefix := pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: container}, {Name: list, Key: map[string]string{"sequence": strconv.FormatUint(seq, 10)}}})
+// trim deletes the record seq under prefix (recordPrefix): its packed
+// entry, or the leaves of one written before records were packed.
+func trim(tx store.Tx, prefix []byte, seq uint64) error {
+	key := recordKey(prefix, seq, stateElem)
+	if _, ok, err := tx.Get(key); err != nil || ok {
+		tx.Delete(key)
+		return err
+	}
 	var keys [][]byte
-	if err := tx.Scan(prefix, func(k, _ []byte) error {
+	if err := tx.Scan(recordKey(prefix, seq, nil), func(k, _ []byte) error {
 		keys = append(keys, append([]byte(nil), k...))
 		return nil
 	}); err != nil {
@@ -130,20 +191,20 @@ func (e *Engine) writeAudit(tx store.Tx, r auditRecord) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rec := newRecord("audit", "record", seq)
-	rec.put("sequence", AppendUint(nil, seq))
-	rec.put("timestamp", AppendUint(nil, uint64(r.time)))
-	rec.put("user", AppendString(nil, r.user))
-	rec.put("peer", AppendString(nil, r.peer))
-	rec.put("operation", AppendString(nil, r.operation))
+	rec := newRecord(auditPrefix, seq)
+	rec.uint(leafSequence, seq)
+	rec.uint(leafTimestamp, uint64(r.time))
+	rec.str(leafUser, r.user)
+	rec.str(leafPeer, r.peer)
+	rec.str(leafOperation, r.operation)
 	if r.message != "" {
-		rec.put("message", AppendString(nil, r.message))
+		rec.str(leafMessage, r.message)
 	}
-	rec.put("paths", AppendStrings(nil, r.paths))
-	rec.put("result", AppendString(nil, r.result))
+	rec.strs(leafPaths, r.paths)
+	rec.str(leafResult, r.result)
 	rec.write(tx)
 	if seq > e.AuditRing {
-		if err := trim(tx, "audit", "record", seq-e.AuditRing); err != nil {
+		if err := trim(tx, auditPrefix, seq-e.AuditRing); err != nil {
 			return 0, err
 		}
 	}

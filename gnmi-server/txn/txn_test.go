@@ -255,3 +255,73 @@ func BenchmarkSetLeafEngine(b *testing.B) {
 		}
 	}
 }
+
+// TestRecordRings fills the audit and event rings past their size, starting
+// from records written one key per leaf (as before records were packed):
+// the oldest records go whole, the newest are one packed key each, and
+// readers see each record's leaves.
+func TestRecordRings(t *testing.T) {
+	e := newEnv(t)
+	e.eng.AuditRing, e.eng.EventRing = 3, 3
+	err := e.st.Update(context.Background(), func(tx store.Tx) error {
+		for _, leaf := range []string{"sequence", "timestamp", "user", "result"} {
+			tx.Set(pathkey.Encode(mustPath(t, "/system/audit/record[sequence=1]/state/"+leaf)), txn.AppendString(nil, "old"))
+		}
+		for _, leaf := range []string{"sequence", "type", "message"} {
+			tx.Set(pathkey.Encode(mustPath(t, "/system/events/event[sequence=1]/state/"+leaf)), txn.AppendString(nil, "old"))
+		}
+		tx.Set([]byte("\xfdm/audit"), []byte{0, 0, 0, 0, 0, 0, 0, 1})
+		tx.Set([]byte("\xfdm/event"), []byte{0, 0, 0, 0, 0, 0, 0, 1})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.apply(jsonUpdate(t, "/", scenario1(t))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		op := txn.Op{Kind: gpb.UpdateResult_UPDATE, Elems: mustPath(t, "/sites/site[name=hq]/config/description"),
+			Value: &gpb.TypedValue{Value: &gpb.TypedValue_StringVal{StringVal: fmt.Sprint("d", i)}}}
+		if err := e.apply(op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Six Sets after the old record 1: records 2 to 7, of which 5 to 7 stay.
+	for _, c := range []struct {
+		prefix string
+		leaves []string
+	}{
+		{"/system/audit", []string{"operation", "paths", "peer", "result", "sequence", "timestamp", "user"}},
+		{"/system/events", []string{"message", "node", "sequence", "severity", "timestamp", "type"}},
+	} {
+		got := map[string][]string{}
+		err := e.st.Scan(pathkey.Encode(mustPath(t, c.prefix)), func(k, v []byte) error {
+			elems, err := pathkey.Decode(k)
+			if err != nil {
+				return err
+			}
+			seq := elems[2].GetKey()["sequence"]
+			got[seq] = append(got[seq], elems[len(elems)-1].GetName())
+			if _, err := txn.DecodeValue(v); err != nil {
+				return fmt.Errorf("%s: %w", pathkey.String(elems), err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]string{"5": c.leaves, "6": c.leaves, "7": c.leaves}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: records and leaves %v, want %v", c.prefix, got, want)
+		}
+		// As stored: one key per record.
+		keys := 0
+		if err := e.st.Snapshot().Scan(pathkey.Encode(mustPath(t, c.prefix)), func(_, _ []byte) error { keys++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if keys != 3 {
+			t.Errorf("%s: %d keys stored, want 3 (one per record)", c.prefix, keys)
+		}
+	}
+}
