@@ -24,7 +24,8 @@ import (
 // transaction (Tx) and Store.Snapshot see what is stored: the entry under
 // its own key, with its packed value, and no leaves. A transaction writes
 // and deletes the whole entry by its key; its leaves cannot be written one
-// by one.
+// by one. Nothing else may be stored under an entry's key: the leaves are
+// read as the keys between the entry's and the next stored one.
 
 // packTag starts a packed value. Outside the Packed prefixes a value that
 // starts with it is an ordinary value.
@@ -159,16 +160,18 @@ func expandRange(k, v, lo, hi []byte, fn func(key, value []byte) error) error {
 	})
 }
 
-// packedChanges appends to changes the leaf changes of a commit that wrote
-// now (nil: deleted) over old at the packed entry k: a delete of each old
-// leaf the new value lacks, and a write of each new leaf.
-func packedChanges(changes []Change, k []byte, old, now []byte) []Change {
+// packedChanges appends to changes those of a commit that wrote now (nil:
+// deleted) over old at k, either of them a packed entry (oldPacked,
+// newPacked): a delete of each old leaf that the new value lacks, or of the
+// old ordinary key; a write of each new leaf, or of the new ordinary value.
+func packedChanges(changes []Change, k []byte, old []byte, oldPacked bool, now []byte, newPacked bool) []Change {
 	leafKey := func(suffix []byte) []byte {
 		return append(append(make([]byte, 0, len(k)+len(suffix)), k...), suffix...)
 	}
-	if len(old) > 0 && old[0] == packTag {
+	switch {
+	case oldPacked:
 		unpack(old, func(suffix, _ []byte) error {
-			if now != nil {
+			if newPacked {
 				if _, ok := packedLeaf(now, suffix); ok {
 					return nil
 				}
@@ -176,12 +179,17 @@ func packedChanges(changes []Change, k []byte, old, now []byte) []Change {
 			changes = append(changes, Change{Key: leafKey(suffix)})
 			return nil
 		})
+	case old != nil && newPacked:
+		changes = append(changes, Change{Key: k})
 	}
-	if now != nil {
+	switch {
+	case newPacked:
 		unpack(now, func(suffix, value []byte) error {
 			changes = append(changes, Change{Key: leafKey(suffix), Value: value})
 			return nil
 		})
+	case now != nil:
+		changes = append(changes, Change{Key: k, Value: now})
 	}
 	return changes
 }

@@ -70,6 +70,13 @@ func TestPackedEntries(t *testing.T) {
 				}
 				stored[e] = v
 				fns = append(fns, func(tx store.Tx) error { tx.Set([]byte(e), v); return nil })
+			case n < 30 && r < 7:
+				// An ordinary value at an entry's key: no longer an entry.
+				v := fmt.Sprint("plain", round)
+				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
+				want[e] = v
+				stored[e] = []byte(v)
+				fns = append(fns, func(tx store.Tx) error { tx.Set([]byte(e), []byte(v)); return nil })
 			case n < 30:
 				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
 				delete(stored, e)

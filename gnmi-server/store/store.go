@@ -459,14 +459,15 @@ func (s *Store) commitGroup(group []*request) {
 			// The key shares the op's (immutable) string; Pebble copies it.
 			kb := unsafe.Slice(unsafe.StringData(k), len(k))
 			var err error
-			// A packed entry's old value, for the changes of its leaves.
+			// A packed entry replaced or deleted, or written: the changes
+			// are its leaves'.
 			var old []byte
-			packed := len(s.packed) > 0 && !op.volatile && underPrefix(s.packed, kb)
-			if packed {
-				if kv, ok := dur.view().Get(durKV{key: k}); ok && isPacked(s.packed, kb, kv.value) {
-					old = kv.value
+			var oldPacked, newPacked bool
+			if len(s.packed) > 0 && underPrefix(s.packed, kb) {
+				if kv, ok := dur.view().Get(durKV{key: k}); ok {
+					old, oldPacked = kv.value, isPacked(s.packed, kb, kv.value)
 				}
-				packed = old != nil || isPacked(s.packed, kb, v)
+				newPacked = !op.volatile && isPacked(s.packed, kb, v)
 			}
 			// Whether the key is disk-only is asked only when it matters:
 			// not for the rewrite of a volatile key, which is most writes.
@@ -499,8 +500,8 @@ func (s *Store) commitGroup(group []*request) {
 				}
 				return
 			}
-			if packed {
-				changes = packedChanges(changes, kb, old, v)
+			if oldPacked || newPacked {
+				changes = packedChanges(changes, kb, old, oldPacked, v, newPacked)
 			} else {
 				changes = append(changes, Change{Key: kb, Value: v})
 			}
