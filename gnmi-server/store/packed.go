@@ -17,7 +17,8 @@ import (
 // key suffix and value. It costs the store one key where the leaves would
 // cost one each, in memory, in Pebble and in every Raft snapshot.
 //
-// Under the prefixes of Options.Packed, readers see the leaves, never the
+// An entry may be durable (Tx.Set) or volatile (Tx.SetVolatile). Under the
+// prefixes of Options.Packed, readers see the leaves, never the
 // entry: Store.Get, Scan, ScanRange and the Readers of View expand it (a
 // leaf's key is the entry's key followed by its suffix), and the Changes of
 // a commit that writes or deletes the entry are those of its leaves. A
@@ -146,6 +147,30 @@ func entryBelow(t *durTree, prefixes [][]byte, key []byte) (durKV, bool) {
 	return below, true
 }
 
+// memEntryBelow is entryBelow among m's volatile keys.
+func memEntryBelow(m *memTree, prefixes [][]byte, key []byte) (memKV, bool) {
+	if m == nil || m.keys.Len() == 0 {
+		return memKV{}, false
+	}
+	var below memKey
+	found := false
+	m.keys.DescendLessOrEqual(memKey{key: string(key)}, func(k memKey) bool {
+		if k.key != string(key) {
+			below, found = k, true
+			return false
+		}
+		return true
+	})
+	if !found || !bytes.HasPrefix(key, []byte(below.key)) {
+		return memKV{}, false
+	}
+	v := m.value(below.slot)
+	if !isPacked(prefixes, []byte(below.key), v) {
+		return memKV{}, false
+	}
+	return memKV{key: below.key, value: v}, true
+}
+
 // expandRange calls fn for the leaves of the packed entry at k (value v) in
 // [lo, hi) (hi nil: no bound). The key passed to fn is valid only during the
 // call.
@@ -163,7 +188,8 @@ func expandRange(k, v, lo, hi []byte, fn func(key, value []byte) error) error {
 // packedChanges appends to changes those of a commit that wrote now (nil:
 // deleted) over old at k, either of them a packed entry (oldPacked,
 // newPacked): a delete of each old leaf that the new value lacks, or of the
-// old ordinary key; a write of each new leaf, or of the new ordinary value.
+// old ordinary key; a write of each new leaf whose value changed, or of the
+// new ordinary value.
 func packedChanges(changes []Change, k []byte, old []byte, oldPacked bool, now []byte, newPacked bool) []Change {
 	leafKey := func(suffix []byte) []byte {
 		return append(append(make([]byte, 0, len(k)+len(suffix)), k...), suffix...)
@@ -185,6 +211,11 @@ func packedChanges(changes []Change, k []byte, old []byte, oldPacked bool, now [
 	switch {
 	case newPacked:
 		unpack(now, func(suffix, value []byte) error {
+			if oldPacked {
+				if v, ok := packedLeaf(old, suffix); ok && bytes.Equal(v, value) {
+					return nil // unchanged
+				}
+			}
 			changes = append(changes, Change{Key: leafKey(suffix), Value: value})
 			return nil
 		})

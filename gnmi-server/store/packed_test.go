@@ -16,11 +16,11 @@ import (
 	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
 
-// TestPackedEntries writes packed entries, ordinary keys among them and
-// ordinary keys elsewhere whose values look packed, at random, and checks
-// every way of reading against a model of the leaves: scans of everything,
-// of an entry, of a leaf and of random ranges that start and end among an
-// entry's leaves; Gets of leaves and of entries (a container, not a leaf);
+// TestPackedEntries writes packed entries (durable and volatile ones),
+// ordinary keys among them and ordinary keys elsewhere whose values look
+// packed, at random, and checks every way of reading against a model of the
+// leaves: scans of everything, of an entry, of a leaf and of random ranges
+// that start and end among an entry's leaves; Gets of leaves and of entries (a container, not a leaf);
 // the leaves the commits' changes add up to; and all of it again after a
 // reopen. A transaction and Store.Snapshot see the entries as stored.
 func TestPackedEntries(t *testing.T) {
@@ -46,6 +46,7 @@ func TestPackedEntries(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	want := map[string]string{}   // the leaves and ordinary keys readers see
 	stored := map[string][]byte{} // the packed entries as stored
+	vol := map[string]bool{}      // the entries written volatile
 	entry := func(n int) string { return fmt.Sprintf("p/%02d/", n) }
 	for round := range 200 {
 		// Entries 0-29 are packed; entries 30-39 have ordinary leaves (as
@@ -69,6 +70,11 @@ func TestPackedEntries(t *testing.T) {
 					want[e+string(l.Suffix)] = string(l.Value)
 				}
 				stored[e] = v
+				if n >= 20 { // entries 20-29 are volatile when packed
+					vol[e] = true
+					fns = append(fns, func(tx store.Tx) error { tx.SetVolatile(e, v); return nil })
+					break
+				}
 				fns = append(fns, func(tx store.Tx) error { tx.Set([]byte(e), v); return nil })
 			case n < 30 && r < 7:
 				// An ordinary value at an entry's key: no longer an entry.
@@ -76,10 +82,12 @@ func TestPackedEntries(t *testing.T) {
 				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
 				want[e] = v
 				stored[e] = []byte(v)
+				delete(vol, e)
 				fns = append(fns, func(tx store.Tx) error { tx.Set([]byte(e), []byte(v)); return nil })
 			case n < 30:
 				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
 				delete(stored, e)
+				delete(vol, e)
 				fns = append(fns, func(tx store.Tx) error { tx.Delete([]byte(e)); return nil })
 			case r < 7:
 				k, v := e+"old", fmt.Sprint("old", round)
@@ -168,6 +176,14 @@ func TestPackedEntries(t *testing.T) {
 			if st, err = store.Open(dir, opts); err != nil {
 				t.Fatal(err)
 			}
+			// The volatile entries are gone (without changes).
+			for e := range vol {
+				isE := func(k, _ string) bool { return strings.HasPrefix(k, e) }
+				maps.DeleteFunc(want, isE)
+				maps.DeleteFunc(fed, isE)
+				delete(stored, e)
+			}
+			clear(vol)
 			check("after reopen")
 		}
 	}

@@ -464,10 +464,12 @@ func (s *Store) commitGroup(group []*request) {
 			var old []byte
 			var oldPacked, newPacked bool
 			if len(s.packed) > 0 && underPrefix(s.packed, kb) {
-				if kv, ok := dur.view().Get(durKV{key: k}); ok {
-					old, oldPacked = kv.value, isPacked(s.packed, kb, kv.value)
+				if mv, ok := memGet(g.view(), kb); ok {
+					old = mv
+				} else if kv, ok := dur.view().Get(durKV{key: k}); ok {
+					old = kv.value
 				}
-				newPacked = !op.volatile && isPacked(s.packed, kb, v)
+				oldPacked, newPacked = isPacked(s.packed, kb, old), isPacked(s.packed, kb, v)
 			}
 			// Whether the key is disk-only is asked only when it matters:
 			// not for the rewrite of a volatile key, which is most writes.
@@ -685,7 +687,11 @@ func (r reader) expands(lo, hi []byte) bool {
 func readOnly(v []byte) []byte { return v[:len(v):len(v)] }
 
 func (r reader) Get(key []byte) ([]byte, bool, error) {
+	expand := !r.raw && len(r.packed) > 0 && underPrefix(r.packed, key)
 	if v, ok := memGet(r.mem, key); ok {
+		if expand && isPacked(r.packed, key, v) {
+			return nil, false, nil // a container, not a leaf
+		}
 		return readOnly(v), true, nil
 	}
 	for _, p := range r.diskOnly {
@@ -694,14 +700,20 @@ func (r reader) Get(key []byte) ([]byte, bool, error) {
 		}
 	}
 	kv, ok := r.dur.Get(durKV{key: string(key)})
-	if r.raw || len(r.packed) == 0 || !underPrefix(r.packed, key) {
+	if !expand {
 		return readOnly(kv.value), ok, nil
 	}
 	switch {
 	case ok && isPacked(r.packed, key, kv.value):
-		return nil, false, nil // a container, not a leaf
+		return nil, false, nil
 	case ok:
 		return readOnly(kv.value), true, nil
+	}
+	// A leaf of an entry: the entry is the key just below, volatile or
+	// durable.
+	if e, ok := memEntryBelow(r.mem, r.packed, key); ok {
+		v, found := packedLeaf(e.value, key[len(e.key):])
+		return v, found, nil
 	}
 	if e, ok := entryBelow(r.dur, r.packed, key); ok {
 		v, found := packedLeaf(e.value, key[len(e.key):])
@@ -748,7 +760,38 @@ func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error
 			})
 		}
 	}
-	return mergeScan(memRange(r.mem, lo, hi), durable, fn)
+	mem := memRange(r.mem, lo, hi)
+	if r.expands(lo, hi) {
+		mem = r.expandMem(mem, lo, hi)
+	}
+	return mergeScan(mem, durable, fn)
+}
+
+// expandMem replaces the packed entries among mem, the volatile keys in [lo,
+// hi), with their leaves in that range, and adds first the leaves of an
+// entry that the range starts among.
+func (r reader) expandMem(mem []memKV, lo, hi []byte) []memKV {
+	var out []memKV
+	add := func(k, v []byte) error {
+		out = append(out, memKV{key: string(k), value: v})
+		return nil
+	}
+	if underPrefix(r.packed, lo) {
+		if e, ok := memEntryBelow(r.mem, r.packed, lo); ok {
+			expandRange([]byte(e.key), e.value, lo, hi, add)
+		}
+	}
+	if out == nil && !slices.ContainsFunc(mem, func(kv memKV) bool { return isPacked(r.packed, []byte(kv.key), kv.value) }) {
+		return mem
+	}
+	for _, kv := range mem {
+		if k := []byte(kv.key); isPacked(r.packed, k, kv.value) {
+			expandRange(k, kv.value, lo, hi, add)
+		} else {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // durableRange calls fn for the durable keys in [lo, hi): from dur between
