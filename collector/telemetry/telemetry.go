@@ -14,7 +14,9 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"hash/maphash"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,6 +90,8 @@ type Writer struct {
 	gen     uint64 // counts Writes; an entity in the current one has seen == gen
 	started bool
 	scratch []byte
+	leaves  []store.Leaf // a flow's leaves, for its packed entry
+	packed  []byte       // a flow's packed entry
 	// writes is the last Write's, for the next one to reuse; keys is
 	// where leaf keys are built.
 	writes []write
@@ -116,6 +120,13 @@ type entity struct {
 	config []byte   // the key whose presence says it is configured; nil: always
 	id     entityID
 	flow   flowKey
+	gone   bool // forgotten by the writer
+
+	// A flow's leaves are one packed entry (store.Pack) at packKey, its
+	// state container, last written as pack; it has no vals or keys.
+	packKey string
+	pack    []byte
+	sum     uint64 // the hash of the Flow last written as pack
 }
 
 // The leaves of each kind of entity, by their index in entity.vals.
@@ -171,6 +182,13 @@ var flowLeaves = []string{
 }
 
 var endpointLeaves = []string{"oper-status"}
+
+// PackedPrefixes are where the Writer writes packed entries (store.Pack):
+// each flow's state is one key. The store it writes to is opened with them as
+// store.Options.Packed.
+func PackedPrefixes() [][]byte {
+	return [][]byte{pathkey.Encode([]*gpb.PathElem{{Name: "flows"}})}
+}
 
 // NewWriter returns a writer into st. Measured leaves left by an earlier
 // run (a crash) are deleted by the first Write, unless it writes them.
@@ -277,6 +295,7 @@ func (w *Writer) forget(e *entity) {
 		delete(w.named, e.id)
 	}
 	e.vals = nil
+	e.gone = true
 }
 
 // leafKey returns the key of e's leaf i. It is built once: the store
@@ -347,6 +366,84 @@ func (b *batch) time(e *entity, i int, t time.Time) {
 	b.uint(e, i, uint64(t.UnixNano()))
 }
 
+// flowSuffixes are the key suffixes of flowLeaves in a flow's packed entry;
+// flowOrder lists their indexes in suffix order, the order of a packed entry.
+var flowSuffixes, flowOrder = func() ([][]byte, []int) {
+	out := make([][]byte, len(flowLeaves))
+	order := make([]int, len(flowLeaves))
+	for i, l := range flowLeaves {
+		out[i] = pathkey.AppendElem(nil, l, nil)
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(out[a], out[b]) })
+	return out, order
+}()
+
+// flowSeed seeds the hashes of flows (entity.sum).
+var flowSeed = maphash.MakeSeed()
+
+// flow records f as e's packed entry if it changed.
+func (b *batch) flow(e *entity, f *Flow) {
+	// Most flows of a round are as they were: their hash says so without
+	// building their entry.
+	sum := maphash.Comparable(flowSeed, *f)
+	if e.pack != nil && sum == e.sum {
+		return
+	}
+	e.sum = sum
+	w := b.w
+	buf := w.scratch[:0]
+	var vals [flowLastSeen + 1][]byte // by index; nil: absent
+	add := func(i, start int) { vals[i] = buf[start:len(buf):len(buf)] }
+	num := func(i int, u uint64) {
+		start := len(buf)
+		buf = txn.AppendUint(buf, u)
+		add(i, start)
+	}
+	str := func(i int, s string) {
+		if s == "" {
+			return
+		}
+		start := len(buf)
+		buf = txn.AppendString(buf, s)
+		add(i, start)
+	}
+	addr := func(i int, a netip.Addr) {
+		start := len(buf)
+		buf = a.AppendTo(txn.AppendString(buf, ""))
+		add(i, start)
+	}
+	num(flowProtocol, uint64(f.Protocol))
+	addr(flowSrcAddr, f.Src.Addr())
+	num(flowSrcPort, uint64(f.Src.Port()))
+	addr(flowDstAddr, f.Dst.Addr())
+	num(flowDstPort, uint64(f.Dst.Port()))
+	str(flowPolicy, f.Policy)
+	str(flowPath, f.Path)
+	num(flowPackets, f.Packets)
+	num(flowBytes, f.Bytes)
+	if !f.FirstSeen.IsZero() {
+		num(flowFirstSeen, uint64(f.FirstSeen.UnixNano()))
+	}
+	if !f.LastSeen.IsZero() {
+		num(flowLastSeen, uint64(f.LastSeen.UnixNano()))
+	}
+	leaves := w.leaves[:0]
+	for _, i := range flowOrder {
+		if vals[i] != nil {
+			leaves = append(leaves, store.Leaf{Suffix: flowSuffixes[i], Value: vals[i]})
+		}
+	}
+	w.packed = store.AppendPack(w.packed[:0], leaves) // sorted already
+	w.scratch, w.leaves = buf, leaves
+	if bytes.Equal(w.packed, e.pack) {
+		return
+	}
+	// The store keeps what it is given: a new slice every time.
+	e.pack = bytes.Clone(w.packed)
+	b.writes = append(b.writes, write{key: e.packKey, value: e.pack, e: e})
+}
+
 func (b *batch) add(s *Snapshot) {
 	for name, p := range s.Paths {
 		e := b.named(entityID{kind: 'p', name: name}, func() []*gpb.PathElem {
@@ -382,7 +479,7 @@ func (b *batch) add(s *Snapshot) {
 		id := flowKey{f.Protocol, f.Src, f.Dst}
 		var e *entity
 		if i < len(w.flowAt) {
-			if k := w.flowAt[i]; k.flow == id && k.vals != nil {
+			if k := w.flowAt[i]; k.flow == id && !k.gone {
 				e = k
 			}
 		}
@@ -397,8 +494,8 @@ func (b *batch) add(s *Snapshot) {
 				"destination-address": f.Dst.Addr().String(),
 				"destination-port":    strconv.Itoa(int(f.Dst.Port())),
 			}
-			e = b.newEntity(entityID{kind: 'f'}, []*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}}, flowLeaves)
-			e.flow = id
+			base := pathkey.Encode([]*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}})
+			e = &entity{id: entityID{kind: 'f'}, base: base, packKey: string(base), flow: id}
 			w.flows[id] = e
 		}
 		b.see(e)
@@ -407,19 +504,7 @@ func (b *batch) add(s *Snapshot) {
 		} else {
 			w.flowAt = append(w.flowAt, e)
 		}
-		if e.vals[flowProtocol] == nil {
-			b.uint(e, flowProtocol, uint64(f.Protocol))
-			b.str(e, flowSrcAddr, f.Src.Addr().String())
-			b.uint(e, flowSrcPort, uint64(f.Src.Port()))
-			b.str(e, flowDstAddr, f.Dst.Addr().String())
-			b.uint(e, flowDstPort, uint64(f.Dst.Port()))
-		}
-		b.str(e, flowPolicy, f.Policy)
-		b.optStr(e, flowPath, f.Path)
-		b.uint(e, flowPackets, f.Packets)
-		b.uint(e, flowBytes, f.Bytes)
-		b.time(e, flowFirstSeen, f.FirstSeen)
-		b.time(e, flowLastSeen, f.LastSeen)
+		b.flow(e, f)
 	}
 	w.flowAt = w.flowAt[:min(len(w.flowAt), len(s.Flows))]
 	for _, ep := range s.Endpoints {
@@ -473,6 +558,13 @@ func (b *batch) gone() {
 
 // deleteAll records the deletion of every leaf of e.
 func (b *batch) deleteAll(e *entity) {
+	if e.packKey != "" {
+		if e.pack != nil {
+			e.pack = nil
+			b.writes = append(b.writes, write{key: e.packKey, e: e})
+		}
+		return
+	}
 	for i, v := range e.vals {
 		if v != nil {
 			b.writes = append(b.writes, write{key: b.leafKey(e, i)})

@@ -180,3 +180,50 @@ func TestWriter(t *testing.T) {
 		t.Errorf("Close left measured leaves: %v", got)
 	}
 }
+
+// TestFlowChangesAreLeaves: a flow is one packed key in the store, but a
+// Get serves its leaves, and a rewrite publishes only the leaves that
+// changed (a collector subscribed to /flows gets packets and last-seen, not
+// all eleven).
+func TestFlowChangesAreLeaves(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx := context.Background()
+	w := telemetry.NewWriter(n.Store)
+	first := time.Unix(1700000000, 0)
+	f := telemetry.Flow{Protocol: 6, Src: netip.MustParseAddrPort("10.1.0.2:40000"), Dst: netip.MustParseAddrPort("10.2.0.2:443"),
+		Policy: "bulk", Packets: 10, Bytes: 1000, FirstSeen: first, LastSeen: first}
+	if err := w.Write(ctx, &telemetry.Snapshot{Flows: []telemetry.Flow{f}}); err != nil {
+		t.Fatal(err)
+	}
+	base := "/flows/flow[protocol=6][source-address=10.1.0.2][source-port=40000][destination-address=10.2.0.2][destination-port=443]/state/"
+	got := leaves(t, n, "/flows")
+	if len(got) != 10 || got[base+"bytes"].GetUintVal() != 1000 || got[base+"policy"].GetStringVal() != "bulk" {
+		t.Fatalf("flow leaves %v; want the 10 set (no path), bytes 1000, policy bulk", got)
+	}
+	var before uint64
+	if err := n.Store.View(func(seq uint64, _ store.Reader) error { before = seq; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	f.Packets, f.LastSeen = 11, first.Add(time.Second)
+	if err := w.Write(ctx, &telemetry.Snapshot{Flows: []telemetry.Flow{f}}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	commits, err := n.Feed.From(before).Next(cctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changed []string
+	for _, c := range commits {
+		for _, ch := range c.Changes {
+			changed = append(changed, string(ch.Key[len(ch.Key)-len("last-seen\x00"):]))
+		}
+	}
+	if len(changed) != 2 {
+		t.Errorf("rewrite changed %q; want packets and last-seen alone", changed)
+	}
+	if got := leaves(t, n, base+"packets"); got[base+"packets"].GetUintVal() != 11 {
+		t.Errorf("Get of the packets leaf: %v, want 11", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/patronus-sdwan/patronus/collector/history"
+	"github.com/patronus-sdwan/patronus/collector/telemetry"
 	"github.com/patronus-sdwan/patronus/dataplane/agent"
 	"github.com/patronus-sdwan/patronus/gnmi-server/audit"
 	"github.com/patronus-sdwan/patronus/gnmi-server/auth"
@@ -162,7 +163,7 @@ func Open(cfg Config) (*Node, error) {
 	// With replication the Raft log is the durable record (see
 	// store.Options.NoSync).
 	st, err := store.Open(cfg.DataDir, store.Options{OnCommit: onCommit, NoSync: cfg.Cluster != nil,
-		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}, Packed: txn.PackedPrefixes()})
+		DiskOnly: [][]byte{[]byte(history.KeyPrefix)}, Packed: append(txn.PackedPrefixes(), telemetry.PackedPrefixes()...)})
 	if err != nil {
 		return nil, err
 	}

@@ -47,8 +47,14 @@ func Pack(leaves []Leaf) []byte {
 	for _, l := range leaves {
 		n += len(l.Suffix) + len(l.Value) + 2*binary.MaxVarintLen32
 	}
-	b := make([]byte, 1, n)
-	b[0] = packTag
+	return AppendPack(make([]byte, 0, n), leaves)
+}
+
+// AppendPack appends the packed value of leaves to b, like Pack, but leaves
+// must be sorted by suffix already: a caller that builds the same entries
+// again and again knows the order of their leaves.
+func AppendPack(b []byte, leaves []Leaf) []byte {
+	b = append(b, packTag)
 	for _, l := range leaves {
 		if l.Value == nil {
 			continue
@@ -63,43 +69,59 @@ func Pack(leaves []Leaf) []byte {
 
 var errBadPack = errors.New("store: malformed packed entry")
 
+// leafIter walks the leaves of a packed value in suffix order.
+type leafIter struct {
+	rest          []byte
+	suffix, value []byte // the current leaf; they share the packed value
+	err           error
+}
+
+func newLeafIter(v []byte) leafIter { return leafIter{rest: v[1:]} }
+
+// next moves to the next leaf and reports whether there is one.
+func (it *leafIter) next() bool {
+	if len(it.rest) == 0 || it.err != nil {
+		return false
+	}
+	b := it.rest
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		it.err = errBadPack
+		return false
+	}
+	it.suffix = b[k : k+int(n)]
+	b = b[k+int(n):]
+	n, k = binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		it.err = errBadPack
+		return false
+	}
+	it.value = b[k : k+int(n) : k+int(n)]
+	it.rest = b[k+int(n):]
+	return true
+}
+
 // unpack calls fn for each leaf of the packed value v, in suffix order. The
 // slices share v.
 func unpack(v []byte, fn func(suffix, value []byte) error) error {
-	b := v[1:]
-	for len(b) > 0 {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < n {
-			return errBadPack
-		}
-		suffix := b[k : k+int(n)]
-		b = b[k+int(n):]
-		n, k = binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < n {
-			return errBadPack
-		}
-		value := b[k : k+int(n) : k+int(n)]
-		b = b[k+int(n):]
-		if err := fn(suffix, value); err != nil {
+	it := newLeafIter(v)
+	for it.next() {
+		if err := fn(it.suffix, it.value); err != nil {
 			return err
 		}
 	}
-	return nil
+	return it.err
 }
 
 // packedLeaf returns the value of the leaf with suffix in the packed value v.
 func packedLeaf(v, suffix []byte) ([]byte, bool) {
-	var out []byte
-	found := false
-	errFound := errors.New("found")
-	unpack(v, func(s, value []byte) error {
-		if bytes.Equal(s, suffix) {
-			out, found = value, true
-			return errFound
+	it := newLeafIter(v)
+	for it.next() {
+		if bytes.Equal(it.suffix, suffix) {
+			return it.value, true
 		}
-		return nil
-	})
-	return out, found
+	}
+	return nil, false
 }
 
 // underPrefix reports whether key starts with one of prefixes.
@@ -191,35 +213,55 @@ func expandRange(k, v, lo, hi []byte, fn func(key, value []byte) error) error {
 // old ordinary key; a write of each new leaf whose value changed, or of the
 // new ordinary value.
 func packedChanges(changes []Change, k []byte, old []byte, oldPacked bool, now []byte, newPacked bool) []Change {
+	// The leaves' keys share one allocation (a few, if it grows).
+	var keys []byte
 	leafKey := func(suffix []byte) []byte {
-		return append(append(make([]byte, 0, len(k)+len(suffix)), k...), suffix...)
+		if cap(keys)-len(keys) < len(k)+len(suffix) {
+			keys = make([]byte, 0, 4*(len(k)+len(suffix)))
+		}
+		start := len(keys)
+		keys = append(append(keys, k...), suffix...)
+		return keys[start:len(keys):len(keys)]
 	}
-	switch {
-	case oldPacked:
-		unpack(old, func(suffix, _ []byte) error {
-			if newPacked {
-				if _, ok := packedLeaf(now, suffix); ok {
-					return nil
-				}
-			}
-			changes = append(changes, Change{Key: leafKey(suffix)})
-			return nil
-		})
-	case old != nil && newPacked:
+	if old != nil && !oldPacked && newPacked {
 		changes = append(changes, Change{Key: k})
 	}
-	switch {
-	case newPacked:
-		unpack(now, func(suffix, value []byte) error {
-			if oldPacked {
-				if v, ok := packedLeaf(old, suffix); ok && bytes.Equal(v, value) {
-					return nil // unchanged
-				}
+	// Both walks in suffix order, merged.
+	var o, n leafIter
+	oOK, nOK := false, false
+	if oldPacked {
+		o = newLeafIter(old)
+		oOK = o.next()
+	}
+	if newPacked {
+		n = newLeafIter(now)
+		nOK = n.next()
+	}
+	for oOK || nOK {
+		c := 0
+		switch {
+		case !nOK:
+			c = -1
+		case !oOK:
+			c = 1
+		default:
+			c = bytes.Compare(o.suffix, n.suffix)
+		}
+		switch {
+		case c < 0: // gone
+			changes = append(changes, Change{Key: leafKey(o.suffix)})
+			oOK = o.next()
+		case c > 0: // new
+			changes = append(changes, Change{Key: leafKey(n.suffix), Value: n.value})
+			nOK = n.next()
+		default:
+			if !bytes.Equal(o.value, n.value) {
+				changes = append(changes, Change{Key: leafKey(n.suffix), Value: n.value})
 			}
-			changes = append(changes, Change{Key: leafKey(suffix), Value: value})
-			return nil
-		})
-	case now != nil:
+			oOK, nOK = o.next(), n.next()
+		}
+	}
+	if !newPacked && now != nil {
 		changes = append(changes, Change{Key: k, Value: now})
 	}
 	return changes

@@ -464,7 +464,7 @@ func (s *Store) commitGroup(group []*request) {
 			var old []byte
 			var oldPacked, newPacked bool
 			if len(s.packed) > 0 && underPrefix(s.packed, kb) {
-				if mv, ok := memGet(g.view(), kb); ok {
+				if mv, ok := g.get(k); ok {
 					old = mv
 				} else if kv, ok := dur.view().Get(durKV{key: k}); ok {
 					old = kv.value

@@ -267,6 +267,14 @@ func (g *groupMem) edit() *memTree {
 	return g.work
 }
 
+// get returns the value of the volatile key k, by the writer's index.
+func (g *groupMem) get(k string) ([]byte, bool) {
+	if s, ok := g.index().lookup(k); ok {
+		return g.view().value(s), true
+	}
+	return nil, false
+}
+
 // set writes the volatile key k and reports whether it is new.
 func (g *groupMem) set(k string, v []byte) bool {
 	x := g.index()
