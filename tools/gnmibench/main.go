@@ -66,7 +66,8 @@
 //     second, and -memory-subs STREAM subscribers on the paths' and
 //     policies' state; its VmRSS and VmHWM, and its Go heap: in use, and
 //     live (what a collection leaves; GOGC=100 lets the heap grow to
-//     twice that before the next).
+//     twice that before the next). The child inherits the environment:
+//     GOMEMLIMIT=75MiB measures a node given that soft memory limit.
 //
 // It prints a table (ratio = Patronus/reference, the goals beside
 // the rows they concern), writes the rows as JSON to -out and shows its
