@@ -418,7 +418,9 @@ func (b *batch) flow(e *entity, f *Flow) {
 	num(flowSrcPort, uint64(f.Src.Port()))
 	addr(flowDstAddr, f.Dst.Addr())
 	num(flowDstPort, uint64(f.Dst.Port()))
-	str(flowPolicy, f.Policy)
+	start := len(buf) // the policy, even "" (the path is absent when "")
+	buf = txn.AppendString(buf, f.Policy)
+	add(flowPolicy, start)
 	str(flowPath, f.Path)
 	num(flowPackets, f.Packets)
 	num(flowBytes, f.Bytes)
@@ -560,7 +562,6 @@ func (b *batch) gone() {
 func (b *batch) deleteAll(e *entity) {
 	if e.packKey != "" {
 		if e.pack != nil {
-			e.pack = nil
 			b.writes = append(b.writes, write{key: e.packKey, e: e})
 		}
 		return

@@ -199,3 +199,28 @@ func under(m map[string]string, prefix string) map[string]string {
 	}
 	return out
 }
+
+// TestPackedEntryBecomesDurable: an entry written volatile, then durable
+// with the same value, changes no leaf a reader sees, but must be stored:
+// it is there after a reopen.
+func TestPackedEntryBecomesDurable(t *testing.T) {
+	dir := t.TempDir()
+	opts := store.Options{Packed: [][]byte{[]byte("p/")}}
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := store.Pack([]store.Leaf{{Suffix: []byte("a"), Value: []byte("1")}})
+	update(t, st, func(tx store.Tx) error { tx.SetVolatile("p/1/", v); return nil })
+	update(t, st, func(tx store.Tx) error { tx.Set([]byte("p/1/"), v); return nil })
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = store.Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := all(t, st, ""); got["p/1/a"] != "1" || len(got) != 1 {
+		t.Errorf("after reopen: %v, want p/1/a=1", got)
+	}
+}

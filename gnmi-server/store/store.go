@@ -521,7 +521,9 @@ func (s *Store) commitGroup(group []*request) {
 			return
 		}
 	}
-	if applied > 0 && len(changes) > 0 {
+	// A group that changed nothing a reader sees may still have changed
+	// what is stored: an entry rewritten as it was, but now durable.
+	if applied > 0 && (len(changes) > 0 || !batch.Empty() || g.work != nil || dur.work != nil) {
 		wo := pebble.Sync
 		if s.opts.NoSync {
 			wo = pebble.NoSync
