@@ -764,7 +764,10 @@ func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error
 	}
 	mem := memRange(r.mem, lo, hi)
 	if r.expands(lo, hi) {
-		mem = r.expandMem(mem, lo, hi)
+		var err error
+		if mem, err = r.expandMem(mem, lo, hi); err != nil {
+			return err
+		}
 	}
 	return mergeScan(mem, durable, fn)
 }
@@ -772,7 +775,7 @@ func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error
 // expandMem replaces the packed entries among mem, the volatile keys in [lo,
 // hi), with their leaves in that range, and adds first the leaves of an
 // entry that the range starts among.
-func (r reader) expandMem(mem []memKV, lo, hi []byte) []memKV {
+func (r reader) expandMem(mem []memKV, lo, hi []byte) ([]memKV, error) {
 	var out []memKV
 	add := func(k, v []byte) error {
 		out = append(out, memKV{key: string(k), value: v})
@@ -780,20 +783,24 @@ func (r reader) expandMem(mem []memKV, lo, hi []byte) []memKV {
 	}
 	if underPrefix(r.packed, lo) {
 		if e, ok := memEntryBelow(r.mem, r.packed, lo); ok {
-			expandRange([]byte(e.key), e.value, lo, hi, add)
+			if err := expandRange([]byte(e.key), e.value, lo, hi, add); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if out == nil && !slices.ContainsFunc(mem, func(kv memKV) bool { return isPacked(r.packed, []byte(kv.key), kv.value) }) {
-		return mem
+		return mem, nil
 	}
 	for _, kv := range mem {
 		if k := []byte(kv.key); isPacked(r.packed, k, kv.value) {
-			expandRange(k, kv.value, lo, hi, add)
+			if err := expandRange(k, kv.value, lo, hi, add); err != nil {
+				return nil, err
+			}
 		} else {
 			out = append(out, kv)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // durableRange calls fn for the durable keys in [lo, hi): from dur between
