@@ -267,9 +267,10 @@ func (g *groupMem) edit() *memTree {
 	return g.work
 }
 
-// get returns the value of the volatile key k, by the writer's index.
+// get returns the value of the volatile key k, by the writer's index. It
+// leaves the index's guess of the next write alone: set follows.
 func (g *groupMem) get(k string) ([]byte, bool) {
-	if s, ok := g.index().lookup(k); ok {
+	if s, ok := g.index().slots[k]; ok {
 		return g.view().value(s), true
 	}
 	return nil, false
