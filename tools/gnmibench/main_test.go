@@ -40,7 +40,10 @@ func TestWorkloads(t *testing.T) {
 }
 
 // TestWorkloadsDecoding runs the subscription and Get workloads with clients
-// that decode every response: they must count what the wire readers count.
+// that decode every response (-decode): like the wire readers in
+// TestWorkloads, every subscriber must get all 10,000 leaves before its
+// sync_response, and every row must have values. (TestWireCountsAsDecoded
+// compares the two ways of counting message by message.)
 func TestWorkloadsDecoding(t *testing.T) {
 	cfg := &config{
 		duration: 300 * time.Millisecond, batch: 100, rate: 10000, sampleEvery: 100 * time.Millisecond,
