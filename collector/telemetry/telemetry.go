@@ -16,7 +16,6 @@ import (
 	"context"
 	"hash/maphash"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +89,7 @@ type Writer struct {
 	gen     uint64 // counts Writes; an entity in the current one has seen == gen
 	started bool
 	scratch []byte
-	leaves  []store.Leaf // a flow's leaves, for its packed entry
+	pack    store.Packer // builds a flow's packed entry
 	packed  []byte       // a flow's packed entry
 	// writes is the last Write's, for the next one to reuse; keys is
 	// where leaf keys are built.
@@ -122,8 +121,9 @@ type entity struct {
 	flow   flowKey
 	gone   bool // forgotten by the writer
 
-	// A flow's leaves are one packed entry (store.Pack) at packKey, its
-	// state container, last written as pack; it has no vals or keys.
+	// A flow's leaves are one packed entry (store.Packer) at packKey, its
+	// state container, last written as pack; it has no base, leaves, vals
+	// or keys.
 	packKey string
 	pack    []byte
 	sum     uint64 // the hash of the Flow last written as pack
@@ -183,7 +183,7 @@ var flowLeaves = []string{
 
 var endpointLeaves = []string{"oper-status"}
 
-// PackedPrefixes are where the Writer writes packed entries (store.Pack):
+// PackedPrefixes are where the Writer writes packed entries (store.Packer):
 // each flow's state is one key. The store it writes to is opened with them as
 // store.Options.Packed.
 func PackedPrefixes() [][]byte {
@@ -366,17 +366,13 @@ func (b *batch) time(e *entity, i int, t time.Time) {
 	b.uint(e, i, uint64(t.UnixNano()))
 }
 
-// flowSuffixes are the key suffixes of flowLeaves in a flow's packed entry;
-// flowOrder lists their indexes in suffix order, the order of a packed entry.
-var flowSuffixes, flowOrder = func() ([][]byte, []int) {
+// flowSuffixes are the key suffixes of flowLeaves in a flow's packed entry.
+var flowSuffixes = func() [][]byte {
 	out := make([][]byte, len(flowLeaves))
-	order := make([]int, len(flowLeaves))
 	for i, l := range flowLeaves {
 		out[i] = pathkey.AppendElem(nil, l, nil)
-		order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(out[a], out[b]) })
-	return out, order
+	return out
 }()
 
 // flowSeed seeds the hashes of flows (entity.sum).
@@ -391,58 +387,35 @@ func (b *batch) flow(e *entity, f *Flow) {
 		return
 	}
 	e.sum = sum
-	w := b.w
-	buf := w.scratch[:0]
-	var vals [flowLastSeen + 1][]byte // by index; nil: absent
-	add := func(i, start int) { vals[i] = buf[start:len(buf):len(buf)] }
-	num := func(i int, u uint64) {
-		start := len(buf)
-		buf = txn.AppendUint(buf, u)
-		add(i, start)
-	}
-	str := func(i int, s string) {
-		if s == "" {
-			return
-		}
-		start := len(buf)
-		buf = txn.AppendString(buf, s)
-		add(i, start)
-	}
-	addr := func(i int, a netip.Addr) {
-		start := len(buf)
-		buf = a.AppendTo(txn.AppendString(buf, ""))
-		add(i, start)
-	}
-	num(flowProtocol, uint64(f.Protocol))
-	addr(flowSrcAddr, f.Src.Addr())
-	num(flowSrcPort, uint64(f.Src.Port()))
+	p := &b.w.pack
+	p.Reset()
+	num := func(i int, u uint64) { p.Add(flowSuffixes[i], txn.AppendUint(p.Value(), u)) }
+	str := func(i int, s string) { p.Add(flowSuffixes[i], txn.AppendString(p.Value(), s)) }
+	addr := func(i int, a netip.Addr) { p.Add(flowSuffixes[i], a.AppendTo(txn.AppendString(p.Value(), ""))) }
+	// In suffix order, the order of a packed entry.
+	num(flowBytes, f.Bytes)
 	addr(flowDstAddr, f.Dst.Addr())
 	num(flowDstPort, uint64(f.Dst.Port()))
-	start := len(buf) // the policy, even "" (the path is absent when "")
-	buf = txn.AppendString(buf, f.Policy)
-	add(flowPolicy, start)
-	str(flowPath, f.Path)
-	num(flowPackets, f.Packets)
-	num(flowBytes, f.Bytes)
 	if !f.FirstSeen.IsZero() {
 		num(flowFirstSeen, uint64(f.FirstSeen.UnixNano()))
 	}
 	if !f.LastSeen.IsZero() {
 		num(flowLastSeen, uint64(f.LastSeen.UnixNano()))
 	}
-	leaves := w.leaves[:0]
-	for _, i := range flowOrder {
-		if vals[i] != nil {
-			leaves = append(leaves, store.Leaf{Suffix: flowSuffixes[i], Value: vals[i]})
-		}
+	num(flowPackets, f.Packets)
+	if f.Path != "" {
+		str(flowPath, f.Path)
 	}
-	w.packed = store.AppendPack(w.packed[:0], leaves) // sorted already
-	w.scratch, w.leaves = buf, leaves
-	if bytes.Equal(w.packed, e.pack) {
+	str(flowPolicy, f.Policy) // even ""
+	num(flowProtocol, uint64(f.Protocol))
+	addr(flowSrcAddr, f.Src.Addr())
+	num(flowSrcPort, uint64(f.Src.Port()))
+	b.w.packed = p.AppendTo(b.w.packed[:0])
+	if bytes.Equal(b.w.packed, e.pack) {
 		return
 	}
 	// The store keeps what it is given: a new slice every time.
-	e.pack = bytes.Clone(w.packed)
+	e.pack = bytes.Clone(b.w.packed)
 	b.writes = append(b.writes, write{key: e.packKey, value: e.pack, e: e})
 }
 
@@ -496,8 +469,8 @@ func (b *batch) add(s *Snapshot) {
 				"destination-address": f.Dst.Addr().String(),
 				"destination-port":    strconv.Itoa(int(f.Dst.Port())),
 			}
-			base := pathkey.Encode([]*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}})
-			e = &entity{id: entityID{kind: 'f'}, base: base, packKey: string(base), flow: id}
+			state := pathkey.Encode([]*gpb.PathElem{{Name: "flows"}, {Name: "flow", Key: key}, {Name: "state"}})
+			e = &entity{id: entityID{kind: 'f'}, packKey: string(state), flow: id}
 			w.flows[id] = e
 		}
 		b.see(e)

@@ -6,16 +6,18 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/google/btree"
+
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 )
 
 // Packed entries.
 //
-// A packed entry is one durable key holding the leaves of a container whose
-// leaves are written and deleted together, such as an audit record's state:
-// the key is the container's and the value (made by Pack) holds each leaf's
-// key suffix and value. It costs the store one key where the leaves would
-// cost one each, in memory, in Pebble and in every Raft snapshot.
+// A packed entry is one key holding the leaves of a container whose leaves
+// are written and deleted together, such as an audit record's state: the key
+// is the container's and the value (built by a Packer) holds each leaf's key
+// suffix and value. It costs the store one key where the leaves would cost
+// one each, in memory, in Pebble and in every Raft snapshot.
 //
 // An entry may be durable (Tx.Set) or volatile (Tx.SetVolatile). Under the
 // prefixes of Options.Packed, readers see the leaves, never the
@@ -32,37 +34,50 @@ import (
 // starts with it is an ordinary value.
 const packTag = 0xfe
 
-// Leaf is one leaf of a packed entry: its key is the entry's key followed by
-// Suffix.
-type Leaf struct {
-	Suffix []byte
-	Value  []byte
+// Packer builds the value of a packed entry leaf by leaf. Each leaf's value
+// is appended to the buffer Value returns and handed back with Add:
+//
+//	p.Add(suffix, AppendUint(p.Value(), n))
+//
+// A leaf's key is the entry's key followed by its suffix, an element's
+// encoding (pathkey.AppendElem). Leaves added in suffix order are packed as
+// they are; others are sorted first. The zero Packer is ready.
+type Packer struct {
+	vals     []byte // the leaves' values, one after another
+	leaves   []leaf
+	unsorted bool
 }
 
-// Pack returns the stored value of a packed entry with leaves (see Leaf); it
-// sorts leaves by suffix. A leaf with a nil Value is left out.
-func Pack(leaves []Leaf) []byte {
-	slices.SortFunc(leaves, func(a, b Leaf) int { return bytes.Compare(a.Suffix, b.Suffix) })
-	n := 1
-	for _, l := range leaves {
-		n += len(l.Suffix) + len(l.Value) + 2*binary.MaxVarintLen32
+type leaf struct{ suffix, value []byte }
+
+// Value returns the buffer to append the next leaf's value to.
+func (p *Packer) Value() []byte { return p.vals }
+
+// Add adds the leaf suffix, whose value is what was appended to Value's
+// buffer, now vals.
+func (p *Packer) Add(suffix, vals []byte) {
+	if n := len(p.leaves); n > 0 && bytes.Compare(p.leaves[n-1].suffix, suffix) >= 0 {
+		p.unsorted = true
 	}
-	return AppendPack(make([]byte, 0, n), leaves)
+	p.leaves = append(p.leaves, leaf{suffix: suffix, value: vals[len(p.vals):len(vals):len(vals)]})
+	p.vals = vals
 }
 
-// AppendPack appends the packed value of leaves to b, like Pack, but leaves
-// must be sorted by suffix already: a caller that builds the same entries
-// again and again knows the order of their leaves.
-func AppendPack(b []byte, leaves []Leaf) []byte {
+// Reset forgets the leaves added, and keeps the memory.
+func (p *Packer) Reset() { p.vals, p.leaves, p.unsorted = p.vals[:0], p.leaves[:0], false }
+
+// AppendTo appends the packed value of the leaves added to b.
+func (p *Packer) AppendTo(b []byte) []byte {
+	if p.unsorted {
+		slices.SortStableFunc(p.leaves, func(a, b leaf) int { return bytes.Compare(a.suffix, b.suffix) })
+		p.unsorted = false
+	}
 	b = append(b, packTag)
-	for _, l := range leaves {
-		if l.Value == nil {
-			continue
-		}
-		b = binary.AppendUvarint(b, uint64(len(l.Suffix)))
-		b = append(b, l.Suffix...)
-		b = binary.AppendUvarint(b, uint64(len(l.Value)))
-		b = append(b, l.Value...)
+	for _, l := range p.leaves {
+		b = binary.AppendUvarint(b, uint64(len(l.suffix)))
+		b = append(b, l.suffix...)
+		b = binary.AppendUvarint(b, uint64(len(l.value)))
+		b = append(b, l.value...)
 	}
 	return b
 }
@@ -151,22 +166,28 @@ func isPacked(prefixes [][]byte, k, v []byte) bool {
 	return len(v) > 0 && v[0] == packTag && underPrefix(prefixes, k)
 }
 
-// entryBelow returns the durable key just below key in t and its value, if
-// it is a packed entry whose leaves key may be among (it is a prefix of key).
-func entryBelow(t *durTree, prefixes [][]byte, key []byte) (durKV, bool) {
-	var below durKV
+// prefixBelow returns the item of t just below key (pivot holds key) if its
+// key (keyOf) is a prefix of key: the entry whose leaves key may be among.
+func prefixBelow[T any](t *btree.BTreeG[T], pivot T, keyOf func(T) string, key []byte) (T, bool) {
+	var below T
 	found := false
-	t.DescendLessOrEqual(durKV{key: string(key)}, func(kv durKV) bool {
-		if kv.key != string(key) {
-			below, found = kv, true
+	t.DescendLessOrEqual(pivot, func(x T) bool {
+		if keyOf(x) != string(key) {
+			below, found = x, true
 			return false
 		}
 		return true
 	})
-	if !found || !bytes.HasPrefix(key, []byte(below.key)) || !isPacked(prefixes, []byte(below.key), below.value) {
+	return below, found && bytes.HasPrefix(key, []byte(keyOf(below)))
+}
+
+// entryBelow returns the durable packed entry whose leaves key may be among.
+func entryBelow(t *durTree, prefixes [][]byte, key []byte) (durKV, bool) {
+	kv, ok := prefixBelow(t, durKV{key: string(key)}, func(kv durKV) string { return kv.key }, key)
+	if !ok || !isPacked(prefixes, []byte(kv.key), kv.value) {
 		return durKV{}, false
 	}
-	return below, true
+	return kv, true
 }
 
 // memEntryBelow is entryBelow among m's volatile keys.
@@ -174,23 +195,15 @@ func memEntryBelow(m *memTree, prefixes [][]byte, key []byte) (memKV, bool) {
 	if m == nil || m.keys.Len() == 0 {
 		return memKV{}, false
 	}
-	var below memKey
-	found := false
-	m.keys.DescendLessOrEqual(memKey{key: string(key)}, func(k memKey) bool {
-		if k.key != string(key) {
-			below, found = k, true
-			return false
-		}
-		return true
-	})
-	if !found || !bytes.HasPrefix(key, []byte(below.key)) {
+	k, ok := prefixBelow(m.keys, memKey{key: string(key)}, func(k memKey) string { return k.key }, key)
+	if !ok {
 		return memKV{}, false
 	}
-	v := m.value(below.slot)
-	if !isPacked(prefixes, []byte(below.key), v) {
+	v := m.value(k.slot)
+	if !isPacked(prefixes, []byte(k.key), v) {
 		return memKV{}, false
 	}
-	return memKV{key: below.key, value: v}, true
+	return memKV{key: k.key, value: v}, true
 }
 
 // expandRange calls fn for the leaves of the packed entry at k (value v) in

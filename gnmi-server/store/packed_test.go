@@ -58,17 +58,21 @@ func TestPackedEntries(t *testing.T) {
 			e := entry(n)
 			switch r := rng.IntN(10); {
 			case n < 30 && r < 6:
-				var leaves []store.Leaf
-				for _, s := range []string{"d", "a", "c", "b"} { // unsorted: Pack sorts
+				// In suffix order or not: the Packer sorts.
+				suffixes := []string{"a", "b", "c", "d"}
+				if rng.IntN(2) == 0 {
+					suffixes = []string{"d", "a", "c", "b"}
+				}
+				var p store.Packer
+				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
+				for _, s := range suffixes {
 					if rng.IntN(3) > 0 {
-						leaves = append(leaves, store.Leaf{Suffix: []byte(s), Value: []byte(fmt.Sprint(s, round))})
+						val := fmt.Sprint(s, round)
+						p.Add([]byte(s), append(p.Value(), val...))
+						want[e+s] = val
 					}
 				}
-				v := store.Pack(leaves)
-				maps.DeleteFunc(want, func(k, _ string) bool { return strings.HasPrefix(k, e) })
-				for _, l := range leaves {
-					want[e+string(l.Suffix)] = string(l.Value)
-				}
+				v := p.AppendTo(nil)
 				stored[e] = v
 				if n >= 20 { // entries 20-29 are volatile when packed
 					vol[e] = true
@@ -99,7 +103,7 @@ func TestPackedEntries(t *testing.T) {
 				fns = append(fns, func(tx store.Tx) error { tx.Delete([]byte(k)); return nil })
 			default:
 				k := fmt.Sprintf("q/%02d", n)
-				v := store.Pack([]store.Leaf{{Suffix: []byte("x"), Value: []byte("y")}})
+				v := pack("x", "y")
 				want[k] = string(v)
 				fns = append(fns, func(tx store.Tx) error { tx.Set([]byte(k), v); return nil })
 			}
@@ -210,7 +214,7 @@ func TestPackedEntryBecomesDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := store.Pack([]store.Leaf{{Suffix: []byte("a"), Value: []byte("1")}})
+	v := pack("a", "1")
 	update(t, st, func(tx store.Tx) error { tx.SetVolatile("p/1/", v); return nil })
 	update(t, st, func(tx store.Tx) error { tx.Set([]byte("p/1/"), v); return nil })
 	if err := st.Close(); err != nil {
@@ -222,5 +226,38 @@ func TestPackedEntryBecomesDurable(t *testing.T) {
 	defer st.Close()
 	if got := all(t, st, ""); got["p/1/a"] != "1" || len(got) != 1 {
 		t.Errorf("after reopen: %v, want p/1/a=1", got)
+	}
+}
+
+// pack returns the packed value of one leaf.
+func pack(suffix, value string) []byte {
+	var p store.Packer
+	p.Add([]byte(suffix), append(p.Value(), value...))
+	return p.AppendTo(nil)
+}
+
+// TestPackerReuse: a Packer reset and used again packs only the new leaves,
+// sorted or not, and leaves the value it packed before as it was.
+func TestPackerReuse(t *testing.T) {
+	st, err := store.Open(t.TempDir(), store.Options{Packed: [][]byte{[]byte("p/")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var p store.Packer
+	p.Add([]byte("b"), append(p.Value(), "2"...))
+	p.Add([]byte("a"), append(p.Value(), "1"...))
+	first := p.AppendTo(nil)
+	p.Reset()
+	p.Add([]byte("c"), append(p.Value(), "3"...))
+	second := p.AppendTo(nil)
+	update(t, st, func(tx store.Tx) error {
+		tx.Set([]byte("p/1/"), first)
+		tx.Set([]byte("p/2/"), second)
+		return nil
+	})
+	want := map[string]string{"p/1/a": "1", "p/1/b": "2", "p/2/c": "3"}
+	if diff := cmp.Diff(want, all(t, st, "")); diff != "" {
+		t.Errorf("leaves (-want +got):\n%s", diff)
 	}
 }

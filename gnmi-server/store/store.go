@@ -100,8 +100,8 @@ type Options struct {
 	// transaction does not see the disk-only writes of the transactions
 	// before it in its group, only its own and those committed.
 	DiskOnly [][]byte
-	// Packed lists key prefixes under which a durable key may be a packed
-	// entry (see Pack): readers see its leaves.
+	// Packed lists key prefixes under which a key may be a packed entry
+	// (see Packer): readers see its leaves.
 	Packed [][]byte
 }
 
@@ -574,7 +574,7 @@ func (s *Store) View(fn func(seq uint64, r Reader) error) error {
 
 // Snapshot is a consistent read-only view of the store (but for disk-only
 // keys, read as they are when read), as stored: packed entries are not
-// expanded (see Pack).
+// expanded (see Packer).
 type Snapshot struct {
 	Reader
 }
@@ -743,33 +743,31 @@ func (r reader) Scan(prefix []byte, fn func(key, value []byte) error) error {
 
 // scanRange calls fn for the keys k with lo <= k < hi (hi nil: no bound).
 func (r reader) scanRange(lo, hi []byte, fn func(key, value []byte) error) error {
+	mem := memRange(r.mem, lo, hi)
 	durable := func(fn func(key, value []byte) error) error { return r.durableRange(lo, hi, fn) }
-	if r.expands(lo, hi) {
-		durable = func(fn func(key, value []byte) error) error {
-			// A range that starts among an entry's leaves, past its key.
-			if underPrefix(r.packed, lo) {
-				if e, ok := entryBelow(r.dur, r.packed, lo); ok {
-					if err := expandRange([]byte(e.key), e.value, lo, hi, fn); err != nil {
-						return err
-					}
+	if !r.expands(lo, hi) {
+		return mergeScan(mem, durable, fn)
+	}
+	mem, err := r.expandMem(mem, lo, hi)
+	if err != nil {
+		return err
+	}
+	return mergeScan(mem, func(fn func(key, value []byte) error) error {
+		// A range that starts among an entry's leaves, past its key.
+		if underPrefix(r.packed, lo) {
+			if e, ok := entryBelow(r.dur, r.packed, lo); ok {
+				if err := expandRange([]byte(e.key), e.value, lo, hi, fn); err != nil {
+					return err
 				}
 			}
-			return r.durableRange(lo, hi, func(k, v []byte) error {
-				if isPacked(r.packed, k, v) {
-					return expandRange(k, v, lo, hi, fn)
-				}
-				return fn(k, v)
-			})
 		}
-	}
-	mem := memRange(r.mem, lo, hi)
-	if r.expands(lo, hi) {
-		var err error
-		if mem, err = r.expandMem(mem, lo, hi); err != nil {
-			return err
-		}
-	}
-	return mergeScan(mem, durable, fn)
+		return durable(func(k, v []byte) error {
+			if isPacked(r.packed, k, v) {
+				return expandRange(k, v, lo, hi, fn)
+			}
+			return fn(k, v)
+		})
+	}, fn)
 }
 
 // expandMem replaces the packed entries among mem, the volatile keys in [lo,

@@ -32,24 +32,25 @@ func (e *Engine) AppendEvent(tx store.Tx, ev Event) error {
 	if err != nil {
 		return err
 	}
-	r := newRecord(eventPrefix, seq)
-	r.uint(leafSequence, seq)
-	r.uint(leafTimestamp, uint64(tx.Time()))
-	r.str(leafSeverity, ev.Severity)
-	r.str(leafType, ev.Type)
+	// The state as one packed entry, its leaves in suffix order.
+	var p store.Packer
+	p.Add(leafMessage, AppendString(p.Value(), ev.Message))
+	p.Add(leafNode, AppendString(p.Value(), ev.Node))
+	p.Add(leafSequence, AppendUint(p.Value(), seq))
+	p.Add(leafSeverity, AppendString(p.Value(), ev.Severity))
 	if ev.Subject != "" {
-		r.str(leafSubject, ev.Subject)
+		p.Add(leafSubject, AppendString(p.Value(), ev.Subject))
 	}
-	r.str(leafMessage, ev.Message)
-	r.str(leafNode, ev.Node)
-	r.write(tx)
+	p.Add(leafTimestamp, AppendUint(p.Value(), uint64(tx.Time())))
+	p.Add(leafType, AppendString(p.Value(), ev.Type))
+	tx.Set(recordKey(eventPrefix, seq, stateElem), p.AppendTo(nil))
 	if seq > e.EventRing {
 		return trim(tx, eventPrefix, seq-e.EventRing)
 	}
 	return nil
 }
 
-// PackedPrefixes are where the engine writes packed entries (store.Pack):
+// PackedPrefixes are where the engine writes packed entries (store.Packer):
 // the state of each audit record and event is one key. A store the engine
 // writes to is opened with them as store.Options.Packed, so that its
 // readers see the leaves.
@@ -58,14 +59,6 @@ func PackedPrefixes() [][]byte {
 		pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "audit"}}),
 		pathkey.Encode([]*gpb.PathElem{{Name: "system"}, {Name: "events"}}),
 	}
-}
-
-// record is the state of /system/<container>/<list>[sequence=seq], written
-// as one packed entry.
-type record struct {
-	key    []byte
-	leaves []store.Leaf
-	buf    []byte // the leaves' values, appended one after another
 }
 
 // recordPrefix is the key of /system/<container>/<list>[sequence= up to the
@@ -89,10 +82,6 @@ func recordKey(prefix []byte, seq uint64, tail []byte) []byte {
 	return append(append(k, 0), tail...)
 }
 
-func newRecord(prefix []byte, seq uint64) *record {
-	return &record{key: recordKey(prefix, seq, stateElem), leaves: make([]store.Leaf, 0, 8), buf: make([]byte, 0, 256)}
-}
-
 // Suffixes of the records' leaves.
 var (
 	leafSequence  = pathkey.AppendElem(nil, "sequence", nil)
@@ -108,32 +97,6 @@ var (
 	leafPaths     = pathkey.AppendElem(nil, "paths", nil)
 	leafResult    = pathkey.AppendElem(nil, "result", nil)
 )
-
-// add appends a leaf with suffix whose stored value is what the append
-// functions added to r.buf since start.
-func (r *record) add(suffix []byte, start int) {
-	r.leaves = append(r.leaves, store.Leaf{Suffix: suffix, Value: r.buf[start:len(r.buf):len(r.buf)]})
-}
-
-func (r *record) uint(suffix []byte, u uint64) {
-	start := len(r.buf)
-	r.buf = AppendUint(r.buf, u)
-	r.add(suffix, start)
-}
-
-func (r *record) str(suffix []byte, s string) {
-	start := len(r.buf)
-	r.buf = AppendString(r.buf, s)
-	r.add(suffix, start)
-}
-
-func (r *record) strs(suffix []byte, ss []string) {
-	start := len(r.buf)
-	r.buf = AppendStrings(r.buf, ss)
-	r.add(suffix, start)
-}
-
-func (r *record) write(tx store.Tx) { tx.Set(r.key, store.Pack(r.leaves)) }
 
 // trim deletes the record seq under prefix (recordPrefix): its packed
 // entry, or the leaves of one written before records were packed.
@@ -191,18 +154,19 @@ func (e *Engine) writeAudit(tx store.Tx, r auditRecord) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rec := newRecord(auditPrefix, seq)
-	rec.uint(leafSequence, seq)
-	rec.uint(leafTimestamp, uint64(r.time))
-	rec.str(leafUser, r.user)
-	rec.str(leafPeer, r.peer)
-	rec.str(leafOperation, r.operation)
+	// The state as one packed entry, its leaves in suffix order.
+	var p store.Packer
 	if r.message != "" {
-		rec.str(leafMessage, r.message)
+		p.Add(leafMessage, AppendString(p.Value(), r.message))
 	}
-	rec.strs(leafPaths, r.paths)
-	rec.str(leafResult, r.result)
-	rec.write(tx)
+	p.Add(leafOperation, AppendString(p.Value(), r.operation))
+	p.Add(leafPaths, AppendStrings(p.Value(), r.paths))
+	p.Add(leafPeer, AppendString(p.Value(), r.peer))
+	p.Add(leafResult, AppendString(p.Value(), r.result))
+	p.Add(leafSequence, AppendUint(p.Value(), seq))
+	p.Add(leafTimestamp, AppendUint(p.Value(), uint64(r.time)))
+	p.Add(leafUser, AppendString(p.Value(), r.user))
+	tx.Set(recordKey(auditPrefix, seq, stateElem), p.AppendTo(nil))
 	if seq > e.AuditRing {
 		if err := trim(tx, auditPrefix, seq-e.AuditRing); err != nil {
 			return 0, err
