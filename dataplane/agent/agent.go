@@ -190,6 +190,7 @@ func (a *Agent) run(ctx context.Context) {
 	cur := a.cfg.Feed.FromRaw(a.cfg.Feed.Last())
 	commits := make(chan bool, 1)
 	go func() {
+		defer func() { cur.Close() }()
 		var buf []feed.Commit
 		for {
 			var err error
@@ -198,6 +199,7 @@ func (a *Agent) run(ctx context.Context) {
 				return
 			}
 			if errors.Is(err, feed.ErrTooSlow) {
+				cur.Close()
 				cur = a.cfg.Feed.FromRaw(a.cfg.Feed.Last())
 			}
 			if err != nil || touchesConfig(buf) {

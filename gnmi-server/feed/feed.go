@@ -5,7 +5,9 @@
 // never blocks, and costs O(1) beyond a pass over the commit's changes (and
 // sorting the keys it deleted). Each reader keeps its own cursor and reads at its own
 // pace; a reader whose cursor falls out of the ring has missed changes and is
-// told so with ErrTooSlow. Beside the ring, the feed keeps a compact record of
+// told so with ErrTooSlow. A commit leaves the ring when the ring is over its
+// budget, or once every open cursor has read it and it is older than Retain:
+// a node whose readers keep up holds only its last seconds of commits. Beside the ring, the feed keeps a compact record of
 // the keys deleted by each commit, which reaches back much further: a reader
 // that fell out of the ring can read the current state from a snapshot of the
 // store and learn from the record what was deleted since it last read (see
@@ -21,6 +23,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
@@ -119,6 +122,13 @@ func changeSize(key []byte) int { return 4*len(key) + 200 }
 // from the record of deletes too (Cursor.Skip).
 var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
 
+// Retain is how long the feed keeps a commit that every open cursor has read
+// (by the commits' times): a reader that takes a snapshot of the store and
+// then opens a cursor from the snapshot's commit finds the commits after it,
+// and so does one that starts from a shared snapshot up to a second old (see
+// Holds).
+const Retain = 2 * time.Second
+
 // DeletesShare is the share of a feed's memory budget that its record of
 // deletes may take besides: New(slots, maxBytes) keeps maxBytes/DeletesShare
 // bytes of deleted keys.
@@ -138,6 +148,11 @@ type Feed struct {
 	// all of them having read it. Both guarded by mu.
 	open     map[*Cursor]struct{}
 	released uint64
+	// raws are the cursors that read raw changes and are not closed;
+	// first is the oldest commit the ring may still hold (see trim). Both
+	// guarded by mu.
+	raws  map[*Cursor]struct{}
+	first uint64
 
 	maxBytes int
 }
@@ -214,19 +229,15 @@ func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted 
 	f.bytes += size - f.sizes[i]
 	f.ring[i], f.sizes[i] = e, size
 	f.last = seq
+	if n := uint64(len(f.ring)); seq > n {
+		f.first = max(f.first, seq-n+1) // the slots before were reused
+	}
 	// Drop the oldest commits while over the budget, but never the newest
 	// one.
-	oldest := uint64(1)
-	if n := uint64(len(f.ring)); seq > n {
-		oldest = seq - n + 1
+	for old := max(f.first, 1); f.bytes > f.maxBytes && old < seq; old++ {
+		f.drop(old)
 	}
-	for old := oldest; f.bytes > f.maxBytes && old < seq; old++ {
-		j := old % uint64(len(f.ring))
-		if f.ring[j].holds(old) {
-			f.bytes -= f.sizes[j]
-			f.ring[j], f.sizes[j] = nil, 0
-		}
-	}
+	f.trim(e.time)
 	f.release()
 	close(f.wake)
 	f.wake = make(chan struct{})
@@ -248,6 +259,39 @@ func (f *Feed) release() {
 		if e := f.ring[seq%uint64(len(f.ring))]; e.holds(seq) {
 			e.release()
 		}
+	}
+}
+
+// drop drops commit seq from the ring if it holds it; f.mu is held.
+func (f *Feed) drop(seq uint64) {
+	j := seq % uint64(len(f.ring))
+	if f.ring[j].holds(seq) {
+		f.bytes -= f.sizes[j]
+		f.ring[j], f.sizes[j] = nil, 0
+	}
+}
+
+// trim drops, oldest first, the commits every open cursor has read that are
+// older than Retain at now (the newest commit's time), but never the newest
+// one; f.mu is held. Commits a cursor has not read stay, up to the budget.
+func (f *Feed) trim(now int64) {
+	upTo := f.last - 1
+	for c := range f.open {
+		upTo = min(upTo, c.next-1)
+	}
+	for c := range f.raws {
+		upTo = min(upTo, c.next-1)
+	}
+	f.first = max(f.first, 1)
+	for ; f.first <= upTo; f.first++ {
+		e := f.ring[f.first%uint64(len(f.ring))]
+		if !e.holds(f.first) {
+			continue // dropped for the budget
+		}
+		if now-e.time < int64(Retain) {
+			return
+		}
+		f.drop(f.first)
 	}
 }
 
@@ -348,16 +392,27 @@ func (f *Feed) From(seq uint64) *Cursor {
 // Close tells the feed that c reads no more. The decoded changes of a commit
 // are released once every cursor from From that is not closed has read it
 // (a reader that comes later decodes it again), so a cursor that is never
-// closed keeps them from the commit after its last read on.
+// closed keeps them from the commit after its last read on; and the ring
+// keeps the commits an open cursor has not read, within its budget.
 func (c *Cursor) Close() {
 	c.f.mu.Lock()
 	delete(c.f.open, c)
+	delete(c.f.raws, c)
 	c.f.mu.Unlock()
 }
 
 // FromRaw returns a cursor like From's that reads commits without decoding
 // them: Next leaves their Changes nil where their Raw is set.
-func (f *Feed) FromRaw(seq uint64) *Cursor { return &Cursor{f: f, next: seq + 1, raw: true} }
+func (f *Feed) FromRaw(seq uint64) *Cursor {
+	c := &Cursor{f: f, next: seq + 1, raw: true}
+	f.mu.Lock()
+	if f.raws == nil {
+		f.raws = map[*Cursor]struct{}{}
+	}
+	f.raws[c] = struct{}{}
+	f.mu.Unlock()
+	return c
+}
 
 // Skip moves the cursor past every commit up to and including seq, which its
 // reader has learnt the outcome of from a snapshot of the store at seq instead

@@ -322,3 +322,55 @@ func TestReleaseDecoded(t *testing.T) {
 		t.Errorf("commit 1 decoded %d times after a new reader, %d before: a closed cursor kept it", count(1), before)
 	}
 }
+
+// TestRetain: a commit every open cursor has read leaves the ring once it is
+// Retain older than the newest commit; one that a cursor, decoded or raw,
+// has not read stays until the cursor reads it or is closed; the newest
+// stays however old.
+func TestRetain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(1024, 1<<30)
+	at := func(seq uint64, sec int) feed.Commit {
+		c := commit(seq, 1)
+		c.Time = int64(sec) * int64(time.Second)
+		return c
+	}
+	dec, raw := f.From(0), f.FromRaw(0)
+	for seq := uint64(1); seq <= 5; seq++ {
+		f.Publish(at(seq, int(seq)))
+	}
+	if got, err := dec.Next(ctx, nil, nil); err != nil || len(got) != 5 {
+		t.Fatalf("decoded cursor: %d commits, %v; want 5", len(got), err)
+	}
+	f.Publish(at(6, 6))
+	if !f.Holds(0) {
+		t.Fatal("commit 1 dropped while the raw cursor had not read it")
+	}
+	if got, err := raw.Next(ctx, nil, nil); err != nil || len(got) != 6 {
+		t.Fatalf("raw cursor: %d commits, %v; want 6", len(got), err)
+	}
+	f.Publish(at(7, 7)) // commits 1-5 are 2 s old or more
+	if f.Holds(4) || !f.Holds(5) {
+		t.Errorf("after commit 7 at 7 s, read by all: holds commit 5 %v, commit 6 %v; want false, true", f.Holds(4), f.Holds(5))
+	}
+	late := f.From(5)
+	if got, err := late.Next(ctx, nil, nil); err != nil || len(got) != 2 {
+		t.Errorf("reader after commit 5: %d commits, %v; want 6 and 7", len(got), err)
+	}
+	late.Close()
+	dec.Close()
+	raw.Close()
+
+	behind := f.From(7)
+	f.Publish(at(8, 100))
+	f.Publish(at(9, 200))
+	if !f.Holds(7) {
+		t.Error("commit 8 dropped while an open cursor had not read it")
+	}
+	behind.Close()
+	f.Publish(at(10, 300))
+	if f.Holds(7) || f.Holds(8) || !f.Holds(9) {
+		t.Errorf("after the cursor closed: holds 8 %v, 9 %v, 10 %v; want false, false, true", f.Holds(7), f.Holds(8), f.Holds(9))
+	}
+}

@@ -43,18 +43,19 @@ type Config struct {
 	Logger            *slog.Logger
 	// FeedSlots and FeedBytes bound the change feed: the commits it holds
 	// and about the memory their changes take (defaults 16,384 and 64 MiB).
-	// A STREAM subscriber that falls further behind is caught up from a
-	// snapshot of the store and the feed's record of deletes (FeedBytes/4
-	// more), and closed with RESOURCE_EXHAUSTED only beyond that record.
-	// The feed is a large part of a busy node's heap (about 30 of the
-	// 133 MB live in gnmibench's memory row): 64 MiB hold about 13 s of
-	// what the collector writes for the scale set, and with less that
-	// row's 50 subscribers, which lag up to 11 s behind on a machine the
-	// clients share, were cut off before catch-ups existed (at 32 MiB, 30
-	// of them); with catch-ups a smaller feed trades memory for more of
-	// them. The slots
-	// bound a feed of small commits (one Set each, the fixed cost of a
-	// slot is 48 bytes); 16,384 of them are 15 s of one-leaf Sets.
+	// The feed keeps a commit only while a subscriber has not read it, or
+	// for feed.Retain (2 s) after: the bounds are what lagging subscribers
+	// may hold. A STREAM subscriber that falls further behind is caught up
+	// from a snapshot of the store and the feed's record of deletes
+	// (FeedBytes/4 more), and closed with RESOURCE_EXHAUSTED only beyond
+	// that record. 64 MiB hold about 13 s of what the collector writes for
+	// the scale set, and with less gnmibench's memory row's 50
+	// subscribers, which lag up to 11 s behind on a machine the clients
+	// share, were cut off before catch-ups existed (at 32 MiB, 30 of
+	// them); with catch-ups a smaller feed trades memory for more of them.
+	// The slots bound a feed of small commits (one Set each, the fixed
+	// cost of a slot is 48 bytes); 16,384 of them are 15 s of one-leaf
+	// Sets.
 	FeedSlots, FeedBytes int
 	// Cluster, if set, replicates the store with Raft; without it the node
 	// commits Sets to its store alone.

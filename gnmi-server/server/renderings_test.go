@@ -106,3 +106,49 @@ func TestPendingSyncIsShared(t *testing.T) {
 		t.Error("the failed rendering holds no error")
 	}
 }
+
+// TestRenderingsUntaken: a rendering one session of its kind never takes
+// (it caught up past the commit, or left) does not keep the renderings
+// after it that every session took: they leave fifo, and only the untaken
+// one stays until the budget drops it. A sync rendering goes once no
+// session can start from it.
+func TestRenderingsUntaken(t *testing.T) {
+	var r renderings
+	leave := []func(){r.join("kind"), r.join("kind")}
+	r.done(r.get("kind", 1)) // taken by one of the two
+	for seq := uint64(2); seq <= 1000; seq++ {
+		x := r.get("kind", seq)
+		x.msgs = []*preEncoded{{b: make([]byte, 1000)}}
+		r.done(x)
+		r.get("kind", seq)
+	}
+	if len(r.m) != 1 || r.m[renderKey{"kind", 1}] == nil || len(r.fifo) > 128 {
+		t.Errorf("after 999 renderings both sessions took behind one they did not: %d held, fifo of %d; want the untaken one, a fifo of at most 128", len(r.m), len(r.fifo))
+	}
+	for _, l := range leave {
+		l()
+	}
+
+	old := r.get("kind\x00sync", 1000)
+	r.markSync("kind", syncMark{seq: 1000, at: time.Now(), x: old})
+	r.done(old)
+	if r.m[old.key] != old {
+		t.Fatal("a fresh sync rendering is not held")
+	}
+	newer := r.get("kind\x00sync", 1001)
+	r.markSync("kind", syncMark{seq: 1001, at: time.Now(), x: newer})
+	r.done(newer)
+	if _, ok := r.m[old.key]; ok {
+		t.Error("a sync rendering is still held after a newer sync of its kind")
+	}
+	r.get("other", 1)
+	if _, ok := r.m[newer.key]; !ok {
+		t.Error("the newest sync rendering was dropped at once")
+	}
+	r.mu.Lock()
+	r.forgetSyncs(time.Now().Add(2 * maxSyncAge))
+	r.mu.Unlock()
+	if _, ok := r.m[newer.key]; ok {
+		t.Error("a sync rendering is still held once too old to start from")
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -154,6 +155,7 @@ func (r *renderings) forgetSyncs(now time.Time) {
 	for k, old := range r.syncs {
 		if now.Sub(old.at) > maxSyncAge {
 			delete(r.syncs, k)
+			r.drop(old.x)
 		}
 	}
 }
@@ -176,6 +178,9 @@ func (r *renderings) markSync(kind string, m syncMark) {
 	}
 	r.forgetSyncs(m.at)
 	if old, ok := r.syncs[kind]; !ok || old.seq <= m.seq {
+		if ok && old.x != m.x {
+			r.drop(old.x) // no session can start from it any more
+		}
 		r.syncs[kind] = m
 	}
 }
@@ -222,6 +227,13 @@ func (r *renderings) get(kind string, seq uint64) *rendering {
 			r.drop(r.fifo[0])
 			r.fifo[0] = nil
 			r.fifo = r.fifo[1:]
+		}
+		// A rendering some session of its kind never takes (it caught up
+		// past the commit, or left) stays until the budget drops it, and
+		// the dropped ones behind it in fifo would stay with it, uncounted:
+		// drop them from fifo once they are most of it.
+		if len(r.fifo) >= 64 && len(r.fifo) > 2*len(r.m) {
+			r.fifo = slices.DeleteFunc(r.fifo, func(x *rendering) bool { return x.dropped })
 		}
 		x = &rendering{key: k, want: r.kinds[kind]}
 		r.m[k] = x

@@ -468,6 +468,21 @@ func (ss *session) streamLoop() error {
 		ss.wantFrom, done = ss.s.cfg.Publisher.Want(paths)
 		defer done()
 	}
+	// The feed keeps what an open cursor has not read: hold every commit it
+	// has while the sync reads the store and sends it, which may take
+	// longer than the feed keeps what no cursor needs (feed.Retain); the
+	// sync may start from a shared one up to a second old.
+	var hold *feed.Cursor
+	if len(onChange) > 0 {
+		hold = ss.s.cfg.Feed.From(0)
+	}
+	unhold := func() {
+		if hold != nil {
+			hold.Close()
+			hold = nil
+		}
+	}
+	defer unhold()
 	now := time.Now()
 	var seq uint64
 	var err error
@@ -503,6 +518,7 @@ func (ss *session) streamLoop() error {
 		ss.s.readers.add(cursor)
 		defer ss.s.readers.remove(cursor)
 	}
+	unhold()
 	var buf []feed.Commit
 	for {
 		var timer *time.Timer
