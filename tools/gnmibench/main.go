@@ -64,7 +64,9 @@
 //     alone with the scale set, the measured state of its paths, policies
 //     and 10,000 flows written by collector/telemetry's Writer once a
 //     second, and -memory-subs STREAM subscribers on the paths' and
-//     policies' state; its VmRSS and VmHWM, and its Go heap: in use, and
+//     policies' state; after -memory-for (30 s: what the node keeps of
+//     its recent commits reaches its steady size in seconds, a leak shows
+//     in tens of them), its VmRSS and VmHWM, and its Go heap: in use, and
 //     live (what a collection leaves; GOGC=100 lets the heap grow to
 //     twice that before the next). The child inherits the environment:
 //     GOMEMLIMIT=75MiB measures a node given that soft memory limit.
@@ -103,7 +105,10 @@ type config struct {
 	sync        []int
 	getClients  []int
 	memorySubs  int
-	memProfile  string
+	// memoryFor is how long the memory row's collector writes before the
+	// node's memory is read (0: duration).
+	memoryFor  time.Duration
+	memProfile string
 	// decode makes the subscribers decode every response in full.
 	decode bool
 	// collectEvery is how often the memory row's collector writes.
@@ -127,6 +132,7 @@ func defaultConfig() *config {
 		sync:         []int{1, 10, 50},
 		getClients:   []int{1, 16},
 		memorySubs:   50,
+		memoryFor:    30 * time.Second,
 		collectEvery: time.Second,
 		dir:          os.TempDir(),
 	}
@@ -150,6 +156,7 @@ func main() {
 	fs.IntVar(&cfg.batch, "batch", cfg.batch, "leaves per write: per store.Update, per Notification to the reference")
 	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "leaf updates/s of the paced writer (one paced row at 50 subscribers uses a tenth of it)")
 	fs.IntVar(&cfg.memorySubs, "memory-subs", cfg.memorySubs, "subscribers of the memory row (0: skip it)")
+	fs.DurationVar(&cfg.memoryFor, "memory-for", cfg.memoryFor, "how long the memory row's collector writes before the node's memory is read")
 	fs.StringVar(&cfg.memProfile, "memprofile", "", "write a heap profile of the memory row's server process to this file")
 	fs.BoolVar(&cfg.decode, "decode", false, "subscribers decode every response into messages (as gnmic or Telegraf do) instead of reading them off the wire")
 	fs.StringVar(&cfg.dir, "dir", cfg.dir, "where the Patronus nodes' data dirs are made (a tmpfs such as /dev/shm takes fsync out)")

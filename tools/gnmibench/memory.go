@@ -39,13 +39,14 @@ type memoryResult struct {
 	rss, hwm, heap, live float64
 	synced               time.Duration
 	minLeaves            int
-	delivered            int64 // leaf updates streamed while the collector ran
+	delivered            int64         // leaf updates streamed while the collector ran
+	ran                  time.Duration // how long it ran
 	endings
 }
 
 // runMemory starts the server process, attaches cfg.memorySubs STREAM
 // ON_CHANGE subscribers to memoryPaths (with their initial sync), lets the
-// node's collector write once a second for cfg.duration and then asks the
+// node's collector write once a second for cfg.memoryFor and then asks the
 // process for its memory.
 func runMemory(ctx context.Context, cfg *config) (memoryResult, error) {
 	var res memoryResult
@@ -94,7 +95,12 @@ func runMemory(ctx context.Context, cfg *config) (memoryResult, error) {
 			res.minLeaves = x.syncLeaves
 		}
 	}
-	time.Sleep(cfg.duration)
+	wait := cfg.memoryFor
+	if wait == 0 {
+		wait = cfg.duration
+	}
+	time.Sleep(wait)
+	res.ran = wait
 	if _, err := fmt.Fprintln(stdin, "report"); err != nil {
 		return res, err
 	}

@@ -164,7 +164,7 @@ func memoryRows(m memoryResult, subs int) []Row {
 		one(mMinLeaves, float64(m.minLeaves)),
 		one(mStreamed, float64(m.delivered)),
 	}
-	rows[0].Note = joinNotes(fmt.Sprintf("Patronus alone: scale set + its 10,000 flows, collector writing 1/s, %d subs on /paths/path/state and /policies/policy/state", subs),
+	rows[0].Note = joinNotes(fmt.Sprintf("Patronus alone: scale set + its 10,000 flows, collector writing 1/s for %v, %d subs on /paths/path/state and /policies/policy/state", m.ran, subs),
 		outcome("patronus", subs, m.cut, m.failed, m.firstErr))
 	return rows
 }
