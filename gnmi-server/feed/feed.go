@@ -6,8 +6,9 @@
 // sorting the keys it deleted). Each reader keeps its own cursor and reads at its own
 // pace; a reader whose cursor falls out of the ring has missed changes and is
 // told so with ErrTooSlow. A commit leaves the ring when the ring is over its
-// budget, or once every open cursor has read it and it is older than Retain:
-// a node whose readers keep up holds only its last seconds of commits. Beside the ring, the feed keeps a compact record of
+// budget, or once every open cursor has read it and it is Retain older than
+// the newest commit: a node whose readers keep up holds only its last
+// seconds of commits. Beside the ring, the feed keeps a compact record of
 // the keys deleted by each commit, which reaches back much further: a reader
 // that fell out of the ring can read the current state from a snapshot of the
 // store and learn from the record what was deleted since it last read (see
@@ -234,23 +235,37 @@ func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted 
 	}
 	// Drop the oldest commits while over the budget, but never the newest
 	// one.
-	for old := max(f.first, 1); f.bytes > f.maxBytes && old < seq; old++ {
+	old := max(f.first, 1)
+	for ; f.bytes > f.maxBytes && old < seq; old++ {
 		f.drop(old)
 	}
-	f.trim(e.time)
-	f.release()
+	f.first = old
+	decoded, all := f.read()
+	f.trim(e.time, all)
+	f.release(decoded)
 	close(f.wake)
 	f.wake = make(chan struct{})
 	f.mu.Unlock()
 }
 
-// release releases the decoded changes of the commits every open cursor
-// has read; f.mu is held.
-func (f *Feed) release() {
-	upTo := f.last
+// read returns the newest commit that every open cursor reading decoded
+// changes has read, and the newest that every open cursor has read; f.mu is
+// held.
+func (f *Feed) read() (decoded, all uint64) {
+	decoded = f.last
 	for c := range f.open {
-		upTo = min(upTo, c.next-1)
+		decoded = min(decoded, c.next-1)
 	}
+	all = decoded
+	for c := range f.raws {
+		all = min(all, c.next-1)
+	}
+	return decoded, all
+}
+
+// release releases the decoded changes of the commits up to upTo, which
+// every open cursor has read; f.mu is held.
+func (f *Feed) release(upTo uint64) {
 	if f.released+uint64(len(f.ring)) < upTo {
 		f.released = upTo - uint64(len(f.ring)) // older ones are gone
 	}
@@ -271,18 +286,15 @@ func (f *Feed) drop(seq uint64) {
 	}
 }
 
-// trim drops, oldest first, the commits every open cursor has read that are
-// older than Retain at now (the newest commit's time), but never the newest
-// one; f.mu is held. Commits a cursor has not read stay, up to the budget.
-func (f *Feed) trim(now int64) {
-	upTo := f.last - 1
-	for c := range f.open {
-		upTo = min(upTo, c.next-1)
+// trim drops, oldest first, the commits up to upTo (which every open
+// cursor has read) that are Retain older than now (the newest commit's
+// time), but never the newest one; f.mu is held. Commits a cursor has not
+// read stay, up to the budget.
+func (f *Feed) trim(now int64, upTo uint64) {
+	if f.last == 0 {
+		return // commit 0, published by a test: nothing before it
 	}
-	for c := range f.raws {
-		upTo = min(upTo, c.next-1)
-	}
-	f.first = max(f.first, 1)
+	upTo = min(upTo, f.last-1)
 	for ; f.first <= upTo; f.first++ {
 		e := f.ring[f.first%uint64(len(f.ring))]
 		if !e.holds(f.first) {

@@ -374,3 +374,33 @@ func TestRetain(t *testing.T) {
 		t.Errorf("after the cursor closed: holds 8 %v, 9 %v, 10 %v; want false, false, true", f.Holds(7), f.Holds(8), f.Holds(9))
 	}
 }
+
+// TestRetainWraps: trimming stays right when the ring's slots are reused
+// and the budget drops commits first; a commit 0 publishes.
+func TestRetainWraps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := feed.New(4, 1<<30)
+	f.Publish(feed.Commit{Seq: 0, Time: 1})
+	c := f.From(0)
+	for seq := uint64(1); seq <= 10; seq++ {
+		f.Publish(feed.Commit{Seq: seq, Time: int64(seq) * int64(time.Second)})
+		if got, err := c.Next(ctx, nil, nil); err != nil || len(got) != 1 || got[0].Seq != seq {
+			t.Fatalf("commit %d: read %v, %v", seq, got, err)
+		}
+	}
+	if f.Holds(7) || !f.Holds(8) || !f.Holds(9) {
+		t.Errorf("after 10 commits a second apart in 4 slots: holds 8 %v, 9 %v, 10 %v; want false, true, true", f.Holds(7), f.Holds(8), f.Holds(9))
+	}
+	c.Close()
+
+	small := feed.New(16, 800) // about two commits of two 100-byte keys
+	for seq := uint64(1); seq <= 6; seq++ {
+		cm := commit(seq, 2)
+		cm.Time = int64(seq) * int64(time.Second)
+		small.Publish(cm)
+	}
+	if small.Holds(4) || !small.Holds(5) {
+		t.Errorf("after the budget and Retain dropped commits: holds 5 %v, 6 %v; want false, true", small.Holds(4), small.Holds(5))
+	}
+}

@@ -167,6 +167,7 @@ func (r *renderings) unmarkSync(kind string, x *rendering) {
 	if m, ok := r.syncs[kind]; ok && m.x == x {
 		delete(r.syncs, kind)
 	}
+	r.drop(x) // a session that gets it from get would fail with its error
 }
 
 // markSync records m as kind's last sync, which may still be rendering.
@@ -267,9 +268,14 @@ func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
 // syncShared sends the initial sync of a STREAM session from the current
 // snapshot, rendered once for the sessions of its kind that sync from the
 // same commit (collectors restarted together, say). It returns the
-// snapshot's commit sequence.
-func (ss *session) syncShared(ts int64) (uint64, error) {
+// snapshot's commit sequence, and calls at with it (if not nil) before it
+// sends anything.
+func (ss *session) syncShared(ts int64, at func(seq uint64)) (uint64, error) {
+	if at == nil {
+		at = func(uint64) {}
+	}
 	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq >= ss.wantFrom {
+		at(m.seq)
 		return m.seq, ss.sendRendering(m.x, false)
 	}
 	var seq uint64
@@ -277,6 +283,7 @@ func (ss *session) syncShared(ts int64) (uint64, error) {
 	mine := false
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
 		seq = sq
+		at(sq)
 		x = ss.s.renders.get(ss.kind+"\x00sync", sq)
 		x.once.Do(func() {
 			ss.s.renders.renderSync(ss.kind, x, sq, func() error { return ss.fill(x.batch(ss), r, ss.subs, ts) })

@@ -296,9 +296,16 @@ func (ss *session) update(x *sub, l leaf) (*gpb.Update, error) {
 // sendAll sends the current value of every leaf the given subs cover, each
 // leaf once, from one snapshot. It returns the snapshot's commit sequence.
 func (ss *session) sendAll(subs []*sub, ts int64) (uint64, error) {
+	return ss.sendAllAt(subs, ts, func(uint64) {})
+}
+
+// sendAllAt is sendAll, calling at with the snapshot's commit sequence
+// before it sends anything.
+func (ss *session) sendAllAt(subs []*sub, ts int64, at func(seq uint64)) (uint64, error) {
 	var seq uint64
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
 		seq = sq
+		at(sq)
 		return ss.sendFrom(r, subs, ts)
 	})
 	return seq, err
@@ -468,31 +475,31 @@ func (ss *session) streamLoop() error {
 		ss.wantFrom, done = ss.s.cfg.Publisher.Want(paths)
 		defer done()
 	}
-	// The feed keeps what an open cursor has not read: hold every commit it
-	// has while the sync reads the store and sends it, which may take
-	// longer than the feed keeps what no cursor needs (feed.Retain); the
-	// sync may start from a shared one up to a second old.
-	var hold *feed.Cursor
-	if len(onChange) > 0 {
-		hold = ss.s.cfg.Feed.From(0)
-	}
-	unhold := func() {
-		if hold != nil {
-			hold.Close()
-			hold = nil
+	// Only on-change subs follow the feed: samples read the store when
+	// due, and a session of samples alone never falls behind the feed. The
+	// cursor opens as soon as the snapshot the sync is read from is chosen:
+	// the feed keeps what an open cursor has not read, while the sync is
+	// sent (which may take longer than feed.Retain).
+	var cursor *feed.Cursor
+	follow := func(seq uint64) {
+		if len(onChange) > 0 {
+			cursor = ss.s.cfg.Feed.From(seq)
 		}
 	}
-	defer unhold()
+	defer func() {
+		if cursor != nil {
+			cursor.Close()
+		}
+	}()
 	now := time.Now()
-	var seq uint64
 	var err error
 	switch {
 	case ss.list.GetUpdatesOnly():
-		err = ss.s.cfg.Store.View(func(sq uint64, _ store.Reader) error { seq = sq; return nil })
+		err = ss.s.cfg.Store.View(func(sq uint64, _ store.Reader) error { follow(sq); return nil })
 	case !ss.suppresses(samples):
-		seq, err = ss.syncShared(now.UnixNano())
+		_, err = ss.syncShared(now.UnixNano(), follow)
 	default:
-		seq, err = ss.sendAll(ss.subs, now.UnixNano())
+		_, err = ss.sendAllAt(ss.subs, now.UnixNano(), follow)
 	}
 	if err != nil {
 		return streamError(err)
@@ -509,16 +516,10 @@ func (ss *session) streamLoop() error {
 			x.next = now.Add(x.heartbeat)
 		}
 	}
-	// Only on-change subs follow the feed: samples read the store when
-	// due, and a session of samples alone never falls behind the feed.
-	var cursor *feed.Cursor
-	if len(onChange) > 0 {
-		cursor = ss.s.cfg.Feed.From(seq)
-		defer cursor.Close()
+	if cursor != nil {
 		ss.s.readers.add(cursor)
 		defer ss.s.readers.remove(cursor)
 	}
-	unhold()
 	var buf []feed.Commit
 	for {
 		var timer *time.Timer
