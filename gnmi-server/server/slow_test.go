@@ -318,6 +318,56 @@ func TestSlowSubscriberBeyondDeletesIsClosed(t *testing.T) {
 	}
 }
 
+// TestSlowSyncFollowsFeed: a subscriber whose initial sync takes longer than
+// the feed keeps commits no cursor needs (feed.Retain), because it does not
+// read it, still follows the feed from its sync's snapshot once it reads:
+// the commits made meanwhile are kept for it, and it is sent them, not
+// caught up.
+func TestSlowSyncFollowsFeed(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sites := makeSites(t, ctx, n.Client, 50)
+	for _, s := range sites {
+		setSiteDescription(t, ctx, n.Client, s, strings.Repeat("x", 2000)) // a sync past the window
+	}
+	stream, err := stalling(t, n).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+		Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+		Subscription: []*gpb.Subscription{{Path: nodetest.Path(t, "/sites"), Mode: gpb.SubscriptionMode_ON_CHANGE}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the session blocks sending its sync
+	for i, start := 0, time.Now(); time.Since(start) < 3*time.Second; i++ {
+		setSiteDescription(t, ctx, n.Client, "s0", fmt.Sprint("during", i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	setSiteDescription(t, ctx, n.Client, "s49", "done")
+
+	m := newMirror()
+	for synced := false; !synced; {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		synced = m.apply(r)
+	}
+	if err := m.follow(stream, func(m *mirror) bool { return m.leaves[description("s49")] == `string_val:"done"` }); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sitesLeaves(t, ctx, n.Client), m.leaves); diff != "" {
+		t.Errorf("view after the slow sync (-Get +view):\n%s", diff)
+	}
+	if st := n.Server.SubscribeStats(); st.CatchUps != 0 || st.TooSlow != 0 {
+		t.Errorf("SubscribeStats: %d catch-ups, %d closed too slow; want 0 and 0: the feed kept the commits made during the sync", st.CatchUps, st.TooSlow)
+	}
+}
+
 // makeSites creates sites s0 … s<count-1>, each with the description
 // "initial", and returns their names.
 func makeSites(t *testing.T, ctx context.Context, c gpb.GNMIClient, count int) []string {
