@@ -6,7 +6,8 @@
 // sorting the keys it deleted). Each reader keeps its own cursor and reads at its own
 // pace; a reader whose cursor falls out of the ring has missed changes and is
 // told so with ErrTooSlow. A commit leaves the ring when the ring is over its
-// budget, or once every open cursor has read it and it is Retain older than
+// budget, or once every open cursor has read it and it is DefaultRetain (or
+// what SetRetain says) older than
 // the newest commit: a node whose readers keep up holds only its last
 // seconds of commits. Beside the ring, the feed keeps a compact record of
 // the keys deleted by each commit, which reaches back much further: a reader
@@ -123,12 +124,12 @@ func changeSize(key []byte) int { return 4*len(key) + 200 }
 // from the record of deletes too (Cursor.Skip).
 var ErrTooSlow = errors.New("feed: reader fell behind; changes were dropped")
 
-// Retain is how long the feed keeps a commit that every open cursor has read
+// DefaultRetain is how long the feed keeps a commit that every open cursor has read
 // (by the commits' times): a reader that takes a snapshot of the store and
 // then opens a cursor from the snapshot's commit finds the commits after it,
 // and so does one that starts from a shared snapshot up to a second old (see
 // Holds).
-const Retain = 2 * time.Second
+const DefaultRetain = 2 * time.Second
 
 // DeletesShare is the share of a feed's memory budget that its record of
 // deletes may take besides: New(slots, maxBytes) keeps maxBytes/DeletesShare
@@ -154,6 +155,8 @@ type Feed struct {
 	// guarded by mu.
 	raws  map[*Cursor]struct{}
 	first uint64
+
+	retain time.Duration
 
 	maxBytes int
 }
@@ -189,8 +192,13 @@ const deletedOverhead = 64
 // deleted by the newest commits of about maxBytes/DeletesShare.
 func New(slots, maxBytes int) *Feed {
 	return &Feed{ring: make([]*entry, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes,
-		dels: deletes{max: maxBytes / DeletesShare}}
+		dels: deletes{max: maxBytes / DeletesShare}, retain: DefaultRetain}
 }
+
+// SetRetain sets how long the feed keeps a commit every open cursor has read
+// (DefaultRetain until then); a test that needs every commit kept sets it
+// long. It is called before the feed is used.
+func (f *Feed) SetRetain(d time.Duration) { f.retain = d }
 
 // Publish appends c, decoded. Commits must be published in Seq order
 // without gaps.
@@ -287,7 +295,7 @@ func (f *Feed) drop(seq uint64) {
 }
 
 // trim drops, oldest first, the commits up to upTo (which every open
-// cursor has read) that are Retain older than now (the newest commit's
+// cursor has read) that are f.retain older than now (the newest commit's
 // time), but never the newest one; f.mu is held. Commits a cursor has not
 // read stay, up to the budget.
 func (f *Feed) trim(now int64, upTo uint64) {
@@ -300,7 +308,7 @@ func (f *Feed) trim(now int64, upTo uint64) {
 		if !e.holds(f.first) {
 			continue // dropped for the budget
 		}
-		if now-e.time < int64(Retain) {
+		if now-e.time < int64(f.retain) {
 			return
 		}
 		f.drop(f.first)

@@ -45,9 +45,10 @@ type Config struct {
 	// and about the memory their changes take (defaults 16,384 and 64 MiB).
 	// The feed keeps a commit while an open cursor (a subscriber's, from
 	// the snapshot of its initial sync on, or the dataplane agent's) has
-	// not read it, and until it is feed.Retain (2 s) older than the newest
-	// commit: the bounds are what lagging readers may hold. A STREAM subscriber that falls further behind is caught up
-	// from a snapshot of the store and the feed's record of deletes
+	// not read it, and until it is FeedRetain (default feed.DefaultRetain,
+	// 2 s) older than the newest commit: the bounds are what lagging
+	// readers may hold. A STREAM subscriber that falls further behind is
+	// caught up from a snapshot of the store and the feed's record of deletes
 	// (FeedBytes/4 more), and closed with RESOURCE_EXHAUSTED only beyond
 	// that record. 64 MiB hold about 13 s of what the collector writes for
 	// the scale set, and with less gnmibench's memory row's 50
@@ -58,6 +59,7 @@ type Config struct {
 	// cost of a slot is 48 bytes); 16,384 of them are 15 s of one-leaf
 	// Sets.
 	FeedSlots, FeedBytes int
+	FeedRetain           time.Duration
 	// Cluster, if set, replicates the store with Raft; without it the node
 	// commits Sets to its store alone.
 	Cluster *ClusterConfig
@@ -151,6 +153,9 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	f := feed.New(cfg.FeedSlots, cfg.FeedBytes)
+	if cfg.FeedRetain > 0 {
+		f.SetRetain(cfg.FeedRetain)
+	}
 	pub := server.NewPublisher(sch, f)
 	onCommit := pub.OnCommit
 	changes := &auth.Changes{}

@@ -319,7 +319,7 @@ func TestSlowSubscriberBeyondDeletesIsClosed(t *testing.T) {
 }
 
 // TestSlowSyncFollowsFeed: a subscriber whose initial sync takes longer than
-// the feed keeps commits no cursor needs (feed.Retain), because it does not
+// the feed keeps commits no cursor needs (feed.DefaultRetain), because it does not
 // read it, still follows the feed from its sync's snapshot once it reads:
 // the commits made meanwhile are kept for it, and it is sent them, not
 // caught up.
@@ -386,7 +386,7 @@ func makeSites(t *testing.T, ctx context.Context, c gpb.GNMIClient, count int) [
 // their own deletes) instead of each rendering the commits for itself, and
 // end up with exactly the current state.
 func TestFarBehindHerdJumps(t *testing.T) {
-	n := nodetest.Start(t, nodetest.Options{FeedSlots: 1 << 14, FeedBytes: 1 << 30})
+	n := nodetest.Start(t, nodetest.Options{FeedSlots: 1 << 14, FeedBytes: 1 << 30, FeedRetain: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -479,7 +479,7 @@ func (ss *session) streamLoop() error {
 	// due, and a session of samples alone never falls behind the feed. The
 	// cursor opens as soon as the snapshot the sync is read from is chosen:
 	// the feed keeps what an open cursor has not read, while the sync is
-	// sent (which may take longer than feed.Retain).
+	// sent (which may take longer than feed.DefaultRetain).
 	var cursor *feed.Cursor
 	follow := func(seq uint64) {
 		if len(onChange) > 0 {

@@ -38,6 +38,7 @@ type Options struct {
 	MinSampleInterval time.Duration
 	FeedSlots         int
 	FeedBytes         int
+	FeedRetain        time.Duration
 	// Auth, if set, turns authentication on (see node.Config.Auth); the
 	// node then has no users until the test adds them (AddUser), and
 	// Client carries no credentials (see Dial).
@@ -50,7 +51,7 @@ func Start(t testing.TB, o Options) *Node {
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
-	n, err := node.Open(node.Config{DataDir: o.Dir, NodeName: "test-node", MinSampleInterval: o.MinSampleInterval, FeedSlots: o.FeedSlots, FeedBytes: o.FeedBytes, Auth: o.Auth})
+	n, err := node.Open(node.Config{DataDir: o.Dir, NodeName: "test-node", MinSampleInterval: o.MinSampleInterval, FeedSlots: o.FeedSlots, FeedBytes: o.FeedBytes, FeedRetain: o.FeedRetain, Auth: o.Auth})
 	if err != nil {
 		t.Fatal(err)
 	}
