@@ -208,6 +208,7 @@ func (a *Agent) run(ctx context.Context) {
 				default:
 				}
 			}
+			clear(buf) // the commits' changes go once the feed drops them
 		}
 	}()
 	links := make(chan netlink.LinkUpdate, 64)

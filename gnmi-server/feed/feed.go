@@ -3,13 +3,13 @@
 //
 // The feed is a bounded ring of commits shared by all readers. Publishing
 // never blocks, and costs O(1) beyond a pass over the commit's changes (and
-// sorting the keys it deleted). Each reader keeps its own cursor and reads at its own
-// pace; a reader whose cursor falls out of the ring has missed changes and is
-// told so with ErrTooSlow. A commit leaves the ring when the ring is over its
-// budget, or once every open cursor has read it and it is DefaultRetain (or
-// what SetRetain says) older than
-// the newest commit: a node whose readers keep up holds only its last
-// seconds of commits. Beside the ring, the feed keeps a compact record of
+// sorting the keys it deleted) and one over the open cursors. Each reader
+// keeps its own cursor and reads at its own pace; a reader whose cursor falls
+// out of the ring has missed changes and is told so with ErrTooSlow. A
+// commit leaves the ring when the ring is over its budget, or once every
+// open cursor has read it and it is DefaultRetain (or what SetRetain says)
+// older than the newest commit: a node whose readers keep up holds only its
+// last seconds of commits. Beside the ring, the feed keeps a compact record of
 // the keys deleted by each commit, which reaches back much further: a reader
 // that fell out of the ring can read the current state from a snapshot of the
 // store and learn from the record what was deleted since it last read (see
@@ -196,9 +196,11 @@ func New(slots, maxBytes int) *Feed {
 }
 
 // SetRetain sets how long the feed keeps a commit every open cursor has read
-// (DefaultRetain until then); a test that needs every commit kept sets it
-// long. It is called before the feed is used.
-func (f *Feed) SetRetain(d time.Duration) { f.retain = d }
+// (DefaultRetain until then, and never less: a session that starts from a
+// shared sync up to a second old needs the commits after it); a test that
+// needs every commit kept sets it long. It is called before the feed is
+// used.
+func (f *Feed) SetRetain(d time.Duration) { f.retain = max(d, DefaultRetain) }
 
 // Publish appends c, decoded. Commits must be published in Seq order
 // without gaps.
@@ -258,15 +260,21 @@ func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted 
 
 // read returns the newest commit that every open cursor reading decoded
 // changes has read, and the newest that every open cursor has read; f.mu is
-// held.
+// held. A cursor whose next commit is gone counts for nothing: it will get
+// ErrTooSlow, and read none of the commits after it.
 func (f *Feed) read() (decoded, all uint64) {
+	lost := func(c *Cursor) bool { return c.next <= f.last && c.next < f.first }
 	decoded = f.last
 	for c := range f.open {
-		decoded = min(decoded, c.next-1)
+		if !lost(c) {
+			decoded = min(decoded, c.next-1)
+		}
 	}
 	all = decoded
 	for c := range f.raws {
-		all = min(all, c.next-1)
+		if !lost(c) {
+			all = min(all, c.next-1)
+		}
 	}
 	return decoded, all
 }

@@ -324,7 +324,7 @@ func TestReleaseDecoded(t *testing.T) {
 }
 
 // TestRetain: a commit every open cursor has read leaves the ring once it is
-// Retain older than the newest commit; one that a cursor, decoded or raw,
+// DefaultRetain older than the newest commit; one that a cursor, decoded or raw,
 // has not read stays until the cursor reads it or is closed; the newest
 // stays however old.
 func TestRetain(t *testing.T) {
@@ -352,7 +352,7 @@ func TestRetain(t *testing.T) {
 	}
 	f.Publish(at(7, 7)) // commits 1-5 are 2 s old or more
 	if f.Holds(4) || !f.Holds(5) {
-		t.Errorf("after commit 7 at 7 s, read by all: holds commit 5 %v, commit 6 %v; want false, true", f.Holds(4), f.Holds(5))
+		t.Errorf("after commit 7 at 7 s (commit 6 unread by the decoded cursor): holds commit 5 %v, commit 6 %v; want false, true", f.Holds(4), f.Holds(5))
 	}
 	late := f.From(5)
 	if got, err := late.Next(ctx, nil, nil); err != nil || len(got) != 2 {
@@ -394,13 +394,21 @@ func TestRetainWraps(t *testing.T) {
 	}
 	c.Close()
 
-	small := feed.New(16, 800) // about two commits of two 100-byte keys
+	// Two commits of two 100-byte keys (1,264 bytes each) fit the budget,
+	// three do not. A cursor stuck at commit 1, which the budget dropped,
+	// holds nothing back: retention then keeps the newest commit alone.
+	small := feed.New(16, 3000)
+	stuck := small.From(0)
 	for seq := uint64(1); seq <= 6; seq++ {
 		cm := commit(seq, 2)
-		cm.Time = int64(seq) * int64(time.Second)
+		cm.Time = int64(seq) * int64(3*time.Second)
 		small.Publish(cm)
 	}
 	if small.Holds(4) || !small.Holds(5) {
-		t.Errorf("after the budget and Retain dropped commits: holds 5 %v, 6 %v; want false, true", small.Holds(4), small.Holds(5))
+		t.Errorf("commits 3 s apart, a cursor lost at commit 1: holds 5 %v, 6 %v; want false, true", small.Holds(4), small.Holds(5))
 	}
+	if _, err := stuck.Next(ctx, nil, nil); !errors.Is(err, feed.ErrTooSlow) {
+		t.Errorf("the stuck cursor: %v, want ErrTooSlow", err)
+	}
+	stuck.Close()
 }

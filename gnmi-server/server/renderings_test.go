@@ -105,6 +105,9 @@ func TestPendingSyncIsShared(t *testing.T) {
 	if y.err == nil {
 		t.Error("the failed rendering holds no error")
 	}
+	if _, ok := r.m[y.key]; ok {
+		t.Error("the failed rendering is still held: a session at its commit would get its error")
+	}
 }
 
 // TestRenderingsUntaken: a rendering one session of its kind never takes

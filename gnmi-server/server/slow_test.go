@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/feed"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node/nodetest"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 )
@@ -318,8 +319,8 @@ func TestSlowSubscriberBeyondDeletesIsClosed(t *testing.T) {
 	}
 }
 
-// TestSlowSyncFollowsFeed: a subscriber whose initial sync takes longer than
-// the feed keeps commits no cursor needs (feed.DefaultRetain), because it does not
+// TestSlowSyncFollowsFeed: a subscriber whose initial sync takes twice as long
+// as the feed keeps commits no cursor needs (feed.DefaultRetain), because it does not
 // read it, still follows the feed from its sync's snapshot once it reads:
 // the commits made meanwhile are kept for it, and it is sent them, not
 // caught up.
@@ -343,7 +344,7 @@ func TestSlowSyncFollowsFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // the session blocks sending its sync
-	for i, start := 0, time.Now(); time.Since(start) < 3*time.Second; i++ {
+	for i, start := 0, time.Now(); time.Since(start) < 2*feed.DefaultRetain; i++ {
 		setSiteDescription(t, ctx, n.Client, "s0", fmt.Sprint("during", i))
 		time.Sleep(100 * time.Millisecond)
 	}

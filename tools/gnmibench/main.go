@@ -156,7 +156,7 @@ func main() {
 	fs.IntVar(&cfg.batch, "batch", cfg.batch, "leaves per write: per store.Update, per Notification to the reference")
 	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "leaf updates/s of the paced writer (one paced row at 50 subscribers uses a tenth of it)")
 	fs.IntVar(&cfg.memorySubs, "memory-subs", cfg.memorySubs, "subscribers of the memory row (0: skip it)")
-	fs.DurationVar(&cfg.memoryFor, "memory-for", cfg.memoryFor, "how long the memory row's collector writes before the node's memory is read")
+	fs.DurationVar(&cfg.memoryFor, "memory-for", cfg.memoryFor, "how long the memory row's collector writes before the node's memory is read (0: -duration)")
 	fs.StringVar(&cfg.memProfile, "memprofile", "", "write a heap profile of the memory row's server process to this file")
 	fs.BoolVar(&cfg.decode, "decode", false, "subscribers decode every response into messages (as gnmic or Telegraf do) instead of reading them off the wire")
 	fs.StringVar(&cfg.dir, "dir", cfg.dir, "where the Patronus nodes' data dirs are made (a tmpfs such as /dev/shm takes fsync out)")
