@@ -145,16 +145,13 @@ type Feed struct {
 	bytes int           // the sum of sizes; guarded by mu
 	wake  chan struct{} // closed and replaced on every publish; guarded by mu
 	dels  deletes       // guarded by mu
-	// open are the cursors that read decoded changes and are not closed;
-	// released is the newest commit whose decoded changes were released,
-	// all of them having read it. Both guarded by mu.
+	// open are the cursors not closed, raw and decoded; released is the
+	// newest commit whose decoded changes were released, every open cursor
+	// that reads them having read it; first is the oldest commit the ring
+	// may still hold (see trim). All guarded by mu.
 	open     map[*Cursor]struct{}
 	released uint64
-	// raws are the cursors that read raw changes and are not closed;
-	// first is the oldest commit the ring may still hold (see trim). Both
-	// guarded by mu.
-	raws  map[*Cursor]struct{}
-	first uint64
+	first    uint64
 
 	retain time.Duration
 
@@ -192,7 +189,7 @@ const deletedOverhead = 64
 // deleted by the newest commits of about maxBytes/DeletesShare.
 func New(slots, maxBytes int) *Feed {
 	return &Feed{ring: make([]*entry, slots), sizes: make([]int, slots), wake: make(chan struct{}), maxBytes: maxBytes,
-		dels: deletes{max: maxBytes / DeletesShare}, retain: DefaultRetain}
+		dels: deletes{max: maxBytes / DeletesShare}, open: map[*Cursor]struct{}{}, first: 1, retain: DefaultRetain}
 }
 
 // SetRetain sets how long the feed keeps a commit every open cursor has read
@@ -245,7 +242,7 @@ func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted 
 	}
 	// Drop the oldest commits while over the budget, but never the newest
 	// one.
-	old := max(f.first, 1)
+	old := f.first
 	for ; f.bytes > f.maxBytes && old < seq; old++ {
 		f.drop(old)
 	}
@@ -263,17 +260,14 @@ func (f *Feed) publish(e *entry, n int, change func(i int) (key []byte, deleted 
 // held. A cursor whose next commit is gone counts for nothing: it will get
 // ErrTooSlow, and read none of the commits after it.
 func (f *Feed) read() (decoded, all uint64) {
-	lost := func(c *Cursor) bool { return c.next <= f.last && c.next < f.first }
-	decoded = f.last
+	decoded, all = f.last, f.last
 	for c := range f.open {
-		if !lost(c) {
-			decoded = min(decoded, c.next-1)
+		if c.next <= f.last && c.next < f.first {
+			continue // lost
 		}
-	}
-	all = decoded
-	for c := range f.raws {
-		if !lost(c) {
-			all = min(all, c.next-1)
+		all = min(all, c.next-1)
+		if !c.raw {
+			decoded = min(decoded, c.next-1)
 		}
 	}
 	return decoded, all
@@ -307,11 +301,7 @@ func (f *Feed) drop(seq uint64) {
 // time), but never the newest one; f.mu is held. Commits a cursor has not
 // read stay, up to the budget.
 func (f *Feed) trim(now int64, upTo uint64) {
-	if f.last == 0 {
-		return // commit 0, published by a test: nothing before it
-	}
-	upTo = min(upTo, f.last-1)
-	for ; f.first <= upTo; f.first++ {
+	for ; f.first <= upTo && f.first < f.last; f.first++ {
 		e := f.ring[f.first%uint64(len(f.ring))]
 		if !e.holds(f.first) {
 			continue // dropped for the budget
@@ -406,12 +396,11 @@ type Cursor struct {
 // From returns a cursor whose first commit is the one after seq. Until it
 // is closed, the feed keeps the decoded changes of the commits it has not
 // read (see Close).
-func (f *Feed) From(seq uint64) *Cursor {
-	c := &Cursor{f: f, next: seq + 1}
+func (f *Feed) From(seq uint64) *Cursor { return f.cursor(seq, false) }
+
+func (f *Feed) cursor(seq uint64, raw bool) *Cursor {
+	c := &Cursor{f: f, next: seq + 1, raw: raw}
 	f.mu.Lock()
-	if f.open == nil {
-		f.open = map[*Cursor]struct{}{}
-	}
 	f.open[c] = struct{}{}
 	f.mu.Unlock()
 	return c
@@ -425,22 +414,12 @@ func (f *Feed) From(seq uint64) *Cursor {
 func (c *Cursor) Close() {
 	c.f.mu.Lock()
 	delete(c.f.open, c)
-	delete(c.f.raws, c)
 	c.f.mu.Unlock()
 }
 
 // FromRaw returns a cursor like From's that reads commits without decoding
 // them: Next leaves their Changes nil where their Raw is set.
-func (f *Feed) FromRaw(seq uint64) *Cursor {
-	c := &Cursor{f: f, next: seq + 1, raw: true}
-	f.mu.Lock()
-	if f.raws == nil {
-		f.raws = map[*Cursor]struct{}{}
-	}
-	f.raws[c] = struct{}{}
-	f.mu.Unlock()
-	return c
-}
+func (f *Feed) FromRaw(seq uint64) *Cursor { return f.cursor(seq, true) }
 
 // Skip moves the cursor past every commit up to and including seq, which its
 // reader has learnt the outcome of from a snapshot of the store at seq instead

@@ -46,9 +46,8 @@ type Config struct {
 	// Within them the feed keeps a commit while an open cursor (a
 	// subscriber's, from the snapshot of its initial sync on, or the
 	// dataplane agent's) has not read it, or while it is less than
-	// FeedRetain older than the newest commit (0 or less than
-	// feed.DefaultRetain, 2 s: that): the bounds are what lagging readers
-	// may hold. A STREAM subscriber that falls further behind is
+	// FeedRetain (at least feed.DefaultRetain, 2 s) older than the newest
+	// commit: the bounds are what lagging readers may hold. A STREAM subscriber that falls further behind is
 	// caught up from a snapshot of the store and the feed's record of deletes
 	// (FeedBytes/4 more), and closed with RESOURCE_EXHAUSTED only beyond
 	// that record. 64 MiB hold about 13 s of what the collector writes for
