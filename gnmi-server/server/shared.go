@@ -267,22 +267,16 @@ func (ss *session) sendShared(subs []*sub, commits []feed.Commit) error {
 
 // syncShared sends the initial sync of a STREAM session from the current
 // snapshot, rendered once for the sessions of its kind that sync from the
-// same commit (collectors restarted together, say). It returns the
-// snapshot's commit sequence, and calls at with it (if not nil) before it
-// sends anything.
-func (ss *session) syncShared(ts int64, at func(seq uint64)) (uint64, error) {
-	if at == nil {
-		at = func(uint64) {}
-	}
+// same commit (collectors restarted together, say). It calls at with the
+// snapshot's commit sequence before it sends anything.
+func (ss *session) syncShared(ts int64, at func(seq uint64)) error {
 	if m, ok := ss.s.renders.recentSync(ss.kind, ss.s.cfg.Feed); ok && m.seq >= ss.wantFrom {
 		at(m.seq)
-		return m.seq, ss.sendRendering(m.x, false)
+		return ss.sendRendering(m.x, false)
 	}
-	var seq uint64
 	var x *rendering
 	mine := false
 	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
-		seq = sq
 		at(sq)
 		x = ss.s.renders.get(ss.kind+"\x00sync", sq)
 		x.once.Do(func() {
@@ -292,9 +286,9 @@ func (ss *session) syncShared(ts int64, at func(seq uint64)) (uint64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
-	return seq, ss.sendRendering(x, mine)
+	return ss.sendRendering(x, mine)
 }
 
 // renderSync renders into x, from inside x.once, the whole state at commit

@@ -294,21 +294,15 @@ func (ss *session) update(x *sub, l leaf) (*gpb.Update, error) {
 }
 
 // sendAll sends the current value of every leaf the given subs cover, each
-// leaf once, from one snapshot. It returns the snapshot's commit sequence.
-func (ss *session) sendAll(subs []*sub, ts int64) (uint64, error) {
-	return ss.sendAllAt(subs, ts, func(uint64) {})
-}
-
-// sendAllAt is sendAll, calling at with the snapshot's commit sequence
-// before it sends anything.
-func (ss *session) sendAllAt(subs []*sub, ts int64, at func(seq uint64)) (uint64, error) {
-	var seq uint64
-	err := ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
-		seq = sq
-		at(sq)
+// leaf once, from one snapshot; at, if not nil, is called with the
+// snapshot's commit sequence before anything is sent.
+func (ss *session) sendAll(subs []*sub, ts int64, at func(seq uint64)) error {
+	return ss.s.cfg.Store.View(func(sq uint64, r store.Reader) error {
+		if at != nil {
+			at(sq)
+		}
 		return ss.sendFrom(r, subs, ts)
 	})
-	return seq, err
 }
 
 // sendFrom sends every leaf of r that the given subs cover, each leaf once.
@@ -365,7 +359,7 @@ func overlap(subs []*sub) bool {
 
 func (ss *session) once() error {
 	if !ss.list.GetUpdatesOnly() {
-		if _, err := ss.sendAll(ss.subs, time.Now().UnixNano()); err != nil {
+		if err := ss.sendAll(ss.subs, time.Now().UnixNano(), nil); err != nil {
 			return streamError(err)
 		}
 	}
@@ -411,7 +405,7 @@ func (ss *session) poll() error {
 		if req.GetPoll() == nil {
 			return status.Error(codes.InvalidArgument, "a POLL subscription takes only Poll requests after the SubscriptionList")
 		}
-		if _, err := ss.sendAll(ss.subs, time.Now().UnixNano()); err != nil {
+		if err := ss.sendAll(ss.subs, time.Now().UnixNano(), nil); err != nil {
 			return streamError(err)
 		}
 		if err := ss.syncResponse(); err != nil {
@@ -497,9 +491,9 @@ func (ss *session) streamLoop() error {
 	case ss.list.GetUpdatesOnly():
 		err = ss.s.cfg.Store.View(func(sq uint64, _ store.Reader) error { follow(sq); return nil })
 	case !ss.suppresses(samples):
-		_, err = ss.syncShared(now.UnixNano(), follow)
+		err = ss.syncShared(now.UnixNano(), follow)
 	default:
-		_, err = ss.sendAllAt(ss.subs, now.UnixNano(), follow)
+		err = ss.sendAll(ss.subs, now.UnixNano(), follow)
 	}
 	if err != nil {
 		return streamError(err)
@@ -839,7 +833,7 @@ func (ss *session) sendDue(onChange, samples []*sub) error {
 		}
 	}
 	if len(due) > 0 {
-		if _, err := ss.sendAll(due, now.UnixNano()); err != nil {
+		if err := ss.sendAll(due, now.UnixNano(), nil); err != nil {
 			return err
 		}
 	}
