@@ -52,6 +52,13 @@ func (m *mirror) apply(r *gpb.SubscribeResponse) bool {
 // and reads it up to its sync_response into a mirror.
 func subscribeStream(t *testing.T, ctx context.Context, c gpb.GNMIClient, mode gpb.SubscriptionMode) (gpb.GNMI_SubscribeClient, *mirror) {
 	t.Helper()
+	stream := openStream(t, ctx, c, mode)
+	return stream, readSync(t, stream, mode)
+}
+
+// openStream opens a STREAM subscription to /sites in PROTO encoding.
+func openStream(t *testing.T, ctx context.Context, c gpb.GNMIClient, mode gpb.SubscriptionMode) gpb.GNMI_SubscribeClient {
+	t.Helper()
 	stream, err := c.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +70,12 @@ func subscribeStream(t *testing.T, ctx context.Context, c gpb.GNMIClient, mode g
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stream
+}
+
+// readSync reads stream up to its sync_response into a new mirror.
+func readSync(t *testing.T, stream gpb.GNMI_SubscribeClient, mode gpb.SubscriptionMode) *mirror {
+	t.Helper()
 	m := newMirror()
 	for {
 		r, err := stream.Recv()
@@ -70,7 +83,7 @@ func subscribeStream(t *testing.T, ctx context.Context, c gpb.GNMIClient, mode g
 			t.Fatalf("%v subscriber before its sync_response: %v", mode, err)
 		}
 		if m.apply(r) {
-			return stream, m
+			return m
 		}
 	}
 }
@@ -332,17 +345,7 @@ func TestSlowSyncFollowsFeed(t *testing.T) {
 	for _, s := range sites {
 		setSiteDescription(t, ctx, n.Client, s, strings.Repeat("x", 2000)) // a sync past the window
 	}
-	stream, err := stalling(t, n).Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = stream.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-		Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
-		Subscription: []*gpb.Subscription{{Path: nodetest.Path(t, "/sites"), Mode: gpb.SubscriptionMode_ON_CHANGE}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := openStream(t, ctx, stalling(t, n), gpb.SubscriptionMode_ON_CHANGE)
 	time.Sleep(200 * time.Millisecond) // the session blocks sending its sync
 	for i, start := 0, time.Now(); time.Since(start) < 2*feed.DefaultRetain; i++ {
 		setSiteDescription(t, ctx, n.Client, "s0", fmt.Sprint("during", i))
@@ -350,14 +353,7 @@ func TestSlowSyncFollowsFeed(t *testing.T) {
 	}
 	setSiteDescription(t, ctx, n.Client, "s49", "done")
 
-	m := newMirror()
-	for synced := false; !synced; {
-		r, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		synced = m.apply(r)
-	}
+	m := readSync(t, stream, gpb.SubscriptionMode_ON_CHANGE)
 	if err := m.follow(stream, func(m *mirror) bool { return m.leaves[description("s49")] == `string_val:"done"` }); err != nil {
 		t.Fatal(err)
 	}

@@ -263,16 +263,7 @@ func BenchmarkSetLeafEngine(b *testing.B) {
 // on disk only, they cost a Set 2.5 times as much: Pebble point reads of
 // the record trimmed and of the new one, for their changes.)
 func BenchmarkSetHeldMemory(b *testing.B) {
-	sch, err := schema.Load()
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, err := store.Open(b.TempDir(), store.Options{Packed: txn.PackedPrefixes()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	e := &env{t: b, st: st, eng: txn.New(sch)}
+	e := newEnv(b)
 	if err := e.apply(jsonUpdate(b, "/", bigSite(b))); err != nil {
 		b.Fatal(err)
 	}
@@ -298,7 +289,7 @@ func BenchmarkSetHeldMemory(b *testing.B) {
 				return err
 			}
 		}
-		for _, err := range st.UpdateBatch(context.Background(), fns) {
+		for _, err := range e.st.UpdateBatch(context.Background(), fns) {
 			if err != nil {
 				b.Fatal(err)
 			}
