@@ -257,8 +257,10 @@ func (d *daemon) ready(addr string, creds credentials.TransportCredentials) erro
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// TestDiskFull reads back every description it wrote to fill the
+	// disk: over 64 MiB in one Get response.
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(user),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,11 @@ func (c *Cluster) Close() {
 // a follower it forwards the Set to the leader and returns once this node has
 // applied the result, so the client reads its own write here.
 func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
+	// A node whose own log is full could neither lead the change nor
+	// apply it to answer.
+	if err := c.cfg.Repl.LogFull(); err != nil {
+		return nil, err
+	}
 	for {
 		if c.cfg.Repl.IsLeader() {
 			moved, err := c.membership(ops)
@@ -139,6 +144,9 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 // the leader it proposes it, on a follower it hands it to the leader (a Set
 // with server.AuditExtension, authenticated as this member).
 func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
+	if err := c.cfg.Repl.LogFull(); err != nil {
+		return err
+	}
 	for {
 		if c.cfg.Repl.IsLeader() {
 			_, err := c.cfg.Repl.Reject(ctx, rej)

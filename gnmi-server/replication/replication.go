@@ -86,7 +86,7 @@ type Node struct {
 	raft      *raft.Raft
 	fsm       *fsm
 	transport *raft.NetworkTransport
-	logs      *wal.WAL
+	logs      *logStore
 	log       *slog.Logger
 
 	dir string // the data dir, for free-space checks
@@ -148,7 +148,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replication: %w", err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
-	logs, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hlog))
+	logs, err := openLogStore(filepath.Join(cfg.Dir, "wal"), hlog)
 	if err != nil {
 		return nil, fmt.Errorf("replication: open raft-wal: %w", err)
 	}
@@ -433,6 +433,17 @@ const diskReserve = 16 << 20
 // ErrNoSpace is returned by Apply when the data dir is nearly full; nothing
 // was proposed. It wraps syscall.ENOSPC.
 var ErrNoSpace = fmt.Errorf("replication: the data dir is nearly full; nothing was changed: %w", syscall.ENOSPC)
+
+// LogFull returns an error wrapping syscall.ENOSPC while this node's Raft
+// log cannot take entries because the disk is full (it could not create
+// its next segment), and nil otherwise. The log takes entries again,
+// without a restart, once there is room.
+func (n *Node) LogFull() error {
+	if err := n.logs.fullErr(); err != nil {
+		return fmt.Errorf("replication: this node's raft log cannot take entries: %w", err)
+	}
+	return nil
+}
 
 func (n *Node) roomFor(size int) error {
 	var st syscall.Statfs_t
