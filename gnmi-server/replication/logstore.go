@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -11,45 +12,97 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 )
 
-// logStore is the node's Raft log and stable store: raft-wal, opened again
-// when a full disk has left it unable to append.
+// logStore is the node's Raft log and stable store: raft-wal, kept from
+// the states a full disk leaves it in.
 //
-// raft-wal seals a segment that is full and creates the next one in the
-// background. The new file is preallocated (wal.DefaultSegmentSize), so on
-// a full disk its creation fails; the WAL then keeps the sealed segment as
-// its tail and refuses every later append with wal.ErrSealed, even once
-// space is freed. Its metadata already names the next segment, so opening
-// the WAL again creates that file and appending resumes. logStore does
-// that on the first append refused after there is room for a segment.
+// raft-wal preallocates each log segment (wal.DefaultSegmentSize). When a
+// segment is full it seals it and creates the next in the background; if
+// that creation fails, the WAL keeps the sealed segment as its tail and
+// refuses every later append with wal.ErrSealed, even once space is freed.
+// Tail truncations create a segment too. So:
+//   - appends are refused, before they reach the WAL, while the disk has
+//     no room for a new segment (diskReserve): the WAL is never asked to
+//     rotate without room;
+//   - when the WAL refuses an append as sealed anyway (space taken by
+//     Pebble between the check and the rotation), or a truncation fails,
+//     logStore opens it again: its metadata already names the next
+//     segment, and opening creates the file;
+//   - when the metadata could not record the seal either, the reopened
+//     WAL is sealed on disk alone and never rotates; logStore truncates
+//     its last entry, which makes raft-wal seal the segment in its
+//     metadata and create the next, and appends the entry again.
 type logStore struct {
 	dir  string
+	open func() (*wal.WAL, error)
 	hlog hclog.Logger
 
 	// mu is held for reading around every call into the WAL and for
 	// writing while the WAL is replaced.
-	mu  sync.RWMutex
-	wal *wal.WAL // nil once a reopen failed, until one succeeds; guarded by mu
-	// full is set while the WAL refuses appends and the disk has no room
-	// for the segment that reopening it would create; guarded by mu.
-	full   bool
-	closed bool // guarded by mu
+	mu     sync.RWMutex
+	wal    *wal.WAL // nil after a failed reopen, until one succeeds; guarded by mu
+	closed bool     // guarded by mu
+
+	// full is set while the last room check found no room for a segment.
+	full atomic.Bool
+	// statfs reports the free bytes of the data dir; a test replaces it.
+	statfs func(dir string) (uint64, error)
 }
 
 // errLogClosed is returned while the log cannot be opened.
 var errLogClosed = errors.New("replication: the raft log is not open")
 
 func openLogStore(dir string, hlog hclog.Logger) (*logStore, error) {
-	w, err := wal.Open(dir, wal.WithLogger(hlog))
+	s := &logStore{
+		dir:    dir,
+		open:   func() (*wal.WAL, error) { return wal.Open(dir, wal.WithLogger(hlog)) },
+		hlog:   hlog,
+		statfs: freeBytes,
+	}
+	w, err := s.open()
 	if err != nil {
 		return nil, err
 	}
-	return &logStore{dir: dir, hlog: hlog, wal: w}, nil
+	s.wal = w
+	return s, nil
 }
 
-// do runs f on the open WAL. When f is refused because the WAL's tail is
-// sealed, or the WAL could not be opened again before, do reopens it and
-// runs f once more.
-func (s *logStore) do(f func(w *wal.WAL) error) error {
+// freeBytes is the space left to unprivileged writers on dir's file
+// system.
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// room returns an error wrapping syscall.ENOSPC when the data dir has less
+// than extra bytes free beyond diskReserve, and records whether it had.
+func (s *logStore) room(extra uint64) error {
+	free, err := s.statfs(s.dir)
+	if err != nil {
+		return nil // cannot tell: let the write itself decide
+	}
+	if need := diskReserve + extra; free < need {
+		s.full.Store(true)
+		return fmt.Errorf("%w: the data dir has %d MiB free and keeps %d MiB for the raft log's next segment and the store", syscall.ENOSPC, free>>20, need>>20)
+	}
+	s.full.Store(false)
+	return nil
+}
+
+// fullErr returns an error wrapping syscall.ENOSPC while the log refuses
+// appends for lack of room, and nil once there is room again.
+func (s *logStore) fullErr() error {
+	if !s.full.Load() {
+		return nil
+	}
+	return s.room(0)
+}
+
+// do runs f on the open WAL. When f fails in a way a reopen mends
+// (mended), or no WAL is open, do reopens it and runs f once more.
+func (s *logStore) do(f func(w *wal.WAL) error, mended func(error) bool) error {
 	s.mu.RLock()
 	w := s.wal
 	err := errLogClosed
@@ -57,11 +110,11 @@ func (s *logStore) do(f func(w *wal.WAL) error) error {
 		err = f(w)
 	}
 	s.mu.RUnlock()
-	if w != nil && !errors.Is(err, wal.ErrSealed) {
+	if err == nil || w != nil && !mended(err) {
 		return err
 	}
 	if rerr := s.reopen(w); rerr != nil {
-		return fmt.Errorf("%w (%v)", err, rerr)
+		return fmt.Errorf("%w (%w)", err, rerr)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -70,6 +123,10 @@ func (s *logStore) do(f func(w *wal.WAL) error) error {
 	}
 	return f(s.wal)
 }
+
+func sealed(err error) bool { return errors.Is(err, wal.ErrSealed) }
+
+func anyError(err error) bool { return !errors.Is(err, wal.ErrClosed) }
 
 // reopen replaces failed, the WAL that refused a call (nil when none is
 // open), by the WAL opened again from disk, if there is room for a new
@@ -83,13 +140,8 @@ func (s *logStore) reopen(failed *wal.WAL) error {
 	if s.wal != failed {
 		return nil
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(s.dir, &st); err == nil {
-		need := uint64(wal.DefaultSegmentSize) + diskReserve
-		if free := st.Bavail * uint64(st.Bsize); free < need {
-			s.full = true
-			return fmt.Errorf("the raft log needs %d MiB free for its next segment, %d MiB are: %w", need>>20, free>>20, syscall.ENOSPC)
-		}
+	if err := s.room(0); err != nil {
+		return err
 	}
 	if failed != nil {
 		if err := failed.Close(); err != nil {
@@ -97,27 +149,47 @@ func (s *logStore) reopen(failed *wal.WAL) error {
 		}
 		s.wal = nil
 	}
-	w, err := wal.Open(s.dir, wal.WithLogger(s.hlog))
+	w, err := s.open()
 	if err != nil {
 		s.hlog.Error("reopening the raft log", "error", err)
 		return fmt.Errorf("reopening the raft log: %w", err)
 	}
-	s.wal, s.full = w, false
-	s.hlog.Warn("reopened the raft log: its next segment could not be created before")
+	s.wal = w
+	s.hlog.Warn("reopened the raft log after a failed write on a full disk")
 	return nil
 }
 
-// fullErr returns an error wrapping syscall.ENOSPC while the WAL refuses
-// appends for lack of room, and nil once it takes them. It reopens the WAL
-// when space has been freed, so that a node nobody writes to notices too.
-func (s *logStore) fullErr() error {
-	s.mu.RLock()
-	w, full := s.wal, s.full
-	s.mu.RUnlock()
-	if !full {
-		return nil
+// unseal mends a WAL whose tail segment is sealed in its file but not in
+// its metadata (see logStore): it truncates the last entry, which makes
+// raft-wal record the seal and create the next segment, and writes the
+// entry again. Until it is written again the entry is only in memory: a
+// crash in those microseconds loses it from this node's log, as a crash
+// loses an entry not yet synced.
+func (s *logStore) unseal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wal == nil {
+		return errLogClosed
 	}
-	return s.reopen(w)
+	last, err := s.wal.LastIndex()
+	if err != nil {
+		return err
+	}
+	if last == 0 {
+		return wal.ErrSealed
+	}
+	var e raft.Log
+	if err := s.wal.GetLog(last, &e); err != nil {
+		return err
+	}
+	if err := s.wal.DeleteRange(last, last); err != nil {
+		return err
+	}
+	if err := s.wal.StoreLogs([]*raft.Log{&e}); err != nil {
+		return err
+	}
+	s.hlog.Warn("the raft log's tail segment was sealed without a successor; created it", "index", last)
+	return nil
 }
 
 // Close closes the WAL.
@@ -133,36 +205,54 @@ func (s *logStore) Close() error {
 	return err
 }
 
+// store appends through f, when there is room.
+func (s *logStore) store(f func(w *wal.WAL) error) error {
+	if err := s.room(0); err != nil {
+		return err
+	}
+	err := s.do(f, sealed)
+	if sealed(err) {
+		// Still sealed after a reopen: sealed on disk alone.
+		if uerr := s.unseal(); uerr != nil {
+			return fmt.Errorf("%w (%w)", err, uerr)
+		}
+		err = s.do(f, sealed)
+	}
+	return err
+}
+
 // FirstIndex implements raft.LogStore.
 func (s *logStore) FirstIndex() (i uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { i, err = w.FirstIndex(); return })
+	err = s.do(func(w *wal.WAL) (err error) { i, err = w.FirstIndex(); return }, sealed)
 	return i, err
 }
 
 // LastIndex implements raft.LogStore.
 func (s *logStore) LastIndex() (i uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { i, err = w.LastIndex(); return })
+	err = s.do(func(w *wal.WAL) (err error) { i, err = w.LastIndex(); return }, sealed)
 	return i, err
 }
 
 // GetLog implements raft.LogStore.
 func (s *logStore) GetLog(index uint64, l *raft.Log) error {
-	return s.do(func(w *wal.WAL) error { return w.GetLog(index, l) })
+	return s.do(func(w *wal.WAL) error { return w.GetLog(index, l) }, sealed)
 }
 
 // StoreLog implements raft.LogStore.
 func (s *logStore) StoreLog(l *raft.Log) error {
-	return s.do(func(w *wal.WAL) error { return w.StoreLog(l) })
+	return s.store(func(w *wal.WAL) error { return w.StoreLog(l) })
 }
 
 // StoreLogs implements raft.LogStore.
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	return s.do(func(w *wal.WAL) error { return w.StoreLogs(logs) })
+	return s.store(func(w *wal.WAL) error { return w.StoreLogs(logs) })
 }
 
-// DeleteRange implements raft.LogStore.
+// DeleteRange implements raft.LogStore. A failed truncation (the segment
+// it creates did not fit) has left the WAL's memory behind its metadata:
+// the WAL is opened again and the truncation, then already done, repeated.
 func (s *logStore) DeleteRange(min, max uint64) error {
-	return s.do(func(w *wal.WAL) error { return w.DeleteRange(min, max) })
+	return s.do(func(w *wal.WAL) error { return w.DeleteRange(min, max) }, anyError)
 }
 
 // IsMonotonic implements raft.MonotonicLogStore: raft-wal only appends.
@@ -170,22 +260,22 @@ func (s *logStore) IsMonotonic() bool { return true }
 
 // Set implements raft.StableStore.
 func (s *logStore) Set(key, val []byte) error {
-	return s.do(func(w *wal.WAL) error { return w.Set(key, val) })
+	return s.do(func(w *wal.WAL) error { return w.Set(key, val) }, sealed)
 }
 
 // Get implements raft.StableStore.
 func (s *logStore) Get(key []byte) (v []byte, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { v, err = w.Get(key); return })
+	err = s.do(func(w *wal.WAL) (err error) { v, err = w.Get(key); return }, sealed)
 	return v, err
 }
 
 // SetUint64 implements raft.StableStore.
 func (s *logStore) SetUint64(key []byte, val uint64) error {
-	return s.do(func(w *wal.WAL) error { return w.SetUint64(key, val) })
+	return s.do(func(w *wal.WAL) error { return w.SetUint64(key, val) }, sealed)
 }
 
 // GetUint64 implements raft.StableStore.
 func (s *logStore) GetUint64(key []byte) (v uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { v, err = w.GetUint64(key); return })
+	err = s.do(func(w *wal.WAL) (err error) { v, err = w.GetUint64(key); return }, sealed)
 	return v, err
 }

@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -88,8 +87,6 @@ type Node struct {
 	transport *raft.NetworkTransport
 	logs      *logStore
 	log       *slog.Logger
-
-	dir string // the data dir, for free-space checks
 
 	// startIndex is the last index in the log when the node started.
 	startIndex uint64
@@ -163,7 +160,6 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
-	n.dir = cfg.Dir
 	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied}
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
@@ -425,33 +421,30 @@ func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64,
 }
 
 // diskReserve is the free space the data dir must keep beyond an entry's
-// own size: room for Pebble's write-ahead log and a memtable flush. Below
-// it the leader refuses new entries rather than let a node fail on a full
-// disk while applying one it can no longer refuse.
-const diskReserve = 16 << 20
+// own size: room for raft-wal to create its next log segment, which it
+// preallocates (64 MiB), and 16 MiB for Pebble's write-ahead log and a
+// memtable flush. Below it the leader refuses new entries rather than let
+// a node fail on a full disk while applying one it can no longer refuse,
+// and every node's log refuses appends (logStore).
+var diskReserve = uint64(wal.DefaultSegmentSize) + 16<<20
 
-// ErrNoSpace is returned by Apply when the data dir is nearly full; nothing
-// was proposed. It wraps syscall.ENOSPC.
-var ErrNoSpace = fmt.Errorf("replication: the data dir is nearly full; nothing was changed: %w", syscall.ENOSPC)
-
-// LogFull returns an error wrapping syscall.ENOSPC while this node's Raft
-// log cannot take entries because the disk is full (it could not create
-// its next segment), and nil otherwise. The log takes entries again,
-// without a restart, once there is room.
-func (n *Node) LogFull() error {
-	if err := n.logs.fullErr(); err != nil {
-		return fmt.Errorf("replication: this node's raft log cannot take entries: %w", err)
+// roomFor returns an error wrapping syscall.ENOSPC when the data dir would
+// keep less than diskReserve free after an entry of size bytes (and what
+// applying it writes); nothing is proposed then.
+func (n *Node) roomFor(size int) error {
+	if err := n.logs.room(4 * uint64(size)); err != nil {
+		return fmt.Errorf("replication: %w", err)
 	}
 	return nil
 }
 
-func (n *Node) roomFor(size int) error {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(n.dir, &st); err != nil {
-		return nil // cannot tell: let the write itself decide
-	}
-	if free := st.Bavail * uint64(st.Bsize); free < diskReserve+4*uint64(size) {
-		return ErrNoSpace
+// LogFull returns an error wrapping syscall.ENOSPC while this node's Raft
+// log refuses entries because the data dir is nearly full (diskReserve),
+// and nil otherwise. The log takes entries again, without a restart, once
+// there is room.
+func (n *Node) LogFull() error {
+	if err := n.logs.fullErr(); err != nil {
+		return fmt.Errorf("replication: this node's raft log takes no entries: %w", err)
 	}
 	return nil
 }

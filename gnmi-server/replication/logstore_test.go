@@ -1,0 +1,238 @@
+package replication
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/segment"
+	"github.com/hashicorp/raft-wal/types"
+)
+
+// disk stands for a file system that fills up: while full, creating a
+// segment file fails as its preallocation would (the file is left behind)
+// and, if commits is set too, so does committing the WAL's metadata.
+type disk struct {
+	full, commits atomic.Bool
+}
+
+type fullFiler struct {
+	*segment.Filer
+	d *disk
+}
+
+func (f fullFiler) Create(info types.SegmentInfo) (types.SegmentWriter, error) {
+	w, err := f.Filer.Create(info)
+	if err != nil || !f.d.full.Load() {
+		return w, err
+	}
+	w.Close()
+	return nil, syscall.ENOSPC
+}
+
+type fullMeta struct {
+	metadb.BoltMetaDB
+	d *disk
+}
+
+func (m *fullMeta) CommitState(s types.PersistentState) error {
+	if m.d.full.Load() && m.d.commits.Load() {
+		return syscall.ENOSPC
+	}
+	return m.BoltMetaDB.CommitState(s)
+}
+
+// testSegment is small so that a few hundred entries fill a segment.
+const testSegment = 64 << 10
+
+// logBuf is what a test log store logs.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newTestLogStore(t *testing.T, dir string, d *disk, free *atomic.Uint64, logs *logBuf) *logStore {
+	t.Helper()
+	s := &logStore{
+		dir:  dir,
+		hlog: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn}),
+		open: func() (*wal.WAL, error) {
+			return wal.Open(dir, wal.WithSegmentSize(testSegment), wal.WithLogger(hclog.NewNullLogger()),
+				wal.WithSegmentFiler(fullFiler{segment.NewFiler(dir, fs.New()), d}), wal.WithMetaStore(&fullMeta{d: d}))
+		},
+		statfs: func(string) (uint64, error) { return free.Load(), nil },
+	}
+	w, err := s.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.wal = w
+	return s
+}
+
+func entry(i uint64) *raft.Log {
+	return &raft.Log{Index: i, Term: 1, Data: fmt.Appendf(bytes.Repeat([]byte{'x'}, 1000), "%d", i)}
+}
+
+// appendUntilSealed appends entries after last until the WAL, its next
+// segment not created, refuses one; it returns the last entry stored.
+func appendUntilSealed(t *testing.T, raw *wal.WAL, last uint64) uint64 {
+	t.Helper()
+	for range 1000 {
+		err := raw.StoreLog(entry(last + 1))
+		if errors.Is(err, wal.ErrSealed) {
+			return last
+		}
+		if err != nil {
+			t.Fatalf("append %d: %v", last+1, err)
+		}
+		last++
+		// The rotation runs in the background after the append that seals.
+		time.Sleep(100 * time.Microsecond)
+	}
+	t.Fatalf("1000 appends of 1 KiB to %d KiB segments were never refused as sealed", testSegment>>10)
+	return 0
+}
+
+// checkLog asserts that s holds entries 1..last, each as written.
+func checkLog(t *testing.T, s *logStore, last uint64) {
+	t.Helper()
+	if got, err := s.LastIndex(); err != nil || got != last {
+		t.Fatalf("LastIndex = %d, %v; want %d", got, err, last)
+	}
+	for i := uint64(1); i <= last; i++ {
+		var l raft.Log
+		if err := s.GetLog(i, &l); err != nil {
+			t.Fatalf("GetLog(%d): %v", i, err)
+		}
+		if want := entry(i); l.Index != i || !bytes.Equal(l.Data, want.Data) {
+			t.Fatalf("entry %d reads back as index %d, %d bytes %.8q…; want %.8q…", i, l.Index, len(l.Data), l.Data, want.Data)
+		}
+	}
+}
+
+// TestLogStoreFullDisk: a segment that could not be created leaves raft-wal
+// refusing every append; the log store refuses appends while there is no
+// room, takes them again once there is, and loses no entry, whether the
+// WAL's metadata recorded the seal (reopen) or not (unseal).
+func TestLogStoreFullDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		commits bool   // the metadata commit fails too
+		mend    string // what the log store logs when it mends the WAL
+	}{
+		{"segment file", false, "reopened the raft log"},
+		{"segment file and metadata", true, "sealed without a successor"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d := &disk{}
+			d.commits.Store(tc.commits)
+			var free atomic.Uint64
+			free.Store(1 << 30)
+			var logs logBuf
+			s := newTestLogStore(t, dir, d, &free, &logs)
+			defer s.Close()
+
+			// The disk fills behind the free-space check's back (Pebble
+			// took the space), so the WAL meets it when it rotates.
+			d.full.Store(true)
+			last := appendUntilSealed(t, s.wal, 0)
+
+			// Still full, and now known to be: refused before the WAL.
+			free.Store(diskReserve - 1)
+			err := s.StoreLogs([]*raft.Log{entry(last + 1)})
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("an append on the full disk: %v, want an error wrapping ENOSPC", err)
+			}
+			if err := s.fullErr(); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fullErr on the full disk: %v, want an error wrapping ENOSPC", err)
+			}
+
+			// Space freed: the next append goes through.
+			d.full.Store(false)
+			free.Store(1 << 30)
+			if err := s.fullErr(); err != nil {
+				t.Fatalf("fullErr after space was freed: %v", err)
+			}
+			for i := last + 1; i <= last+200; i++ {
+				if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
+					t.Fatalf("append %d after space was freed: %v", i, err)
+				}
+			}
+			last += 200
+			checkLog(t, s, last)
+			if !strings.Contains(logs.String(), tc.mend) {
+				t.Errorf("the log store did not log %q; it logged:\n%s", tc.mend, logs.String())
+			}
+			if !tc.commits && strings.Contains(logs.String(), "sealed without a successor") {
+				t.Errorf("the log store truncated and rewrote an entry where reopening the WAL mends it:\n%s", logs.String())
+			}
+
+			// And all of it is there after a restart.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = newTestLogStore(t, dir, d, &free, &logs)
+			checkLog(t, s, last)
+		})
+	}
+}
+
+// TestLogStoreTruncateFullDisk: a tail truncation creates a segment; when
+// that fails, raft-wal's memory is left behind its metadata and every retry
+// fails. The log store opens the WAL again, and the truncation is done.
+func TestLogStoreTruncateFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
+	for i := uint64(1); i <= 100; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.full.Store(true)
+	if err := s.wal.DeleteRange(91, 100); err == nil {
+		t.Fatal("a tail truncation on the full disk succeeded: the test's disk did not fill")
+	}
+	d.full.Store(false)
+	if err := s.wal.DeleteRange(91, 100); err == nil {
+		t.Log("raft-wal now retries a failed tail truncation itself")
+	}
+	if err := s.DeleteRange(91, 100); err != nil {
+		t.Fatalf("the tail truncation after space was freed: %v", err)
+	}
+	for i := uint64(91); i <= 120; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatalf("append %d after the truncation: %v", i, err)
+		}
+	}
+	checkLog(t, s, 120)
+}
