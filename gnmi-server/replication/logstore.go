@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -47,6 +48,13 @@ type logStore struct {
 	// statfs reports the free bytes of the data dir; a test replaces it.
 	statfs func(dir string) (uint64, error)
 }
+
+// A WAL that fails to open again is tried reopenTries times, reopenPause
+// apart, before the call that reopened it fails.
+const (
+	reopenTries = 10
+	reopenPause = 100 * time.Millisecond
+)
 
 // errLogClosed is returned while the log cannot be opened.
 var errLogClosed = errors.New("replication: the raft log is not open")
@@ -149,10 +157,20 @@ func (s *logStore) reopen(failed *wal.WAL) error {
 		}
 		s.wal = nil
 	}
-	w, err := s.open()
-	if err != nil {
+	// While no WAL is open Raft cannot record a new term (it panics when
+	// it fails to), so a failed open is tried again for a while: space the
+	// room check saw may have been taken since, and be freed again.
+	var w *wal.WAL
+	var err error
+	for try := 0; ; try++ {
+		if w, err = s.open(); err == nil {
+			break
+		}
 		s.hlog.Error("reopening the raft log", "error", err)
-		return fmt.Errorf("reopening the raft log: %w", err)
+		if try == reopenTries-1 {
+			return fmt.Errorf("reopening the raft log: %w", err)
+		}
+		time.Sleep(reopenPause)
 	}
 	s.wal = w
 	s.hlog.Warn("reopened the raft log after a failed write on a full disk")

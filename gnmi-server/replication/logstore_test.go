@@ -25,6 +25,7 @@ import (
 // and, if commits is set too, so does committing the WAL's metadata.
 type disk struct {
 	full, commits atomic.Bool
+	failOpens     atomic.Int32 // the next opens of the WAL that fail
 }
 
 type fullFiler struct {
@@ -80,6 +81,9 @@ func newTestLogStore(t *testing.T, dir string, d *disk, free *atomic.Uint64, log
 		dir:  dir,
 		hlog: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn}),
 		open: func() (*wal.WAL, error) {
+			if d.failOpens.Add(-1) >= 0 {
+				return nil, syscall.EIO
+			}
 			return wal.Open(dir, wal.WithSegmentSize(testSegment), wal.WithLogger(hclog.NewNullLogger()),
 				wal.WithSegmentFiler(fullFiler{segment.NewFiler(dir, fs.New()), d}), wal.WithMetaStore(&fullMeta{d: d}))
 		},
@@ -235,4 +239,30 @@ func TestLogStoreTruncateFullDisk(t *testing.T) {
 		}
 	}
 	checkLog(t, s, 120)
+}
+
+// TestLogStoreReopenRetries: while the WAL is closed for a reopen, Raft
+// could not record a term; a reopen that fails is tried again.
+func TestLogStoreReopenRetries(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
+	d.full.Store(true)
+	last := appendUntilSealed(t, s.wal, 0)
+	d.full.Store(false)
+	d.failOpens.Store(reopenTries - 1)
+	if err := s.StoreLog(entry(last + 1)); err != nil {
+		t.Fatalf("append with the WAL's reopen failing %d times: %v", reopenTries-1, err)
+	}
+	if got := strings.Count(logs.String(), "reopening the raft log"); got != reopenTries-1 {
+		t.Errorf("%d failed reopens logged, want %d:\n%s", got, reopenTries-1, logs.String())
+	}
+	if err := s.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+		t.Fatalf("SetUint64 after the reopen: %v", err)
+	}
+	checkLog(t, s, last+1)
 }
