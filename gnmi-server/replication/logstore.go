@@ -3,6 +3,7 @@ package replication
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,18 +21,23 @@ import (
 // segment is full it seals it and creates the next in the background; if
 // that creation fails, the WAL keeps the sealed segment as its tail and
 // refuses every later append with wal.ErrSealed, even once space is freed.
-// Tail truncations create a segment too. So:
+// Tail truncations, and the first append after a snapshot emptied the log,
+// create a segment too; when that fails, the WAL's memory is left behind
+// its metadata and every retry fails. So:
 //   - appends are refused, before they reach the WAL, while the disk has
-//     no room for a new segment (diskReserve): the WAL is never asked to
-//     rotate without room;
-//   - when the WAL refuses an append as sealed anyway (space taken by
-//     Pebble between the check and the rotation), or a truncation fails,
-//     logStore opens it again: its metadata already names the next
-//     segment, and opening creates the file;
-//   - when the metadata could not record the seal either, the reopened
-//     WAL is sealed on disk alone and never rotates; logStore truncates
-//     its last entry, which makes raft-wal seal the segment in its
-//     metadata and create the next, and appends the entry again.
+//     no room for a new segment (diskReserve), and tail truncations while
+//     it has no room for two: the WAL is not asked to create a segment
+//     without room;
+//   - when creating a segment fails anyway (Pebble took the space between
+//     the check and the creation), logStore opens the WAL again once there
+//     is room: its metadata names the segment, and opening creates the
+//     file. The call is then repeated (an append only for the entries the
+//     failed one did not make durable).
+//
+// One state is not mended: a rotation whose metadata commit failed too
+// (the disk had no room left at all) leaves a segment sealed in its file
+// alone, which raft-wal opens as a tail that refuses appends and never
+// rotates. logStore says so in its error; nothing in the log is lost.
 type logStore struct {
 	dir  string
 	open func() (*wal.WAL, error)
@@ -108,37 +114,48 @@ func (s *logStore) fullErr() error {
 	return s.room(0)
 }
 
-// do runs f on the open WAL. When f fails in a way a reopen mends
-// (mended), or no WAL is open, do reopens it and runs f once more.
-func (s *logStore) do(f func(w *wal.WAL) error, mended func(error) bool) error {
+// call runs f on the open WAL, which it returns (nil when none is open).
+func (s *logStore) call(f func(w *wal.WAL) error) (*wal.WAL, error) {
 	s.mu.RLock()
-	w := s.wal
-	err := errLogClosed
-	if w != nil {
-		err = f(w)
+	defer s.mu.RUnlock()
+	if s.wal == nil {
+		return nil, errLogClosed
 	}
-	s.mu.RUnlock()
-	if err == nil || w != nil && !mended(err) {
+	return s.wal, f(s.wal)
+}
+
+// do runs f on the open WAL. When no WAL is open, or again is set and f
+// failed in a way a reopen mends, do opens the WAL again and runs again
+// (or f) on it.
+func (s *logStore) do(f, again func(w *wal.WAL) error) error {
+	w, err := s.call(f)
+	if err == nil || w != nil && (again == nil || !mendable(err)) {
 		return err
 	}
 	if rerr := s.reopen(w); rerr != nil {
 		return fmt.Errorf("%w (%w)", err, rerr)
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.wal == nil {
-		return errLogClosed
+	if again == nil {
+		again = f
 	}
-	return f(s.wal)
+	_, err = s.call(again)
+	if errors.Is(err, wal.ErrSealed) {
+		return fmt.Errorf("%w: its tail segment is sealed in its file but not in its metadata (the disk had no room left when it was sealed), and raft-wal cannot append to it or rotate", err)
+	}
+	return err
 }
 
-func sealed(err error) bool { return errors.Is(err, wal.ErrSealed) }
+// mendable reports whether err is a failure a reopen mends: an append
+// refused as sealed, or a segment not created for lack of room (ENOSPC)
+// or because a failed creation left its file (EEXIST). Not an I/O error:
+// after a failed fsync, what a reopen reads may not be on disk.
+func mendable(err error) bool {
+	return errors.Is(err, wal.ErrSealed) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, os.ErrExist)
+}
 
-func anyError(err error) bool { return !errors.Is(err, wal.ErrClosed) }
-
-// reopen replaces failed, the WAL that refused a call (nil when none is
-// open), by the WAL opened again from disk, if there is room for a new
-// segment. Another caller may have replaced it already.
+// reopen replaces failed, the WAL that refused a call, by the WAL opened
+// again from disk, if there is room for a new segment; or opens one when
+// none is open (failed is nil). Another caller may have done it already.
 func (s *logStore) reopen(failed *wal.WAL) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -148,66 +165,34 @@ func (s *logStore) reopen(failed *wal.WAL) error {
 	if s.wal != failed {
 		return nil
 	}
-	if err := s.room(0); err != nil {
-		return err
-	}
+	tries := 1
 	if failed != nil {
+		if err := s.room(0); err != nil {
+			return err
+		}
 		if err := failed.Close(); err != nil {
 			s.hlog.Warn("closing the raft log to reopen it", "error", err)
 		}
 		s.wal = nil
+		// While no WAL is open Raft cannot record a new term (it
+		// panics when it fails to), so a failed open is tried again
+		// for a while: the room seen may have been taken, and freed.
+		tries = reopenTries
 	}
-	// While no WAL is open Raft cannot record a new term (it panics when
-	// it fails to), so a failed open is tried again for a while: space the
-	// room check saw may have been taken since, and be freed again.
-	var w *wal.WAL
 	var err error
-	for try := 0; ; try++ {
+	for try := 1; ; try++ {
+		var w *wal.WAL
 		if w, err = s.open(); err == nil {
-			break
+			s.wal = w
+			s.hlog.Warn("reopened the raft log after a failed write on a full disk")
+			return nil
 		}
 		s.hlog.Error("reopening the raft log", "error", err)
-		if try == reopenTries-1 {
+		if try == tries {
 			return fmt.Errorf("reopening the raft log: %w", err)
 		}
 		time.Sleep(reopenPause)
 	}
-	s.wal = w
-	s.hlog.Warn("reopened the raft log after a failed write on a full disk")
-	return nil
-}
-
-// unseal mends a WAL whose tail segment is sealed in its file but not in
-// its metadata (see logStore): it truncates the last entry, which makes
-// raft-wal record the seal and create the next segment, and writes the
-// entry again. Until it is written again the entry is only in memory: a
-// crash in those microseconds loses it from this node's log, as a crash
-// loses an entry not yet synced.
-func (s *logStore) unseal() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.wal == nil {
-		return errLogClosed
-	}
-	last, err := s.wal.LastIndex()
-	if err != nil {
-		return err
-	}
-	if last == 0 {
-		return wal.ErrSealed
-	}
-	var e raft.Log
-	if err := s.wal.GetLog(last, &e); err != nil {
-		return err
-	}
-	if err := s.wal.DeleteRange(last, last); err != nil {
-		return err
-	}
-	if err := s.wal.StoreLogs([]*raft.Log{&e}); err != nil {
-		return err
-	}
-	s.hlog.Warn("the raft log's tail segment was sealed without a successor; created it", "index", last)
-	return nil
 }
 
 // Close closes the WAL.
@@ -223,54 +208,71 @@ func (s *logStore) Close() error {
 	return err
 }
 
-// store appends through f, when there is room.
-func (s *logStore) store(f func(w *wal.WAL) error) error {
-	if err := s.room(0); err != nil {
-		return err
-	}
-	err := s.do(f, sealed)
-	if sealed(err) {
-		// Still sealed after a reopen: sealed on disk alone.
-		if uerr := s.unseal(); uerr != nil {
-			return fmt.Errorf("%w (%w)", err, uerr)
-		}
-		err = s.do(f, sealed)
-	}
-	return err
-}
-
 // FirstIndex implements raft.LogStore.
 func (s *logStore) FirstIndex() (i uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { i, err = w.FirstIndex(); return }, sealed)
+	err = s.do(func(w *wal.WAL) (err error) { i, err = w.FirstIndex(); return }, nil)
 	return i, err
 }
 
 // LastIndex implements raft.LogStore.
 func (s *logStore) LastIndex() (i uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { i, err = w.LastIndex(); return }, sealed)
+	err = s.do(func(w *wal.WAL) (err error) { i, err = w.LastIndex(); return }, nil)
 	return i, err
 }
 
 // GetLog implements raft.LogStore.
 func (s *logStore) GetLog(index uint64, l *raft.Log) error {
-	return s.do(func(w *wal.WAL) error { return w.GetLog(index, l) }, sealed)
+	return s.do(func(w *wal.WAL) error { return w.GetLog(index, l) }, nil)
 }
 
 // StoreLog implements raft.LogStore.
 func (s *logStore) StoreLog(l *raft.Log) error {
-	return s.store(func(w *wal.WAL) error { return w.StoreLog(l) })
+	return s.StoreLogs([]*raft.Log{l})
 }
 
-// StoreLogs implements raft.LogStore.
+// StoreLogs implements raft.LogStore. It refuses the entries while there
+// is no room for a new segment.
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	return s.store(func(w *wal.WAL) error { return w.StoreLogs(logs) })
+	if err := s.room(0); err != nil {
+		return err
+	}
+	// After a reopen, the WAL holds the entries the failed append made
+	// durable (those after the log's last when Raft appended): the rest
+	// are appended.
+	rest := func(w *wal.WAL) error {
+		last, err := w.LastIndex()
+		if err != nil {
+			return err
+		}
+		i := 0
+		for i < len(logs) && logs[i].Index <= last {
+			i++
+		}
+		if i == len(logs) {
+			return nil
+		}
+		return w.StoreLogs(logs[i:])
+	}
+	return s.do(func(w *wal.WAL) error { return w.StoreLogs(logs) }, rest)
 }
 
-// DeleteRange implements raft.LogStore. A failed truncation (the segment
-// it creates did not fit) has left the WAL's memory behind its metadata:
-// the WAL is opened again and the truncation, then already done, repeated.
+// DeleteRange implements raft.LogStore. A tail truncation creates a
+// segment, and the append that follows it needs room for another: it is
+// refused without room for both (Raft tries again). A truncation that
+// failed creating its segment is repeated on the WAL opened again, where
+// it is done already or still to do.
 func (s *logStore) DeleteRange(min, max uint64) error {
-	return s.do(func(w *wal.WAL) error { return w.DeleteRange(min, max) }, anyError)
+	first, err := s.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if min > first {
+		if err := s.room(uint64(wal.DefaultSegmentSize)); err != nil {
+			return err
+		}
+	}
+	f := func(w *wal.WAL) error { return w.DeleteRange(min, max) }
+	return s.do(f, f)
 }
 
 // IsMonotonic implements raft.MonotonicLogStore: raft-wal only appends.
@@ -278,22 +280,22 @@ func (s *logStore) IsMonotonic() bool { return true }
 
 // Set implements raft.StableStore.
 func (s *logStore) Set(key, val []byte) error {
-	return s.do(func(w *wal.WAL) error { return w.Set(key, val) }, sealed)
+	return s.do(func(w *wal.WAL) error { return w.Set(key, val) }, nil)
 }
 
 // Get implements raft.StableStore.
 func (s *logStore) Get(key []byte) (v []byte, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { v, err = w.Get(key); return }, sealed)
+	err = s.do(func(w *wal.WAL) (err error) { v, err = w.Get(key); return }, nil)
 	return v, err
 }
 
 // SetUint64 implements raft.StableStore.
 func (s *logStore) SetUint64(key []byte, val uint64) error {
-	return s.do(func(w *wal.WAL) error { return w.SetUint64(key, val) }, sealed)
+	return s.do(func(w *wal.WAL) error { return w.SetUint64(key, val) }, nil)
 }
 
 // GetUint64 implements raft.StableStore.
 func (s *logStore) GetUint64(key []byte) (v uint64, err error) {
-	err = s.do(func(w *wal.WAL) (err error) { v, err = w.GetUint64(key); return }, sealed)
+	err = s.do(func(w *wal.WAL) (err error) { v, err = w.GetUint64(key); return }, nil)
 	return v, err
 }

@@ -140,69 +140,151 @@ func checkLog(t *testing.T, s *logStore, last uint64) {
 
 // TestLogStoreFullDisk: a segment that could not be created leaves raft-wal
 // refusing every append; the log store refuses appends while there is no
-// room, takes them again once there is, and loses no entry, whether the
-// WAL's metadata recorded the seal (reopen) or not (unseal).
+// room, takes them again once there is (a reopen), and loses no entry.
 func TestLogStoreFullDisk(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		commits bool   // the metadata commit fails too
-		mend    string // what the log store logs when it mends the WAL
-	}{
-		{"segment file", false, "reopened the raft log"},
-		{"segment file and metadata", true, "sealed without a successor"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			d := &disk{}
-			d.commits.Store(tc.commits)
-			var free atomic.Uint64
-			free.Store(1 << 30)
-			var logs logBuf
-			s := newTestLogStore(t, dir, d, &free, &logs)
-			defer s.Close()
+	dir := t.TempDir()
+	d := &disk{}
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
 
-			// The disk fills behind the free-space check's back (Pebble
-			// took the space), so the WAL meets it when it rotates.
-			d.full.Store(true)
-			last := appendUntilSealed(t, s.wal, 0)
+	// The disk fills behind the free-space check's back (Pebble took the
+	// space), so the WAL meets it when it rotates.
+	d.full.Store(true)
+	last := appendUntilSealed(t, s.wal, 0)
 
-			// Still full, and now known to be: refused before the WAL.
-			free.Store(diskReserve - 1)
-			err := s.StoreLogs([]*raft.Log{entry(last + 1)})
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("an append on the full disk: %v, want an error wrapping ENOSPC", err)
-			}
-			if err := s.fullErr(); !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fullErr on the full disk: %v, want an error wrapping ENOSPC", err)
-			}
+	// Still full, and now known to be: refused before the WAL.
+	free.Store(diskReserve - 1)
+	err := s.StoreLogs([]*raft.Log{entry(last + 1)})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("an append on the full disk: %v, want an error wrapping ENOSPC", err)
+	}
+	if err := s.fullErr(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fullErr on the full disk: %v, want an error wrapping ENOSPC", err)
+	}
 
-			// Space freed: the next append goes through.
-			d.full.Store(false)
-			free.Store(1 << 30)
-			if err := s.fullErr(); err != nil {
-				t.Fatalf("fullErr after space was freed: %v", err)
-			}
-			for i := last + 1; i <= last+200; i++ {
-				if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
-					t.Fatalf("append %d after space was freed: %v", i, err)
-				}
-			}
-			last += 200
-			checkLog(t, s, last)
-			if !strings.Contains(logs.String(), tc.mend) {
-				t.Errorf("the log store did not log %q; it logged:\n%s", tc.mend, logs.String())
-			}
-			if !tc.commits && strings.Contains(logs.String(), "sealed without a successor") {
-				t.Errorf("the log store truncated and rewrote an entry where reopening the WAL mends it:\n%s", logs.String())
-			}
+	// Space freed: the next append goes through.
+	d.full.Store(false)
+	free.Store(1 << 30)
+	if err := s.fullErr(); err != nil {
+		t.Fatalf("fullErr after space was freed: %v", err)
+	}
+	for i := last + 1; i <= last+200; i++ {
+		if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
+			t.Fatalf("append %d after space was freed: %v", i, err)
+		}
+	}
+	last += 200
+	checkLog(t, s, last)
+	if !strings.Contains(logs.String(), "reopened the raft log") {
+		t.Errorf("the log store did not log its reopen; it logged:\n%s", logs.String())
+	}
 
-			// And all of it is there after a restart.
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s = newTestLogStore(t, dir, d, &free, &logs)
-			checkLog(t, s, last)
-		})
+	// And all of it is there after a restart.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newTestLogStore(t, dir, d, &free, &logs)
+	checkLog(t, s, last)
+}
+
+// TestLogStoreReopenRefused: when the disk fills again between an append's
+// room check and the reopen it needs, the WAL is left as it was: the
+// append fails, nothing is lost, and a later append goes through.
+func TestLogStoreReopenRefused(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
+	d.full.Store(true)
+	last := appendUntilSealed(t, s.wal, 0)
+	// The append's check sees room, the reopen's does not.
+	var checks atomic.Int32
+	s.statfs = func(string) (uint64, error) {
+		if checks.Add(1) == 1 {
+			return 1 << 30, nil
+		}
+		return diskReserve - 1, nil
+	}
+	err := s.StoreLogs([]*raft.Log{entry(last + 1)})
+	if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, wal.ErrSealed) {
+		t.Fatalf("an append whose reopen found no room: %v, want an error wrapping ErrSealed and ENOSPC", err)
+	}
+	checkLog(t, s, last)
+	d.full.Store(false)
+	s.statfs = func(string) (uint64, error) { return 1 << 30, nil }
+	if err := s.StoreLogs([]*raft.Log{entry(last + 1)}); err != nil {
+		t.Fatalf("append %d after space was freed: %v", last+1, err)
+	}
+	checkLog(t, s, last+1)
+}
+
+// TestLogStoreSealedUnmended: a rotation whose metadata commit failed too
+// leaves a segment sealed in its file alone, which no reopen mends; the
+// log store says so and keeps every entry.
+func TestLogStoreSealedUnmended(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	d.commits.Store(true)
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
+	d.full.Store(true)
+	last := appendUntilSealed(t, s.wal, 0)
+	d.full.Store(false)
+	err := s.StoreLogs([]*raft.Log{entry(last + 1)})
+	if !errors.Is(err, wal.ErrSealed) || !strings.Contains(err.Error(), "not in its metadata") {
+		t.Fatalf("an append to a segment sealed in its file alone: %v, want ErrSealed saying the metadata missed the seal", err)
+	}
+	checkLog(t, s, last)
+}
+
+// TestLogStoreAfterSnapshotFullDisk: the first append to a log a snapshot
+// emptied creates its segment at the new index; when that fails, the
+// retries find the file it left. Once there is room the append goes
+// through.
+func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	var logs logBuf
+	s := newTestLogStore(t, dir, d, &free, &logs)
+	defer s.Close()
+	for i := uint64(1); i <= 10; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A snapshot at 500 was installed: the whole log goes.
+	if err := s.DeleteRange(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	d.full.Store(true)
+	if err := s.wal.StoreLog(entry(501)); err == nil {
+		t.Fatal("the first append after the snapshot succeeded on the full disk: the test's disk did not fill")
+	}
+	d.full.Store(false)
+	if err := s.wal.StoreLog(entry(501)); err == nil {
+		t.Log("raft-wal now retries a failed first append itself")
+	}
+	for i := uint64(501); i <= 510; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatalf("append %d after space was freed: %v", i, err)
+		}
+	}
+	for i := uint64(501); i <= 510; i++ {
+		var l raft.Log
+		if err := s.GetLog(i, &l); err != nil || !bytes.Equal(l.Data, entry(i).Data) {
+			t.Fatalf("GetLog(%d) = %.8q…, %v", i, l.Data, err)
+		}
 	}
 }
 
@@ -222,6 +304,14 @@ func TestLogStoreTruncateFullDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Without room for the segment it creates and the next, a tail
+	// truncation is refused, and nothing is truncated.
+	free.Store(diskReserve + uint64(wal.DefaultSegmentSize) - 1)
+	if err := s.DeleteRange(91, 100); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("a tail truncation without room for two segments: %v, want an error wrapping ENOSPC", err)
+	}
+	checkLog(t, s, 100)
+	free.Store(1 << 30)
 	d.full.Store(true)
 	if err := s.wal.DeleteRange(91, 100); err == nil {
 		t.Fatal("a tail truncation on the full disk succeeded: the test's disk did not fill")
