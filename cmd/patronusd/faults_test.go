@@ -5,11 +5,13 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -380,24 +382,31 @@ func TestPartitionedLeader(t *testing.T) {
 // TestLogStoreFullDisk's, in gnmi-server/replication.)
 const diskSize = "256m"
 
-func TestDiskFull(t *testing.T) {
+// mountTmpfs mounts a tmpfs of size (as mount's size= takes it) on a new
+// directory, unmounted when the test ends. Call it before starting the
+// daemons that use it: its cleanup then runs after they are killed.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
 	needRoot(t, "mount a tmpfs")
-	testStart := time.Now()
 	dir := filepath.Join(t.TempDir(), "disk")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sh("mount", "-t", "tmpfs", "-o", "size="+diskSize, "tmpfs", dir); err != nil {
+	if _, err := sh("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir); err != nil {
 		t.Fatal(err)
 	}
-	// Registered before the daemon's cleanup, so it runs after the process
-	// is killed.
 	t.Cleanup(func() {
 		if _, err := sh("umount", dir); err != nil {
 			t.Logf("cleanup: %v; unmounting lazily", err)
 			sh("umount", "-l", dir)
 		}
 	})
+	return dir
+}
+
+func TestDiskFull(t *testing.T) {
+	testStart := time.Now()
+	dir := mountTmpfs(t, diskSize)
 	data := filepath.Join(dir, "data")
 	d := start(t, data)
 
@@ -527,6 +536,82 @@ func TestDiskFull(t *testing.T) {
 }
 
 // firstLines returns the first n lines of s.
+// TestFollowerDiskFull: one follower's disk fills while the cluster takes
+// writes. The others go on acknowledging them; the full follower refuses
+// Sets with RESOURCE_EXHAUSTED and falls behind without failing; once
+// space is freed it catches up with every acknowledged write and takes
+// Sets again, without a restart.
+func TestFollowerDiskFull(t *testing.T) {
+	testStart := time.Now()
+	disk := mountTmpfs(t, "256m")
+	n1 := newNode(t, "n1", "")
+	if err := n1.startFresh(); err != nil {
+		t.Fatal(err)
+	}
+	n2, n3 := newNode(t, "n2", n1.addr), newNode(t, "n3", n1.addr)
+	n3.dir = filepath.Join(disk, "n3")
+	for _, n := range []*cnode{n2, n3} {
+		if err := n.startFresh(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := []*cnode{n1, n2, n3}
+	if leader := waitCluster(t, nodes, 3, 15*time.Second); leader == n3 {
+		t.Fatalf("n3, whose disk the test fills, leads; the test wants it a follower")
+	}
+	before := writeDescs(t, nodes, "fd-before", 20)
+	waitDescs(t, n3, before, 10*time.Second)
+
+	// Fill n3's disk to 40 MiB free: below the 80 MiB its log keeps.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	filler := filepath.Join(disk, "filler")
+	if out, err := sh("fallocate", "-l", fmt.Sprint(free-40<<20), filler); err != nil {
+		t.Fatalf("fallocate: %v: %s", err, out)
+	}
+
+	// The leader and n2 go on acknowledging writes.
+	during := writeDescs(t, []*cnode{n1, n2}, "fd-during", 40)
+	// n3 cannot take them: a Set sent to it is refused for its disk.
+	o := setSite(n3.client(), "fd-n3-full", "refused", 10*time.Second)
+	if c := status.Code(o.err); c != codes.ResourceExhausted {
+		t.Errorf("a Set on the follower with the full disk: %v (%v), want RESOURCE_EXHAUSTED", c, o.err)
+	} else {
+		t.Logf("a Set on the follower with the full disk, refused in %v: %v", o.took.Round(time.Millisecond), o.err)
+	}
+	if !n3.alive() {
+		t.Fatalf("n3 exited on its full disk: %s", tail(n3.d.stderr.String(), 15))
+	}
+
+	// Space freed: n3 catches up and takes Sets again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freedAt := time.Now()
+	want := maps.Clone(before)
+	maps.Copy(want, during)
+	took := waitDescs(t, n3, want, 30*time.Second)
+	t.Logf("n3 had every write acknowledged while its disk was full %v after space was freed", took.Round(time.Millisecond))
+	var after setOutcome
+	for time.Since(freedAt) < 30*time.Second {
+		if after = setSite(n3.client(), "fd-n3-after", "taken", 5*time.Second); after.err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if after.err != nil {
+		t.Fatalf("a Set on n3 after space was freed: %v", after.err)
+	}
+	want[after.site] = after.val
+	for _, n := range nodes {
+		waitDescs(t, n, want, 10*time.Second)
+	}
+	t.Logf("TestFollowerDiskFull took %v", time.Since(testStart).Round(time.Millisecond))
+}
+
 func firstLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[:min(n, len(lines))], "\n")

@@ -75,26 +75,50 @@ func (b *logBuf) String() string {
 	return b.buf.String()
 }
 
-func newTestLogStore(t *testing.T, dir string, d *disk, free *atomic.Uint64, logs *logBuf) *logStore {
+// testLog is a log store over a disk the test fills and frees, with
+// 1 GiB free until the test says otherwise.
+type testLog struct {
+	*logStore
+	dir  string
+	d    disk
+	free atomic.Uint64
+	logs logBuf
+}
+
+func newTestLog(t *testing.T) *testLog {
 	t.Helper()
-	s := &logStore{
-		dir:  dir,
-		hlog: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn}),
+	s := &testLog{dir: t.TempDir()}
+	s.free.Store(1 << 30)
+	s.restart(t)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// restart closes the log store, if open, and opens it again.
+func (s *testLog) restart(t *testing.T) {
+	t.Helper()
+	if s.logStore != nil {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.logStore = &logStore{
+		dir:  s.dir,
+		hlog: hclog.New(&hclog.LoggerOptions{Output: &s.logs, Level: hclog.Warn}),
 		open: func() (*wal.WAL, error) {
-			if d.failOpens.Add(-1) >= 0 {
+			if s.d.failOpens.Add(-1) >= 0 {
 				return nil, syscall.EIO
 			}
-			return wal.Open(dir, wal.WithSegmentSize(testSegment), wal.WithLogger(hclog.NewNullLogger()),
-				wal.WithSegmentFiler(fullFiler{segment.NewFiler(dir, fs.New()), d}), wal.WithMetaStore(&fullMeta{d: d}))
+			return wal.Open(s.dir, wal.WithSegmentSize(testSegment), wal.WithLogger(hclog.NewNullLogger()),
+				wal.WithSegmentFiler(fullFiler{segment.NewFiler(s.dir, fs.New()), &s.d}), wal.WithMetaStore(&fullMeta{d: &s.d}))
 		},
-		statfs: func(string) (uint64, error) { return free.Load(), nil },
+		statfs: func(string) (uint64, error) { return s.free.Load(), nil },
 	}
 	w, err := s.open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.wal = w
-	return s
 }
 
 func entry(i uint64) *raft.Log {
@@ -142,21 +166,15 @@ func checkLog(t *testing.T, s *logStore, last uint64) {
 // refusing every append; the log store refuses appends while there is no
 // room, takes them again once there is (a reopen), and loses no entry.
 func TestLogStoreFullDisk(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
+	s := newTestLog(t)
 
 	// The disk fills behind the free-space check's back (Pebble took the
 	// space), so the WAL meets it when it rotates.
-	d.full.Store(true)
+	s.d.full.Store(true)
 	last := appendUntilSealed(t, s.wal, 0)
 
 	// Still full, and now known to be: refused before the WAL.
-	free.Store(diskReserve - 1)
+	s.free.Store(diskReserve - 1)
 	err := s.StoreLogs([]*raft.Log{entry(last + 1)})
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("an append on the full disk: %v, want an error wrapping ENOSPC", err)
@@ -166,8 +184,8 @@ func TestLogStoreFullDisk(t *testing.T) {
 	}
 
 	// Space freed: the next append goes through.
-	d.full.Store(false)
-	free.Store(1 << 30)
+	s.d.full.Store(false)
+	s.free.Store(1 << 30)
 	if err := s.fullErr(); err != nil {
 		t.Fatalf("fullErr after space was freed: %v", err)
 	}
@@ -177,31 +195,22 @@ func TestLogStoreFullDisk(t *testing.T) {
 		}
 	}
 	last += 200
-	checkLog(t, s, last)
-	if !strings.Contains(logs.String(), "reopened the raft log") {
-		t.Errorf("the log store did not log its reopen; it logged:\n%s", logs.String())
+	checkLog(t, s.logStore, last)
+	if !strings.Contains(s.logs.String(), "reopened the raft log") {
+		t.Errorf("the log store did not log its reopen; it logged:\n%s", s.logs.String())
 	}
 
 	// And all of it is there after a restart.
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = newTestLogStore(t, dir, d, &free, &logs)
-	checkLog(t, s, last)
+	s.restart(t)
+	checkLog(t, s.logStore, last)
 }
 
 // TestLogStoreReopenRefused: when the disk fills again between an append's
 // room check and the reopen it needs, the WAL is left as it was: the
 // append fails, nothing is lost, and a later append goes through.
 func TestLogStoreReopenRefused(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
-	d.full.Store(true)
+	s := newTestLog(t)
+	s.d.full.Store(true)
 	last := appendUntilSealed(t, s.wal, 0)
 	// The append's check sees room, the reopen's does not.
 	var checks atomic.Int32
@@ -215,35 +224,29 @@ func TestLogStoreReopenRefused(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, wal.ErrSealed) {
 		t.Fatalf("an append whose reopen found no room: %v, want an error wrapping ErrSealed and ENOSPC", err)
 	}
-	checkLog(t, s, last)
-	d.full.Store(false)
+	checkLog(t, s.logStore, last)
+	s.d.full.Store(false)
 	s.statfs = func(string) (uint64, error) { return 1 << 30, nil }
 	if err := s.StoreLogs([]*raft.Log{entry(last + 1)}); err != nil {
 		t.Fatalf("append %d after space was freed: %v", last+1, err)
 	}
-	checkLog(t, s, last+1)
+	checkLog(t, s.logStore, last+1)
 }
 
 // TestLogStoreSealedUnmended: a rotation whose metadata commit failed too
 // leaves a segment sealed in its file alone, which no reopen mends; the
 // log store says so and keeps every entry.
 func TestLogStoreSealedUnmended(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	d.commits.Store(true)
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
-	d.full.Store(true)
+	s := newTestLog(t)
+	s.d.commits.Store(true)
+	s.d.full.Store(true)
 	last := appendUntilSealed(t, s.wal, 0)
-	d.full.Store(false)
+	s.d.full.Store(false)
 	err := s.StoreLogs([]*raft.Log{entry(last + 1)})
 	if !errors.Is(err, wal.ErrSealed) || !strings.Contains(err.Error(), "not in its metadata") {
 		t.Fatalf("an append to a segment sealed in its file alone: %v, want ErrSealed saying the metadata missed the seal", err)
 	}
-	checkLog(t, s, last)
+	checkLog(t, s.logStore, last)
 }
 
 // TestLogStoreAfterSnapshotFullDisk: the first append to a log a snapshot
@@ -251,13 +254,7 @@ func TestLogStoreSealedUnmended(t *testing.T) {
 // retries find the file it left. Once there is room the append goes
 // through.
 func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
+	s := newTestLog(t)
 	for i := uint64(1); i <= 10; i++ {
 		if err := s.StoreLog(entry(i)); err != nil {
 			t.Fatal(err)
@@ -267,11 +264,11 @@ func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
 	if err := s.DeleteRange(1, 10); err != nil {
 		t.Fatal(err)
 	}
-	d.full.Store(true)
+	s.d.full.Store(true)
 	if err := s.wal.StoreLog(entry(501)); err == nil {
 		t.Fatal("the first append after the snapshot succeeded on the full disk: the test's disk did not fill")
 	}
-	d.full.Store(false)
+	s.d.full.Store(false)
 	if err := s.wal.StoreLog(entry(501)); err == nil {
 		t.Log("raft-wal now retries a failed first append itself")
 	}
@@ -292,13 +289,7 @@ func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
 // that fails, raft-wal's memory is left behind its metadata and every retry
 // fails. The log store opens the WAL again, and the truncation is done.
 func TestLogStoreTruncateFullDisk(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
+	s := newTestLog(t)
 	for i := uint64(1); i <= 100; i++ {
 		if err := s.StoreLog(entry(i)); err != nil {
 			t.Fatal(err)
@@ -306,17 +297,17 @@ func TestLogStoreTruncateFullDisk(t *testing.T) {
 	}
 	// Without room for the segment it creates and the next, a tail
 	// truncation is refused, and nothing is truncated.
-	free.Store(diskReserve + uint64(wal.DefaultSegmentSize) - 1)
+	s.free.Store(diskReserve + uint64(wal.DefaultSegmentSize) - 1)
 	if err := s.DeleteRange(91, 100); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("a tail truncation without room for two segments: %v, want an error wrapping ENOSPC", err)
 	}
-	checkLog(t, s, 100)
-	free.Store(1 << 30)
-	d.full.Store(true)
+	checkLog(t, s.logStore, 100)
+	s.free.Store(1 << 30)
+	s.d.full.Store(true)
 	if err := s.wal.DeleteRange(91, 100); err == nil {
 		t.Fatal("a tail truncation on the full disk succeeded: the test's disk did not fill")
 	}
-	d.full.Store(false)
+	s.d.full.Store(false)
 	if err := s.wal.DeleteRange(91, 100); err == nil {
 		t.Log("raft-wal now retries a failed tail truncation itself")
 	}
@@ -328,31 +319,25 @@ func TestLogStoreTruncateFullDisk(t *testing.T) {
 			t.Fatalf("append %d after the truncation: %v", i, err)
 		}
 	}
-	checkLog(t, s, 120)
+	checkLog(t, s.logStore, 120)
 }
 
 // TestLogStoreReopenRetries: while the WAL is closed for a reopen, Raft
 // could not record a term; a reopen that fails is tried again.
 func TestLogStoreReopenRetries(t *testing.T) {
-	dir := t.TempDir()
-	d := &disk{}
-	var free atomic.Uint64
-	free.Store(1 << 30)
-	var logs logBuf
-	s := newTestLogStore(t, dir, d, &free, &logs)
-	defer s.Close()
-	d.full.Store(true)
+	s := newTestLog(t)
+	s.d.full.Store(true)
 	last := appendUntilSealed(t, s.wal, 0)
-	d.full.Store(false)
-	d.failOpens.Store(reopenTries - 1)
+	s.d.full.Store(false)
+	s.d.failOpens.Store(reopenTries - 1)
 	if err := s.StoreLog(entry(last + 1)); err != nil {
 		t.Fatalf("append with the WAL's reopen failing %d times: %v", reopenTries-1, err)
 	}
-	if got := strings.Count(logs.String(), "reopening the raft log"); got != reopenTries-1 {
-		t.Errorf("%d failed reopens logged, want %d:\n%s", got, reopenTries-1, logs.String())
+	if got := strings.Count(s.logs.String(), "reopening the raft log"); got != reopenTries-1 {
+		t.Errorf("%d failed reopens logged, want %d:\n%s", got, reopenTries-1, s.logs.String())
 	}
 	if err := s.SetUint64([]byte("CurrentTerm"), 7); err != nil {
 		t.Fatalf("SetUint64 after the reopen: %v", err)
 	}
-	checkLog(t, s, last+1)
+	checkLog(t, s.logStore, last+1)
 }

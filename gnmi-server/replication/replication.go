@@ -197,7 +197,7 @@ func Open(cfg Config) (*Node, error) {
 		logs.Close()
 		return nil, fmt.Errorf("replication: log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, cached, logs, snaps, transport)
+	r, err := raft.NewRaft(rc, n.fsm, cached, logs, snaps, unpipelined{transport})
 	if err != nil {
 		transport.Close()
 		logs.Close()

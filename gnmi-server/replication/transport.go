@@ -133,3 +133,21 @@ func (c *serverConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// unpipelined is Raft's network transport without pipelined replication:
+// the leader sends a follower one AppendEntries at a time (each carrying up
+// to MaxAppendEntries entries). hashicorp/raft's pipeline deadlocks when a
+// follower refuses an append while another is in flight (its decoder stops
+// at the refusal, the transport's unbuffered channels then block the next
+// send, and the send loop never sees the decoder stop): the leader sends
+// that follower heartbeats and nothing else, for good
+// (https://github.com/hashicorp/raft/issues/612). A follower refuses an
+// append whenever its log cannot take it (a full disk) or does not match
+// (after a leader change). TestFollowerDiskFull catches it.
+type unpipelined struct{ *raft.NetworkTransport }
+
+// AppendEntriesPipeline implements raft.Transport: Raft then replicates
+// with AppendEntries alone.
+func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
