@@ -535,7 +535,6 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("TestDiskFull took %v; %d acknowledged values checked (restarted after the disk filled: %v)", time.Since(testStart).Round(time.Millisecond), len(acked), restarted)
 }
 
-// firstLines returns the first n lines of s.
 // TestFollowerDiskFull: one follower's disk fills while the cluster takes
 // writes. The others go on acknowledging them; the full follower refuses
 // Sets with RESOURCE_EXHAUSTED and falls behind without failing; once
@@ -612,6 +611,7 @@ func TestFollowerDiskFull(t *testing.T) {
 	t.Logf("TestFollowerDiskFull took %v", time.Since(testStart).Round(time.Millisecond))
 }
 
+// firstLines returns the first n lines of s.
 func firstLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[:min(n, len(lines))], "\n")

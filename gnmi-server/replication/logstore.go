@@ -51,6 +51,11 @@ type logStore struct {
 
 	// full is set while the last room check found no room for a segment.
 	full atomic.Bool
+	// truncated is set by a tail truncation until the next append, which
+	// then goes to the segment the truncation created, without a room
+	// check: hashicorp/raft does not take back a truncation whose append
+	// fails, and its follower would then refuse every later append.
+	truncated atomic.Bool
 	// statfs reports the free bytes of the data dir; a test replaces it.
 	statfs func(dir string) (uint64, error)
 }
@@ -233,8 +238,10 @@ func (s *logStore) StoreLog(l *raft.Log) error {
 // StoreLogs implements raft.LogStore. It refuses the entries while there
 // is no room for a new segment.
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	if err := s.room(0); err != nil {
-		return err
+	if !s.truncated.Swap(false) {
+		if err := s.room(0); err != nil {
+			return err
+		}
 	}
 	// After a reopen, the WAL holds the entries the failed append made
 	// durable (those after the log's last when Raft appended): the rest
@@ -257,8 +264,9 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 }
 
 // DeleteRange implements raft.LogStore. A tail truncation creates a
-// segment, and the append that follows it needs room for another: it is
-// refused without room for both (Raft tries again). A truncation that
+// segment, which the append that follows it goes to: it is refused without
+// room for that segment and another (Raft tries again), and the append
+// after it is not refused for room (see truncated). A truncation that
 // failed creating its segment is repeated on the WAL opened again, where
 // it is done already or still to do.
 func (s *logStore) DeleteRange(min, max uint64) error {
@@ -272,7 +280,11 @@ func (s *logStore) DeleteRange(min, max uint64) error {
 		}
 	}
 	f := func(w *wal.WAL) error { return w.DeleteRange(min, max) }
-	return s.do(f, f)
+	err = s.do(f, f)
+	if err == nil && min > first {
+		s.truncated.Store(true)
+	}
+	return err
 }
 
 // IsMonotonic implements raft.MonotonicLogStore: raft-wal only appends.

@@ -341,3 +341,28 @@ func TestLogStoreReopenRetries(t *testing.T) {
 	}
 	checkLog(t, s.logStore, last+1)
 }
+
+// TestLogStoreAppendAfterTruncation: the append after a tail truncation
+// goes to the segment the truncation created and is not refused for room
+// (hashicorp/raft does not take back the truncation when it is); the one
+// after it is checked again.
+func TestLogStoreAppendAfterTruncation(t *testing.T) {
+	s := newTestLog(t)
+	for i := uint64(1); i <= 20; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteRange(16, 20); err != nil {
+		t.Fatal(err)
+	}
+	// The new segment took the room.
+	s.free.Store(diskReserve - 1)
+	if err := s.StoreLog(entry(16)); err != nil {
+		t.Fatalf("the append after a tail truncation: %v", err)
+	}
+	if err := s.StoreLog(entry(17)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("the append after that, without room: %v, want an error wrapping ENOSPC", err)
+	}
+	checkLog(t, s.logStore, 16)
+}

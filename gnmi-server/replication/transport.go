@@ -146,6 +146,12 @@ func (c *serverConn) Write(b []byte) (int, error) {
 // (after a leader change). TestFollowerDiskFull catches it.
 type unpipelined struct{ *raft.NetworkTransport }
 
+// Raft asks its transport for these; the wrapper must keep them.
+var (
+	_ raft.WithPreVote = unpipelined{}
+	_ raft.WithClose   = unpipelined{}
+)
+
 // AppendEntriesPipeline implements raft.Transport: Raft then replicates
 // with AppendEntries alone.
 func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
