@@ -145,6 +145,16 @@ func appendUntilSealed(t *testing.T, raw *wal.WAL, last uint64) uint64 {
 	return 0
 }
 
+// appendEntries appends entries from..to to s.
+func appendEntries(t *testing.T, s *logStore, from, to uint64) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if err := s.StoreLog(entry(i)); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+}
+
 // checkLog asserts that s holds entries 1..last, each as written.
 func checkLog(t *testing.T, s *logStore, last uint64) {
 	t.Helper()
@@ -255,11 +265,7 @@ func TestLogStoreSealedUnmended(t *testing.T) {
 // through.
 func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
 	s := newTestLog(t)
-	for i := uint64(1); i <= 10; i++ {
-		if err := s.StoreLog(entry(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEntries(t, s.logStore, 1, 10)
 	// A snapshot at 500 was installed: the whole log goes.
 	if err := s.DeleteRange(1, 10); err != nil {
 		t.Fatal(err)
@@ -290,11 +296,7 @@ func TestLogStoreAfterSnapshotFullDisk(t *testing.T) {
 // fails. The log store opens the WAL again, and the truncation is done.
 func TestLogStoreTruncateFullDisk(t *testing.T) {
 	s := newTestLog(t)
-	for i := uint64(1); i <= 100; i++ {
-		if err := s.StoreLog(entry(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEntries(t, s.logStore, 1, 100)
 	// Without room for the segment it creates and the next, a tail
 	// truncation is refused, and nothing is truncated.
 	s.free.Store(diskReserve + uint64(wal.DefaultSegmentSize) - 1)
@@ -348,11 +350,7 @@ func TestLogStoreReopenRetries(t *testing.T) {
 // after it is checked again.
 func TestLogStoreAppendAfterTruncation(t *testing.T) {
 	s := newTestLog(t)
-	for i := uint64(1); i <= 20; i++ {
-		if err := s.StoreLog(entry(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEntries(t, s.logStore, 1, 20)
 	if err := s.DeleteRange(16, 20); err != nil {
 		t.Fatal(err)
 	}
