@@ -584,6 +584,10 @@ func TestFollowerDiskFull(t *testing.T) {
 	if !n3.alive() {
 		t.Fatalf("n3 exited on its full disk: %s", tail(n3.d.stderr.String(), 15))
 	}
+	_, scrape := httpGet(t, n3.http, "/metrics")
+	if v, ok := metricValue(scrape, "patronus_raft_log_full"); !ok || v != 1 {
+		t.Errorf("n3's patronus_raft_log_full on its full disk = %v (present: %v), want 1", v, ok)
+	}
 
 	// Space freed: n3 catches up and takes Sets again.
 	if err := os.Remove(filler); err != nil {
@@ -605,6 +609,10 @@ func TestFollowerDiskFull(t *testing.T) {
 		t.Fatalf("a Set on n3 after space was freed: %v", after.err)
 	}
 	want[after.site] = after.val
+	_, scrape = httpGet(t, n3.http, "/metrics")
+	if v, ok := metricValue(scrape, "patronus_raft_log_full"); !ok || v != 0 {
+		t.Errorf("n3's patronus_raft_log_full after space was freed = %v (present: %v), want 0", v, ok)
+	}
 	for _, n := range nodes {
 		waitDescs(t, n, want, 10*time.Second)
 	}

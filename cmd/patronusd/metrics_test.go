@@ -78,6 +78,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		`patronus_auth_failures_total`:                    0,
 		`patronus_auth_rate_limited_total{reason="user"}`: 0,
 		`patronus_store_write_failures_total`:             0,
+		`patronus_raft_log_full`:                          0,
+		`patronus_raft_log_reopens_total`:                 0,
 	}
 	for series, v := range want {
 		if got, ok := metricValue(scrape, series); !ok || got != v {

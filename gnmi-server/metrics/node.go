@@ -73,6 +73,8 @@ var (
 	raftLagDesc      = desc("raft_apply_lag_entries", "Committed Raft entries this node has not applied yet: commit index minus applied index.")
 	raftChangesDesc  = desc("raft_leader_changes_total", "Leaders this node has seen elected since it started (a new leader, or the same in a new term).")
 	raftMembersDesc  = desc("raft_members", "Servers of the Raft configuration, by suffrage.", "suffrage")
+	raftLogFullDesc  = desc("raft_log_full", "1 while this node's Raft log refuses entries because its data dir has less free space than it keeps (80 MiB), else 0.")
+	raftReopensDesc  = desc("raft_log_reopens_total", "Times this node's Raft log (raft-wal) was opened again after a write failed on a full disk.")
 	raftStates       = []string{"LEADER", "FOLLOWER", "CANDIDATE", "NONVOTER", "SHUTDOWN"}
 	raftStateLabels  = []string{"leader", "follower", "candidate", "nonvoter", "shutdown"}
 	authFailuresDesc = desc("auth_failures_total", "Requests refused with UNAUTHENTICATED: no credentials, a wrong password or cluster secret, an unknown user, a client certificate naming no user.")
@@ -97,7 +99,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		storeDiskDesc, storeL0FilesDesc, storeL0SublevelsDesc, storeReadAmpDesc, storeDebtDesc, storeCompactionsDesc, storeFlushesDesc,
 		storeMemtableDesc, storeWALDesc, storeFailuresDesc,
 		raftStateDesc, raftLeaderDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc, raftLastDesc, raftStoreDesc, raftLagDesc,
-		raftChangesDesc, raftMembersDesc,
+		raftChangesDesc, raftMembersDesc, raftLogFullDesc, raftReopensDesc,
 		authFailuresDesc, authLimitedDesc,
 		probeSentDesc, probeReceivedDesc, probeLateDesc, probeLostDesc, probeHealthDesc, failoversDesc,
 	} {
@@ -156,6 +158,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(raftChangesDesc, st.LeaderChanges)
 		gauge(raftMembersDesc, float64(st.Voters), "voter")
 		gauge(raftMembersDesc, float64(st.Nonvoters), "nonvoter")
+		gauge(raftLogFullDesc, boolValue(st.LogFull))
+		counter(raftReopensDesc, st.LogReopens)
 	}
 	if s := c.src.Auth; s != nil {
 		st := s.Stats()

@@ -56,6 +56,8 @@ type logStore struct {
 	// check: hashicorp/raft does not take back a truncation whose append
 	// fails, and its follower would then refuse every later append.
 	truncated atomic.Bool
+	// reopens counts the times the WAL was opened again.
+	reopens atomic.Uint64
 	// statfs reports the free bytes of the data dir; a test replaces it.
 	statfs func(dir string) (uint64, error)
 }
@@ -189,6 +191,7 @@ func (s *logStore) reopen(failed *wal.WAL) error {
 		var w *wal.WAL
 		if w, err = s.open(); err == nil {
 			s.wal = w
+			s.reopens.Add(1)
 			s.hlog.Warn("reopened the raft log after a failed write on a full disk")
 			return nil
 		}

@@ -206,8 +206,8 @@ func TestLogStoreFullDisk(t *testing.T) {
 	}
 	last += 200
 	checkLog(t, s.logStore, last)
-	if !strings.Contains(s.logs.String(), "reopened the raft log") {
-		t.Errorf("the log store did not log its reopen; it logged:\n%s", s.logs.String())
+	if !strings.Contains(s.logs.String(), "reopened the raft log") || s.reopens.Load() != 1 {
+		t.Errorf("the log store counted %d reopens, want 1; it logged:\n%s", s.reopens.Load(), s.logs.String())
 	}
 
 	// And all of it is there after a restart.

@@ -675,6 +675,12 @@ type Stats struct {
 	LeaderChanges uint64
 	// Voters and Nonvoters count the servers of the Raft configuration.
 	Voters, Nonvoters int
+	// LogFull is set while this node's log refuses entries because the
+	// data dir is below its reserve (diskReserve; checked again now if it
+	// was the last time). LogReopens counts the times the log was opened
+	// again after a write failed on a full disk.
+	LogFull    bool
+	LogReopens uint64
 }
 
 // ApplyLag is how many entries the node knows are committed but has not
@@ -690,7 +696,7 @@ func (st Stats) ApplyLag() uint64 {
 func (n *Node) Stats() Stats {
 	st := Stats{Leader: n.Leader(), Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), LastIndex: n.raft.LastIndex(), StoreApplied: n.Applied(),
-		LeaderChanges: n.leaderChanges.Load()}
+		LeaderChanges: n.leaderChanges.Load(), LogFull: n.logs.fullErr() != nil, LogReopens: n.logs.reopens.Load()}
 	nonvoter := false
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
