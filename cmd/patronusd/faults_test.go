@@ -535,33 +535,41 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("TestDiskFull took %v; %d acknowledged values checked (restarted after the disk filled: %v)", time.Since(testStart).Round(time.Millisecond), len(acked), restarted)
 }
 
-// TestFollowerDiskFull: one follower's disk fills while the cluster takes
-// writes. The others go on acknowledging them; the full follower refuses
-// Sets with RESOURCE_EXHAUSTED and falls behind without failing; once
-// space is freed it catches up with every acknowledged write and takes
-// Sets again, without a restart.
-func TestFollowerDiskFull(t *testing.T) {
+// TestMemberDiskFull: one member's disk fills while the cluster takes
+// writes. The full member refuses Sets with RESOURCE_EXHAUSTED at once and
+// falls behind without failing; the others go on acknowledging writes (a
+// full leader hands leadership over); once space is freed the full member
+// catches up with every acknowledged write and takes Sets again, without a
+// restart.
+func TestMemberDiskFull(t *testing.T) {
+	t.Run("follower", func(t *testing.T) { memberDiskFull(t, false) })
+	t.Run("leader", func(t *testing.T) { memberDiskFull(t, true) })
+}
+
+// memberDiskFull fills the disk of the leader, n1, or of a follower, n3.
+func memberDiskFull(t *testing.T, leader bool) {
 	testStart := time.Now()
 	disk := mountTmpfs(t, "256m")
 	n1 := newNode(t, "n1", "")
-	if err := n1.startFresh(); err != nil {
-		t.Fatal(err)
-	}
 	n2, n3 := newNode(t, "n2", n1.addr), newNode(t, "n3", n1.addr)
-	n3.dir = filepath.Join(disk, "n3")
-	for _, n := range []*cnode{n2, n3} {
+	nodes := []*cnode{n1, n2, n3}
+	full, others := n3, []*cnode{n1, n2}
+	if leader {
+		full, others = n1, []*cnode{n2, n3}
+	}
+	full.dir = filepath.Join(disk, full.name)
+	for _, n := range nodes {
 		if err := n.startFresh(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	nodes := []*cnode{n1, n2, n3}
-	if leader := waitCluster(t, nodes, 3, 15*time.Second); leader == n3 {
-		t.Fatalf("n3, whose disk the test fills, leads; the test wants it a follower")
+	if l := waitCluster(t, nodes, 3, 15*time.Second); (l == full) != leader {
+		t.Fatalf("%s leads; the test wants %s, whose disk it fills, leading: %v", l.name, full.name, leader)
 	}
 	before := writeDescs(t, nodes, "fd-before", 20)
-	waitDescs(t, n3, before, 10*time.Second)
+	waitDescs(t, full, before, 10*time.Second)
 
-	// Fill n3's disk to 40 MiB free: below the 80 MiB its log keeps.
+	// Fill the disk to 40 MiB free: below the 80 MiB a log keeps.
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(disk, &st); err != nil {
 		t.Fatal(err)
@@ -572,51 +580,63 @@ func TestFollowerDiskFull(t *testing.T) {
 		t.Fatalf("fallocate: %v: %s", err, out)
 	}
 
-	// The leader and n2 go on acknowledging writes.
-	during := writeDescs(t, []*cnode{n1, n2}, "fd-during", 40)
-	// n3 cannot take them: a Set sent to it is refused for its disk.
-	o := setSite(n3.client(), "fd-n3-full", "refused", 10*time.Second)
+	// A Set sent to the full member is refused at once for its disk.
+	o := setSite(full.client(), "fd-full", "refused", 10*time.Second)
 	if c := status.Code(o.err); c != codes.ResourceExhausted {
-		t.Errorf("a Set on the follower with the full disk: %v (%v), want RESOURCE_EXHAUSTED", c, o.err)
+		t.Errorf("a Set on %s with the full disk: %v (%v), want RESOURCE_EXHAUSTED", full.name, c, o.err)
 	} else {
-		t.Logf("a Set on the follower with the full disk, refused in %v: %v", o.took.Round(time.Millisecond), o.err)
+		t.Logf("a Set on %s with the full disk, refused in %v: %v", full.name, o.took.Round(time.Millisecond), o.err)
 	}
-	if !n3.alive() {
-		t.Fatalf("n3 exited on its full disk: %s", tail(n3.d.stderr.String(), 15))
+	if leader {
+		// Refusing it, the full leader hands leadership over.
+		l := waitCluster(t, nodes, 3, 15*time.Second)
+		for deadline := time.Now().Add(15 * time.Second); l == full && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			l = waitCluster(t, nodes, 3, 15*time.Second)
+		}
+		if l == full {
+			t.Fatalf("%s, out of room, still leads after 15s", full.name)
+		}
+		t.Logf("%s, out of room, handed leadership to %s", full.name, l.name)
 	}
-	_, scrape := httpGet(t, n3.http, "/metrics")
+	// The others go on acknowledging writes.
+	during := writeDescs(t, others, "fd-during", 40)
+	if !full.alive() {
+		t.Fatalf("%s exited on its full disk: %s", full.name, tail(full.d.stderr.String(), 15))
+	}
+	_, scrape := httpGet(t, full.http, "/metrics")
 	if v, ok := metricValue(scrape, "patronus_raft_log_full"); !ok || v != 1 {
-		t.Errorf("n3's patronus_raft_log_full on its full disk = %v (present: %v), want 1", v, ok)
+		t.Errorf("%s's patronus_raft_log_full on its full disk = %v (present: %v), want 1", full.name, v, ok)
 	}
 
-	// Space freed: n3 catches up and takes Sets again.
+	// Space freed: the full member catches up and takes Sets again.
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
 	freedAt := time.Now()
 	want := maps.Clone(before)
 	maps.Copy(want, during)
-	took := waitDescs(t, n3, want, 30*time.Second)
-	t.Logf("n3 had every write acknowledged while its disk was full %v after space was freed", took.Round(time.Millisecond))
+	took := waitDescs(t, full, want, 30*time.Second)
+	t.Logf("%s had every write acknowledged while its disk was full %v after space was freed", full.name, took.Round(time.Millisecond))
 	var after setOutcome
 	for time.Since(freedAt) < 30*time.Second {
-		if after = setSite(n3.client(), "fd-n3-after", "taken", 5*time.Second); after.err == nil {
+		if after = setSite(full.client(), "fd-after", "taken", 5*time.Second); after.err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if after.err != nil {
-		t.Fatalf("a Set on n3 after space was freed: %v", after.err)
+		t.Fatalf("a Set on %s after space was freed: %v", full.name, after.err)
 	}
 	want[after.site] = after.val
-	_, scrape = httpGet(t, n3.http, "/metrics")
+	_, scrape = httpGet(t, full.http, "/metrics")
 	if v, ok := metricValue(scrape, "patronus_raft_log_full"); !ok || v != 0 {
-		t.Errorf("n3's patronus_raft_log_full after space was freed = %v (present: %v), want 0", v, ok)
+		t.Errorf("%s's patronus_raft_log_full after space was freed = %v (present: %v), want 0", full.name, v, ok)
 	}
 	for _, n := range nodes {
 		waitDescs(t, n, want, 10*time.Second)
 	}
-	t.Logf("TestFollowerDiskFull took %v", time.Since(testStart).Round(time.Millisecond))
+	t.Logf("took %v", time.Since(testStart).Round(time.Millisecond))
 }
 
 // firstLines returns the first n lines of s.

@@ -49,8 +49,6 @@ type logStore struct {
 	wal    *wal.WAL // nil after a failed reopen, until one succeeds; guarded by mu
 	closed bool     // guarded by mu
 
-	// full is set while the last room check found no room for a segment.
-	full atomic.Bool
 	// truncated is set by a tail truncation until the next append, which
 	// then goes to the segment the truncation created, without a room
 	// check: hashicorp/raft does not take back a truncation whose append
@@ -98,28 +96,23 @@ func freeBytes(dir string) (uint64, error) {
 }
 
 // room returns an error wrapping syscall.ENOSPC when the data dir has less
-// than extra bytes free beyond diskReserve, and records whether it had.
+// than extra bytes free beyond diskReserve.
 func (s *logStore) room(extra uint64) error {
 	free, err := s.statfs(s.dir)
 	if err != nil {
 		return nil // cannot tell: let the write itself decide
 	}
 	if need := diskReserve + extra; free < need {
-		s.full.Store(true)
 		return fmt.Errorf("%w: the data dir has %d MiB free and keeps %d MiB for the raft log's next segment and the store", syscall.ENOSPC, free>>20, need>>20)
 	}
-	s.full.Store(false)
 	return nil
 }
 
 // fullErr returns an error wrapping syscall.ENOSPC while the log refuses
-// appends for lack of room, and nil once there is room again.
-func (s *logStore) fullErr() error {
-	if !s.full.Load() {
-		return nil
-	}
-	return s.room(0)
-}
+// appends for lack of room, and nil while there is room. It looks now (a
+// statfs, a microsecond or two): a Set's node must know before it forwards
+// a change it could not apply.
+func (s *logStore) fullErr() error { return s.room(0) }
 
 // call runs f on the open WAL, which it returns (nil when none is open).
 func (s *logStore) call(f func(w *wal.WAL) error) (*wal.WAL, error) {

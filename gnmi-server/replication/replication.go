@@ -107,6 +107,9 @@ type Node struct {
 	// leaderChanges counts the leaders this node has seen elected; the
 	// observer that counts them runs on Raft's goroutine.
 	leaderChanges atomic.Uint64
+	// handedOff is when this node last handed leadership over for lack of
+	// room (UnixNano; see handOff).
+	handedOff atomic.Int64
 	// leaderMu guards the last leader counted and its term. It is not mu:
 	// Raft calls the observer with its observer lock held, which Close
 	// takes while holding mu.
@@ -405,14 +408,17 @@ func (n *Node) SetOnce(ctx context.Context, key string, value []byte) error {
 
 func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64, error) {
 	if err := n.roomFor(len(cmd)); err != nil {
+		n.handOff(err)
 		return nil, 0, err
 	}
 	f := n.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// A leader handing over refuses entries before it
+			// proposes them.
 			return nil, 0, ErrNotLeader
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
 			return nil, 0, ErrUnknown
 		}
 		return nil, 0, fmt.Errorf("replication: %w", err)
@@ -444,9 +450,49 @@ func (n *Node) roomFor(size int) error {
 // there is room.
 func (n *Node) LogFull() error {
 	if err := n.logs.fullErr(); err != nil {
+		n.handOff(err)
 		return fmt.Errorf("replication: this node's raft log takes no entries: %w", err)
 	}
 	return nil
+}
+
+// handOffEvery is how often a leader short of room hands leadership over
+// at most: if the new leader is short of room too, it hands over in turn,
+// not at once.
+const handOffEvery = 10 * time.Second
+
+// handOff, on a leader whose data dir is below its reserve (why), hands
+// leadership to the most up-to-date other voter in the background: one
+// node's full disk then stops the writes sent to that node, not the
+// cluster's. A single voter keeps leading.
+func (n *Node) handOff(why error) {
+	if n.raft.State() != raft.Leader {
+		return
+	}
+	now, last := time.Now().UnixNano(), n.handedOff.Load()
+	if now-last < int64(handOffEvery) || !n.handedOff.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		f := n.raft.GetConfiguration()
+		if f.Error() != nil {
+			return
+		}
+		others := 0
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter && s.ID != n.id {
+				others++
+			}
+		}
+		if others == 0 {
+			return
+		}
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("the data dir is nearly full; handing leadership over failed", "reason", why, "err", err)
+			return
+		}
+		n.log.Warn("the data dir is nearly full; handed leadership over", "reason", why)
+	}()
 }
 
 // Barrier waits until every entry committed before it is applied here; the
@@ -676,9 +722,9 @@ type Stats struct {
 	// Voters and Nonvoters count the servers of the Raft configuration.
 	Voters, Nonvoters int
 	// LogFull is set while this node's log refuses entries because the
-	// data dir is below its reserve (diskReserve; checked again now if it
-	// was the last time). LogReopens counts the times the log was opened
-	// again after a write failed on a full disk.
+	// data dir is below its reserve (diskReserve; checked now). LogReopens
+	// counts the times the log was opened again after a write failed on a
+	// full disk.
 	LogFull    bool
 	LogReopens uint64
 }

@@ -143,7 +143,7 @@ func (c *serverConn) Write(b []byte) (int, error) {
 // that follower heartbeats and nothing else, for good
 // (https://github.com/hashicorp/raft/issues/612). A follower refuses an
 // append whenever its log cannot take it (a full disk) or does not match
-// (after a leader change). TestFollowerDiskFull catches it.
+// (after a leader change). TestMemberDiskFull catches it.
 type unpipelined struct{ *raft.NetworkTransport }
 
 // Raft asks its transport for these; the wrapper must keep them.
