@@ -580,6 +580,17 @@ func memberDiskFull(t *testing.T, leader bool) {
 		t.Fatalf("fallocate: %v: %s", err, out)
 	}
 
+	if leader {
+		// A Set sent to a member with room goes through: the full
+		// leader sends it back, hands leadership over, and the Set is
+		// retried on the new leader.
+		o := setSite(n2.client(), "fd-via-n2", "taken", 10*time.Second)
+		if o.err != nil {
+			t.Fatalf("a Set on n2 while the leader's disk is full: %v", o.err)
+		}
+		before[o.site] = o.val
+		t.Logf("a Set on n2 while the leader's disk is full took %v", o.took.Round(time.Millisecond))
+	}
 	// A Set sent to the full member is refused at once for its disk.
 	o := setSite(full.client(), "fd-full", "refused", 10*time.Second)
 	if c := status.Code(o.err); c != codes.ResourceExhausted {

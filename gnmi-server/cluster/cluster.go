@@ -95,8 +95,13 @@ func (c *Cluster) Close() {
 // applied the result, so the client reads its own write here.
 func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
 	// A node whose own log is full could neither lead the change nor
-	// apply it to answer.
+	// apply it to answer. A full leader hands leadership over: a Set
+	// another member forwarded is sent back to be retried on the next
+	// leader, where there is one.
 	if err := c.cfg.Repl.LogFull(); err != nil {
+		if forwarded(ctx) && c.cfg.Repl.HandingOff() {
+			return nil, status.Error(codes.Unavailable, notLeader)
+		}
 		return nil, err
 	}
 	for {
@@ -120,7 +125,7 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 				}
 			}
 		} else if leader := c.cfg.Repl.Leader(); leader != "" {
-			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(server.ForwardedPeerHeader)) > 0 {
+			if forwarded(ctx) {
 				// Forwarded to us as leader, but we no longer are: the
 				// forwarding node retries.
 				return nil, status.Error(codes.Unavailable, notLeader)
@@ -145,6 +150,9 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 // with server.AuditExtension, authenticated as this member).
 func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
 	if err := c.cfg.Repl.LogFull(); err != nil {
+		if forwarded(ctx) && c.cfg.Repl.HandingOff() {
+			return status.Error(codes.Unavailable, notLeader)
+		}
 		return err
 	}
 	for {
@@ -158,7 +166,7 @@ func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
 				return err
 			}
 		} else if leader := c.cfg.Repl.Leader(); leader != "" {
-			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(server.ForwardedPeerHeader)) > 0 {
+			if forwarded(ctx) {
 				return status.Error(codes.Unavailable, notLeader)
 			}
 			err := c.forwardRejection(ctx, leader, rej)
@@ -184,6 +192,13 @@ func (c *Cluster) forwardRejection(ctx context.Context, leader string, rej txn.R
 	out := metadata.Pairs(server.ForwardedPeerHeader, rej.Peer)
 	_, err = client.Set(metadata.NewOutgoingContext(ctx, out), server.AuditRecord(rej))
 	return err
+}
+
+// forwarded reports whether the request in ctx was forwarded by another
+// member.
+func forwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(server.ForwardedPeerHeader)) > 0
 }
 
 // notLeader is the message of a forwarded Set that reached a node that is

@@ -108,7 +108,7 @@ type Node struct {
 	// observer that counts them runs on Raft's goroutine.
 	leaderChanges atomic.Uint64
 	// handedOff is when this node last handed leadership over for lack of
-	// room (UnixNano; see handOff).
+	// room (since monoStart; see handOff).
 	handedOff atomic.Int64
 	// leaderMu guards the last leader counted and its term. It is not mu:
 	// Raft calls the observer with its observer lock held, which Close
@@ -408,7 +408,6 @@ func (n *Node) SetOnce(ctx context.Context, key string, value []byte) error {
 
 func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64, error) {
 	if err := n.roomFor(len(cmd)); err != nil {
-		n.handOff(err)
 		return nil, 0, err
 	}
 	f := n.raft.Apply(cmd, timeout)
@@ -461,6 +460,31 @@ func (n *Node) LogFull() error {
 // not at once.
 const handOffEvery = 10 * time.Second
 
+// monoStart is the base of handedOff's monotonic times.
+var monoStart = time.Now()
+
+// HandingOff reports whether this node leads and is short of room with
+// another voter to hand leadership to (see handOff): a Set forwarded to it
+// is better retried on the next leader than refused.
+func (n *Node) HandingOff() bool {
+	return n.raft.State() == raft.Leader && n.otherVoters()
+}
+
+// otherVoters reports whether the configuration has a voter besides this
+// node.
+func (n *Node) otherVoters() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != n.id {
+			return true
+		}
+	}
+	return false
+}
+
 // handOff, on a leader whose data dir is below its reserve (why), hands
 // leadership to the most up-to-date other voter in the background: one
 // node's full disk then stops the writes sent to that node, not the
@@ -469,22 +493,12 @@ func (n *Node) handOff(why error) {
 	if n.raft.State() != raft.Leader {
 		return
 	}
-	now, last := time.Now().UnixNano(), n.handedOff.Load()
-	if now-last < int64(handOffEvery) || !n.handedOff.CompareAndSwap(last, now) {
+	now, last := int64(time.Since(monoStart)), n.handedOff.Load()
+	if last != 0 && now-last < int64(handOffEvery) || !n.handedOff.CompareAndSwap(last, now) {
 		return
 	}
 	go func() {
-		f := n.raft.GetConfiguration()
-		if f.Error() != nil {
-			return
-		}
-		others := 0
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter && s.ID != n.id {
-				others++
-			}
-		}
-		if others == 0 {
+		if !n.otherVoters() {
 			return
 		}
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
