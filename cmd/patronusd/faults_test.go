@@ -550,18 +550,30 @@ func TestMemberDiskFull(t *testing.T) {
 func memberDiskFull(t *testing.T, leader bool) {
 	testStart := time.Now()
 	disk := mountTmpfs(t, "256m")
+	// Each node is described once the one before it listens: a free
+	// address chosen earlier could be chosen again.
 	n1 := newNode(t, "n1", "")
-	n2, n3 := newNode(t, "n2", n1.addr), newNode(t, "n3", n1.addr)
+	if leader {
+		n1.dir = filepath.Join(disk, n1.name)
+	}
+	if err := n1.startFresh(); err != nil {
+		t.Fatal(err)
+	}
+	n2 := newNode(t, "n2", n1.addr)
+	if err := n2.startFresh(); err != nil {
+		t.Fatal(err)
+	}
+	n3 := newNode(t, "n3", n1.addr)
+	if !leader {
+		n3.dir = filepath.Join(disk, n3.name)
+	}
+	if err := n3.startFresh(); err != nil {
+		t.Fatal(err)
+	}
 	nodes := []*cnode{n1, n2, n3}
 	full, others := n3, []*cnode{n1, n2}
 	if leader {
 		full, others = n1, []*cnode{n2, n3}
-	}
-	full.dir = filepath.Join(disk, full.name)
-	for _, n := range nodes {
-		if err := n.startFresh(); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if l := waitCluster(t, nodes, 3, 15*time.Second); (l == full) != leader {
 		t.Fatalf("%s leads; the test wants %s, whose disk it fills, leading: %v", l.name, full.name, leader)
