@@ -94,16 +94,6 @@ func (c *Cluster) Close() {
 // a follower it forwards the Set to the leader and returns once this node has
 // applied the result, so the client reads its own write here.
 func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
-	// A node whose own log is full could neither lead the change nor
-	// apply it to answer. A full leader hands leadership over: a Set
-	// another member forwarded is sent back to be retried on the next
-	// leader, where there is one.
-	if err := c.cfg.Repl.LogFull(); err != nil {
-		if forwarded(ctx) && c.cfg.Repl.HandingOff() {
-			return nil, status.Error(codes.Unavailable, notLeader)
-		}
-		return nil, err
-	}
 	for {
 		if c.cfg.Repl.IsLeader() {
 			moved, err := c.membership(ops)
@@ -117,6 +107,8 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 					// Nothing was proposed: try the new leader.
 				case errors.Is(err, replication.ErrUnknown):
 					return nil, status.Error(codes.Unavailable, err.Error())
+				case errors.Is(err, replication.ErrHandingOff) && forwarded(ctx):
+					return nil, status.Error(codes.Unavailable, notLeader)
 				case err != nil:
 					return nil, err
 				default:
@@ -129,6 +121,11 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 				// Forwarded to us as leader, but we no longer are: the
 				// forwarding node retries.
 				return nil, status.Error(codes.Unavailable, notLeader)
+			}
+			// A follower whose log is full could not apply the change
+			// to answer.
+			if err := c.cfg.Repl.LogFull(); err != nil {
+				return nil, err
 			}
 			res, err := c.forward(ctx, leader, ops, meta)
 			if err == nil || !retryable(err) {
@@ -149,12 +146,6 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 // the leader it proposes it, on a follower it hands it to the leader (a Set
 // with server.AuditExtension, authenticated as this member).
 func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
-	if err := c.cfg.Repl.LogFull(); err != nil {
-		if forwarded(ctx) && c.cfg.Repl.HandingOff() {
-			return status.Error(codes.Unavailable, notLeader)
-		}
-		return err
-	}
 	for {
 		if c.cfg.Repl.IsLeader() {
 			_, err := c.cfg.Repl.Reject(ctx, rej)
@@ -162,12 +153,17 @@ func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
 			case errors.Is(err, replication.ErrNotLeader):
 			case errors.Is(err, replication.ErrUnknown):
 				return status.Error(codes.Unavailable, err.Error())
+			case errors.Is(err, replication.ErrHandingOff) && forwarded(ctx):
+				return status.Error(codes.Unavailable, notLeader)
 			default:
 				return err
 			}
 		} else if leader := c.cfg.Repl.Leader(); leader != "" {
 			if forwarded(ctx) {
 				return status.Error(codes.Unavailable, notLeader)
+			}
+			if err := c.cfg.Repl.LogFull(); err != nil {
+				return err
 			}
 			err := c.forwardRejection(ctx, leader, rej)
 			if err == nil || !retryable(err) {

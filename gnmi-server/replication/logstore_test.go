@@ -189,15 +189,15 @@ func TestLogStoreFullDisk(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("an append on the full disk: %v, want an error wrapping ENOSPC", err)
 	}
-	if err := s.fullErr(); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("fullErr on the full disk: %v, want an error wrapping ENOSPC", err)
+	if err := s.room(0); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("room(0) on the full disk: %v, want an error wrapping ENOSPC", err)
 	}
 
 	// Space freed: the next append goes through.
 	s.d.full.Store(false)
 	s.free.Store(1 << 30)
-	if err := s.fullErr(); err != nil {
-		t.Fatalf("fullErr after space was freed: %v", err)
+	if err := s.room(0); err != nil {
+		t.Fatalf("room(0) after space was freed: %v", err)
 	}
 	for i := last + 1; i <= last+200; i++ {
 		if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {

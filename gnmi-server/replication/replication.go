@@ -124,6 +124,11 @@ type Node struct {
 var (
 	ErrNotLeader = errors.New("replication: not the leader")
 	ErrUnknown   = errors.New("replication: leadership was lost while the change was in flight; its outcome is unknown")
+	// ErrHandingOff means nothing was proposed: this leader's data dir is
+	// below its reserve and it is handing leadership to another voter,
+	// where the change may be retried. It comes wrapped with the
+	// syscall.ENOSPC of the room check.
+	ErrHandingOff = errors.New("replication: this leader is out of room and hands leadership over")
 )
 
 // Open starts the node's Raft instance over cfg.Store.
@@ -408,6 +413,11 @@ func (n *Node) SetOnce(ctx context.Context, key string, value []byte) error {
 
 func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64, error) {
 	if err := n.roomFor(len(cmd)); err != nil {
+		// Short of room for any entry, not only for this one: a voter
+		// with room takes over.
+		if n.logs.room(0) != nil && n.handOff(err) {
+			return nil, 0, fmt.Errorf("%w: %w", ErrHandingOff, err)
+		}
 		return nil, 0, err
 	}
 	f := n.raft.Apply(cmd, timeout)
@@ -448,8 +458,7 @@ func (n *Node) roomFor(size int) error {
 // and nil otherwise. The log takes entries again, without a restart, once
 // there is room.
 func (n *Node) LogFull() error {
-	if err := n.logs.fullErr(); err != nil {
-		n.handOff(err)
+	if err := n.logs.room(0); err != nil {
 		return fmt.Errorf("replication: this node's raft log takes no entries: %w", err)
 	}
 	return nil
@@ -462,13 +471,6 @@ const handOffEvery = 10 * time.Second
 
 // monoStart is the base of handedOff's monotonic times.
 var monoStart = time.Now()
-
-// HandingOff reports whether this node leads and is short of room with
-// another voter to hand leadership to (see handOff): a Set forwarded to it
-// is better retried on the next leader than refused.
-func (n *Node) HandingOff() bool {
-	return n.raft.State() == raft.Leader && n.otherVoters()
-}
 
 // otherVoters reports whether the configuration has a voter besides this
 // node.
@@ -486,27 +488,26 @@ func (n *Node) otherVoters() bool {
 }
 
 // handOff, on a leader whose data dir is below its reserve (why), hands
-// leadership to the most up-to-date other voter in the background: one
-// node's full disk then stops the writes sent to that node, not the
-// cluster's. A single voter keeps leading.
-func (n *Node) handOff(why error) {
-	if n.raft.State() != raft.Leader {
-		return
+// leadership to the most up-to-date other voter in the background, at most
+// every handOffEvery: one node's full disk then stops the writes sent to
+// that node, not the cluster's. It reports whether there is a voter to
+// hand over to; a single voter keeps leading.
+func (n *Node) handOff(why error) bool {
+	if n.raft.State() != raft.Leader || !n.otherVoters() {
+		return false
 	}
 	now, last := int64(time.Since(monoStart)), n.handedOff.Load()
 	if last != 0 && now-last < int64(handOffEvery) || !n.handedOff.CompareAndSwap(last, now) {
-		return
+		return true
 	}
 	go func() {
-		if !n.otherVoters() {
-			return
-		}
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("the data dir is nearly full; handing leadership over failed", "reason", why, "err", err)
 			return
 		}
 		n.log.Warn("the data dir is nearly full; handed leadership over", "reason", why)
 	}()
+	return true
 }
 
 // Barrier waits until every entry committed before it is applied here; the
@@ -756,7 +757,7 @@ func (st Stats) ApplyLag() uint64 {
 func (n *Node) Stats() Stats {
 	st := Stats{Leader: n.Leader(), Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), LastIndex: n.raft.LastIndex(), StoreApplied: n.Applied(),
-		LeaderChanges: n.leaderChanges.Load(), LogFull: n.logs.fullErr() != nil, LogReopens: n.logs.reopens.Load()}
+		LeaderChanges: n.leaderChanges.Load(), LogFull: n.logs.room(0) != nil, LogReopens: n.logs.reopens.Load()}
 	nonvoter := false
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
