@@ -456,8 +456,8 @@ func TestDiskFull(t *testing.T) {
 		} else {
 			t.Logf("REPORT: patronusd keeps running on the full disk and serves Gets: all %d acknowledged values readable", len(acked))
 		}
-		// A small Set on the full disk is still refused, or accepted.
-		// Refused at once (not held until its deadline), or accepted.
+		// A small Set on the full disk is refused at once (not held
+		// until its deadline), or accepted.
 		o := setSite(d.Client, "df-small", "small", 5*time.Second)
 		t.Logf("a small Set on the full disk: %v (%v)", status.Code(o.err), o.err)
 		if o.err == nil {
@@ -550,31 +550,31 @@ func TestMemberDiskFull(t *testing.T) {
 func memberDiskFull(t *testing.T, leader bool) {
 	testStart := time.Now()
 	disk := mountTmpfs(t, "256m")
+	fullName := "n3"
+	if leader {
+		fullName = "n1"
+	}
 	// Each node is described once the one before it listens: a free
 	// address chosen earlier could be chosen again.
-	n1 := newNode(t, "n1", "")
-	if leader {
-		n1.dir = filepath.Join(disk, n1.name)
+	var nodes, others []*cnode
+	var full *cnode
+	for _, name := range []string{"n1", "n2", "n3"} {
+		join := ""
+		if len(nodes) > 0 {
+			join = nodes[0].addr
+		}
+		n := newNode(t, name, join)
+		if name == fullName {
+			n.dir, full = filepath.Join(disk, name), n
+		} else {
+			others = append(others, n)
+		}
+		if err := n.startFresh(); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
 	}
-	if err := n1.startFresh(); err != nil {
-		t.Fatal(err)
-	}
-	n2 := newNode(t, "n2", n1.addr)
-	if err := n2.startFresh(); err != nil {
-		t.Fatal(err)
-	}
-	n3 := newNode(t, "n3", n1.addr)
-	if !leader {
-		n3.dir = filepath.Join(disk, n3.name)
-	}
-	if err := n3.startFresh(); err != nil {
-		t.Fatal(err)
-	}
-	nodes := []*cnode{n1, n2, n3}
-	full, others := n3, []*cnode{n1, n2}
-	if leader {
-		full, others = n1, []*cnode{n2, n3}
-	}
+	n2 := nodes[1]
 	if l := waitCluster(t, nodes, 3, 15*time.Second); (l == full) != leader {
 		t.Fatalf("%s leads; the test wants %s, whose disk it fills, leading: %v", l.name, full.name, leader)
 	}
