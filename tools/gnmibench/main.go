@@ -59,7 +59,10 @@
 //     earlier rows' node and the reference stay open, without writer or
 //     subscribers (the node's history recorder still samples its counters
 //     every 10 s); -only get runs without them. The reference serves only
-//     Subscribe; the row says what it answered.
+//     Subscribe; the row says what it answered. In the get-leaf rows the
+//     reference is instead the floor of any unary RPC here: the same
+//     callers calling gRPC's health Check, which does nothing, on the
+//     reference's plain grpc.Server (no interceptors).
 //   - memory: a child process (this program again) runs a Patronus node
 //     alone with the scale set, the measured state of its paths, policies
 //     and 10,000 flows written by collector/telemetry's Writer once a

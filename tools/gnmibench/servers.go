@@ -13,6 +13,8 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"github.com/openconfig/gnmi/subscribe"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
 	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
@@ -72,7 +74,10 @@ type system interface {
 	close()
 }
 
-// serve serves srv's gNMI service on a random loopback port, with opts.
+// serve serves srv's gNMI service on a random loopback port, with opts,
+// and gRPC's standard health service beside it: its Check, an RPC that
+// does nothing, is the get-leaf rows' reference (the floor of an RPC on
+// this machine with this client).
 func serve(srv gpb.GNMIServer, opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,6 +85,7 @@ func serve(srv gpb.GNMIServer, opts ...grpc.ServerOption) (*grpc.Server, net.Lis
 	}
 	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)}, opts...)...)
 	gpb.RegisterGNMIServer(gs, srv)
+	healthpb.RegisterHealthServer(gs, health.NewServer())
 	go gs.Serve(lis)
 	return gs, lis, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/openconfig/ygot/ygot"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/tools/scalegen/scale"
@@ -157,8 +158,13 @@ func workloads(cfg *config) []workload {
 		}})
 	}
 	// Get and Set run against the node holding the scale set alone, and
-	// against the reference to show whether it serves them at all.
-	unary := func(name string, clients int, do func(context.Context, *grpc.ClientConn) (int, error)) {
+	// against the reference to show whether it serves them at all; the
+	// get-leaf rows' reference is the gRPC floor (healthCheck).
+	// refDo is what the same clients call on the reference (nil: do).
+	unary := func(name string, clients int, do, refDo func(context.Context, *grpc.ClientConn) (int, error)) {
+		if refDo == nil {
+			refDo = do
+		}
 		ws = append(ws, workload{name: name, steps: 2, run: func(ctx context.Context, e *env, step func(string)) ([]Row, error) {
 			p, err := e.scaleNode(ctx)
 			if err != nil {
@@ -174,7 +180,7 @@ func workloads(cfg *config) []workload {
 				return nil, fmt.Errorf("patronus: %w", err)
 			}
 			step("reference")
-			rr, err := runClients(ctx, r.addr(), clients, cfg.duration, do)
+			rr, err := runClients(ctx, r.addr(), clients, cfg.duration, refDo)
 			if err != nil && status.Code(err) != codes.Unimplemented {
 				return nil, fmt.Errorf("reference: %w", err)
 			}
@@ -182,11 +188,11 @@ func workloads(cfg *config) []workload {
 		}})
 	}
 	for _, c := range cfg.getClients {
-		unary(fmt.Sprintf("get-leaf-%d", c), c, getOp(getLeaf, cfg.decode))
+		unary(fmt.Sprintf("get-leaf-%d", c), c, getOp(getLeaf, cfg.decode), healthCheck)
 	}
-	unary("get-policies-1", 1, getOp(getPolicies, cfg.decode))
-	unary("set-leaf-1", 1, setOp(1))
-	unary("set-100-1", 1, setOp(100))
+	unary("get-policies-1", 1, getOp(getPolicies, cfg.decode), nil)
+	unary("set-leaf-1", 1, setOp(1), nil)
+	unary("set-100-1", 1, setOp(100), nil)
 	if cfg.memorySubs > 0 {
 		ws = append(ws, workload{name: "memory", steps: 1, run: func(ctx context.Context, e *env, step func(string)) ([]Row, error) {
 			step("patronus")
@@ -555,6 +561,16 @@ var getLeaf = &gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.E
 // JSON_IETF.
 var getPolicies = &gpb.GetRequest{Prefix: &gpb.Path{Target: target}, Encoding: gpb.Encoding_JSON_IETF,
 	Path: []*gpb.Path{mustPath("/policies")}}
+
+// healthCheck calls gRPC's standard health service, an RPC that does
+// nothing: on the reference's plain gRPC server, what the get-leaf rows'
+// clients achieve with it is the floor of any unary RPC on this machine.
+func healthCheck(ctx context.Context, c *grpc.ClientConn) (int, error) {
+	if _, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
 
 // getOp calls Get with req and counts the leaves of the response: off the
 // wire, as the subscribers do, or decoded in full if decode.
