@@ -86,6 +86,11 @@ func checkWorkloads(t *testing.T, cfg *config, want []string) {
 			if *r.Patronus <= 0 {
 				t.Errorf("memory %s = %v, want > 0", r.Metric, *r.Patronus)
 			}
+		case strings.HasPrefix(r.Workload, "get-leaf-"):
+			// The reference is the gRPC floor (health Check).
+			if r.Reference == nil || *r.Reference <= 0 {
+				t.Errorf("%s %s: no gRPC floor as the reference", r.Workload, r.Metric)
+			}
 		case unary:
 			// The reference serves Subscribe alone.
 			if r.Reference != nil {
