@@ -92,6 +92,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -162,6 +163,17 @@ func main() {
 	fs.DurationVar(&cfg.memoryFor, "memory-for", cfg.memoryFor, "how long the memory row's collector writes before the node's memory is read (0: -duration)")
 	fs.StringVar(&cfg.memProfile, "memprofile", "", "write a heap profile of the memory row's server process to this file")
 	fs.BoolVar(&cfg.decode, "decode", false, "subscribers decode every response into messages (as gnmic or Telegraf do) instead of reading them off the wire")
+	fs.Func("get-clients", "comma-separated caller counts of the get-leaf rows (default 1,16)", func(v string) error {
+		cfg.getClients = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q is not a caller count", f)
+			}
+			cfg.getClients = append(cfg.getClients, n)
+		}
+		return nil
+	})
 	fs.StringVar(&cfg.dir, "dir", cfg.dir, "where the Patronus nodes' data dirs are made (a tmpfs such as /dev/shm takes fsync out)")
 	fs.Parse(os.Args[1:])
 	if *only != "" {
