@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/patronus-sdwan/patronus/gen/model"
@@ -1483,6 +1484,11 @@ func TestRestartDurability(t *testing.T) {
 		s := subscribe(t, d.Client, &gpb.SubscriptionList{Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
 			Subscription: []*gpb.Subscription{sub(t, "/sites", gpb.SubscriptionMode_ON_CHANGE, 0)}})
 		s.untilSync(t, 5*time.Second)
+		// So is a gRPC health Watch.
+		watch := watchHealth(t, d.Addr)
+		if st := nextHealth(t, watch, 5*time.Second); st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health Watch before SIGTERM: %v, want SERVING", st)
+		}
 		// Graceful shutdown closes subscriber streams promptly rather than
 		// waiting for them to end by themselves.
 		sent := time.Now()
@@ -1499,6 +1505,11 @@ func TestRestartDurability(t *testing.T) {
 		}
 		if took := time.Since(sent); took > 2*time.Second {
 			t.Errorf("the subscription stream was closed %v after SIGTERM (%v), want promptly (< 2s)", took.Round(time.Millisecond), streamErr)
+		}
+		for st := range watch { // ends with the stream
+			if st != healthpb.HealthCheckResponse_NOT_SERVING {
+				t.Errorf("health Watch during shutdown: %v, want NOT_SERVING or the end", st)
+			}
 		}
 		code, ok := d.wait(10 * time.Second)
 		if !ok {

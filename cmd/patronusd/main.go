@@ -319,6 +319,9 @@ func run(args []string) error {
 		grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor(), n.Auth.StreamInterceptor()))
 	gs := grpc.NewServer(gopts...)
 	gpb.RegisterGNMIServer(gs, n.Server)
+	healthStop, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	refreshHealth := serveHealth(gs, healthStop, func() error { return readiness(n, &serving, &stopping) })
 	if ca != nil {
 		ca.Register(gs)
 	}
@@ -327,6 +330,7 @@ func run(args []string) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
 	serving.Store(true)
+	refreshHealth()
 	log.Info("patronusd serving", "gnmi", lis.Addr().String(), "http", o.http, "data-dir", o.dataDir, "node", o.nodeName)
 
 	sig := make(chan os.Signal, 1)
@@ -342,7 +346,8 @@ func run(args []string) error {
 		n.Close()
 		return fmt.Errorf("gNMI server: %v", err)
 	}
-	// In-flight Sets finish; subscriptions are closed.
+	// In-flight Sets finish; subscriptions and health watches are closed.
+	stopHealth()
 	n.Server.Shutdown()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
@@ -382,22 +387,25 @@ func httpMux(o *options, n *node.Node, serving, stopping *atomic.Bool) *http.Ser
 	// Readiness: gNMI is served and the node can serve consistent reads
 	// and writes (node.Ready); otherwise 503 and why, in one line.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		var err error
-		switch {
-		case stopping.Load():
-			err = errors.New("shutting down")
-		case !serving.Load():
-			err = errors.New("starting: catching up with the cluster log before serving gNMI")
-		default:
-			err = n.Ready()
-		}
-		if err != nil {
+		if err := readiness(n, serving, stopping); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// readiness is why the node is not ready to serve, or nil: what /readyz
+// and the gRPC health service say.
+func readiness(n *node.Node, serving, stopping *atomic.Bool) error {
+	switch {
+	case stopping.Load():
+		return errors.New("shutting down")
+	case !serving.Load():
+		return errors.New("starting: catching up with the cluster log before serving gNMI")
+	}
+	return n.Ready()
 }
 
 // join asks a member to add this node, retrying until it succeeds: the

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"regexp"
@@ -10,6 +11,11 @@ import (
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // httpGet fetches http://addr/p and returns the status code and the body.
@@ -101,6 +107,74 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("GET %s: %d %q, want 200 %q", p, code, body, want)
 		}
 	}
+
+	// gRPC's health service on the gNMI port, without credentials: the
+	// node and gnmi.gNMI serve, a service it does not know is NOT_FOUND,
+	// and gNMI itself still wants credentials.
+	conn := dialNoCreds(t, d.Addr)
+	hc := healthpb.NewHealthClient(conn)
+	for _, svc := range []string{"", "gnmi.gNMI"} {
+		resp, err := hc.Check(ctxT(t, 5*time.Second), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health Check %q: %v, %v; want SERVING", svc, resp.GetStatus(), err)
+		}
+	}
+	if _, err := hc.Check(ctxT(t, 5*time.Second), &healthpb.HealthCheckRequest{Service: "gnmi.gNOI"}); status.Code(err) != codes.NotFound {
+		t.Errorf("health Check of an unknown service: %v, want NOT_FOUND", err)
+	}
+	if _, err := gpb.NewGNMIClient(conn).Get(ctxT(t, 5*time.Second), &gpb.GetRequest{Path: []*gpb.Path{path(t, "/sites")}}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("gNMI Get without credentials on the health check's connection: %v, want UNAUTHENTICATED", err)
+	}
+}
+
+// dialNoCreds connects to a plaintext gNMI port without credentials.
+func dialNoCreds(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// watchHealth opens a health Watch of the node as a whole; its statuses
+// arrive on the channel, which is closed when the stream ends.
+func watchHealth(t testing.TB, addr string) <-chan healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := healthpb.NewHealthClient(dialNoCreds(t, addr)).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan healthpb.HealthCheckResponse_ServingStatus, 16)
+	go func() {
+		defer close(ch)
+		for {
+			resp, err := w.Recv()
+			if err != nil {
+				return
+			}
+			ch <- resp.GetStatus()
+		}
+	}()
+	return ch
+}
+
+// nextHealth returns the next status a Watch sends, failing after d.
+func nextHealth(t testing.TB, ch <-chan healthpb.HealthCheckResponse_ServingStatus, d time.Duration) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	select {
+	case st, ok := <-ch:
+		if !ok {
+			t.Fatal("the health Watch ended")
+		}
+		return st
+	case <-time.After(d):
+		t.Fatalf("no health status within %v", d)
+	}
+	return 0
 }
 
 // TestFollowerReadiness: a non-voter is ready once it follows the leader,
@@ -123,7 +197,21 @@ func TestFollowerReadiness(t *testing.T) {
 		}
 	}
 
+	watch := watchHealth(t, edge.addr)
+	if st := nextHealth(t, watch, 5*time.Second); st != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("a following non-voter's health Watch starts at %v, want SERVING", st)
+	}
+
 	leader.d.kill()
+	// The Watch says so within a second of /readyz (the leader's loss is
+	// noticed after an election timeout).
+	if st := nextHealth(t, watch, 10*time.Second); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("the health Watch after the leader died: %v, want NOT_SERVING", st)
+	}
+	resp, err := healthpb.NewHealthClient(dialNoCreds(t, edge.addr)).Check(ctxT(t, 5*time.Second), &healthpb.HealthCheckRequest{Service: "gnmi.gNMI"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health Check without a leader: %v, %v; want NOT_SERVING", resp.GetStatus(), err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		code, body := httpGet(t, edge.http, "/readyz")

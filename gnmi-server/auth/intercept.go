@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -11,10 +12,22 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// public reports whether method is served without credentials: gRPC's
+// standard health service, which says only whether the node serves (what
+// /readyz says), for load balancers and Kubernetes' gRPC probes. Its calls
+// are still rate-limited by the caller's address.
+func public(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
+
 // UnaryInterceptor authenticates and rate-limits every unary RPC and puts
 // the caller in the handler's context (FromContext).
 func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if public(info.FullMethod) {
+			if err := a.admitPeer(peerIP(ctx), time.Now()); err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		}
 		u, err := a.authenticate(ctx)
 		if err != nil {
 			a.countFailure(err)
@@ -31,8 +44,14 @@ func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // Subscribe, and each request on it after the first, such as a Poll), and
 // caps the concurrent streams of a user.
 func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
+		if public(info.FullMethod) {
+			if err := a.admitPeer(peerIP(ctx), time.Now()); err != nil {
+				return err
+			}
+			return handler(srv, ss)
+		}
 		u, err := a.authenticate(ctx)
 		if err != nil {
 			a.countFailure(err)
@@ -102,6 +121,13 @@ func (a *Authenticator) admit(u User, ip string) error {
 		a.stats.limitedUser.Add(1)
 		return status.Errorf(codes.ResourceExhausted, "rate limit: user %s is over %s requests per second; slow down", quote(u.Name), perSecond(a.cfg.UserRate))
 	}
+	a.mu.Unlock()
+	return a.admitPeer(ip, now)
+}
+
+// admitPeer takes a token from the peer's bucket.
+func (a *Authenticator) admitPeer(ip string, now time.Time) error {
+	a.mu.Lock()
 	pb := a.bucket(a.peers, ip, a.cfg.PeerRate, a.cfg.PeerBurst, now)
 	if !pb.lim.AllowN(now, 1) {
 		a.mu.Unlock()
