@@ -64,6 +64,9 @@ func BenchmarkCollect(b *testing.B) {
 			var decoded atomic.Uint64
 			read := make(chan struct{}, 1)
 			if bc.reader {
+				// A reader of everything, the flow table included.
+				_, done := n.Publisher.Want([][]*gpb.PathElem{nil})
+				defer done()
 				go func() {
 					c := n.Feed.From(n.Feed.Last())
 					var buf []feed.Commit

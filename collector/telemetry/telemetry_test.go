@@ -122,7 +122,11 @@ func TestWriter(t *testing.T) {
 		t.Errorf("oper-status: %v", v)
 	}
 
-	// Only what changed is written; what is left out is deleted.
+	// Only what changed is written; what is left out is deleted. A reader
+	// of the feed says what it reads: the flow table is published only
+	// while one wants it.
+	_, done := n.Publisher.Want([][]*gpb.PathElem{{{Name: "paths"}}, {{Name: "flows"}}})
+	defer done()
 	var changes int
 	// The feed is published after the store commits: start after the
 	// store's last commit, not the feed's.
@@ -197,6 +201,8 @@ func TestFlowChangesAreLeaves(t *testing.T) {
 	}
 	base := "/flows/flow[protocol=6][source-address=10.1.0.2][source-port=40000][destination-address=10.2.0.2][destination-port=443]/state/"
 	got := leaves(t, n, "/flows")
+	_, done := n.Publisher.Want([][]*gpb.PathElem{{{Name: "flows"}}}) // the flow table reaches the feed only while wanted
+	defer done()
 	if len(got) != 10 || got[base+"bytes"].GetUintVal() != 1000 || got[base+"policy"].GetStringVal() != "bulk" {
 		t.Fatalf("flow leaves %v; want the 10 set (no path), bytes 1000, policy bulk", got)
 	}

@@ -116,8 +116,12 @@ type Node struct {
 	Schema *schema.Schema
 	Store  *store.Store
 	Feed   *feed.Feed
-	Engine *txn.Engine
-	Server *server.Server
+	// Publisher publishes the store's commits into Feed; a reader of Feed
+	// says what it reads with Publisher.Want (the flow table is published
+	// only while one wants it).
+	Publisher *server.Publisher
+	Engine    *txn.Engine
+	Server    *server.Server
 
 	Repl    *replication.Node
 	Cluster *cluster.Cluster
@@ -157,6 +161,9 @@ func Open(cfg Config) (*Node, error) {
 		f.SetRetain(cfg.FeedRetain)
 	}
 	pub := server.NewPublisher(sch, f)
+	// The flow table (collector/telemetry) reaches the feed only while a
+	// subscription wants it.
+	pub.Quiet("flows")
 	onCommit := pub.OnCommit
 	changes := &auth.Changes{}
 	if cfg.Auth != nil {
@@ -175,7 +182,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	eng := txn.New(sch)
-	n := &Node{Schema: sch, Store: st, Feed: f, Engine: eng, Metrics: metrics.New()}
+	n := &Node{Schema: sch, Store: st, Feed: f, Publisher: pub, Engine: eng, Metrics: metrics.New()}
 	n.Metrics.Known(gpb.GNMI_ServiceDesc)
 	scfg := server.Config{
 		Schema: sch, Store: st, Feed: f, Publisher: pub, Engine: eng, NodeName: cfg.NodeName,

@@ -259,19 +259,88 @@ func TestPublisherDecodesWhatIsWanted(t *testing.T) {
 		for _, c := range commits {
 			seq++
 			p.OnCommit(store.Commit{Seq: seq, Time: int64(seq), Changes: c})
-			cur := f.From(seq - 1)
-			got, err := cur.Next(context.Background(), nil, nil)
-			cur.Close()
-			if err != nil || len(got) != 1 {
-				t.Fatalf("%s: read %d commits, %v", step.name, len(got), err)
-			}
+			got := onlyCommit(t, f.From(seq-1), step.name)
 			want := reference(sch, c)
 			if step.want != nil {
 				want = slices.DeleteFunc(want, func(ch feed.Change) bool { return !slices.Contains(step.want, ch.Elems[0].GetName()) })
 			}
-			if diff := cmp.Diff(want, got[0].Changes, protocmp.Transform(), sameNode); diff != "" {
+			if diff := cmp.Diff(want, got.Changes, protocmp.Transform(), sameNode); diff != "" {
 				t.Errorf("%s: commit %d (-want +got):\n%s", step.name, seq, diff)
 			}
 		}
 	}
+}
+
+// TestPublisherQuiet: the changes of a quiet container reach the feed, raw
+// or decoded, only while some reader wants that container (or everything);
+// the rest of a commit is published as ever.
+func TestPublisherQuiet(t *testing.T) {
+	_, f, p := newPublisher(t, 64, 1<<20)
+	p.Quiet("flows")
+	commits := publisherCommits(t)
+	isFlow := func(k []byte) bool {
+		name, _, _, ok := pathkey.SplitElem(k)
+		return ok && string(name) == "flows"
+	}
+	flowsIn := func(c []store.Change) (n int) {
+		for _, ch := range c {
+			if isFlow(ch.Key) {
+				n++
+			}
+		}
+		return n
+	}
+	seq := uint64(0)
+	var done func()
+	for _, step := range []struct {
+		name   string
+		before func()
+		flows  bool // published with the commit's flow changes
+	}{
+		{"nobody", func() {}, false},
+		{"a reader of /flows", func() { _, done = p.Want([][]*gpb.PathElem{{{Name: "flows"}}}) }, true},
+		{"a reader of everything", func() {
+			_, all := p.Want([][]*gpb.PathElem{nil})
+			done()
+			done = all
+		}, true},
+		{"a reader of /policies alone", func() {
+			_, pol := p.Want([][]*gpb.PathElem{{{Name: "policies"}}})
+			done()
+			done = pol
+		}, false},
+	} {
+		step.before()
+		for _, c := range commits {
+			if flowsIn(c) == 0 {
+				continue
+			}
+			seq++
+			p.OnCommit(store.Commit{Seq: seq, Time: int64(seq), Changes: c})
+			raw := onlyCommit(t, f.FromRaw(seq-1), step.name)
+			wantRaw := slices.DeleteFunc(slices.Clone(c), func(ch store.Change) bool { return txn.IsInternal(ch.Key) || !step.flows && isFlow(ch.Key) })
+			if diff := cmp.Diff(wantRaw, raw.Raw); diff != "" {
+				t.Errorf("%s: commit %d, raw (-want +got):\n%s", step.name, seq, diff)
+			}
+			if step.flows && flowsIn(raw.Raw) == 0 {
+				t.Errorf("%s: commit %d published without its %d flow changes", step.name, seq, flowsIn(c))
+			}
+			for _, ch := range onlyCommit(t, f.From(seq-1), step.name).Changes {
+				if !step.flows && ch.Elems[0].GetName() == "flows" {
+					t.Errorf("%s: commit %d decoded with %v", step.name, seq, ch.Elems)
+				}
+			}
+		}
+	}
+}
+
+// onlyCommit reads the one commit after cur's start, and closes cur.
+func onlyCommit(t *testing.T, cur *feed.Cursor, what string) feed.Commit {
+	t.Helper()
+	defer cur.Close()
+	got, err := cur.Next(context.Background(), nil, nil)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%s: read %d commits, %v; want one", what, len(got), err)
+	}
+	return got[0]
 }

@@ -210,6 +210,9 @@ type Publisher struct {
 	wantAll wish
 	filter  func(key []byte) bool // nil: decode every key
 	stale   bool                  // filter must be made again
+	// quiet are the top-level containers published only while a reader
+	// wants them (Quiet), with the encoding of each as a key prefix.
+	quiet, quietKeys []string
 
 	// mu serializes decoding: the fields below are its.
 	mu sync.Mutex
@@ -266,18 +269,60 @@ func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
 	return &Publisher{s: s, f: f, parents: map[string]*parent{}, kids: map[*schema.Node]*kids{}}
 }
 
+// Quiet names top-level containers whose changes are published only while
+// a reader of decoded commits wants them (Want): measured state that no
+// raw reader (the dataplane agent) needs. The flow table's changes would
+// otherwise stay in the feed for its retention with nobody to read them:
+// a second of 10,000 active flows changes 30,000 leaves (about 5 MB of
+// changes held for 2 s); the classifier's 131,072 flows would fill the
+// feed's budget and push out the commits its readers still need. Call it
+// before the first commit.
+func (p *Publisher) Quiet(names ...string) {
+	for _, n := range names {
+		p.quiet = append(p.quiet, n)
+		p.quietKeys = append(p.quietKeys, string(pathkey.Encode([]*gpb.PathElem{{Name: n}})))
+	}
+}
+
 // OnCommit publishes a commit; it is the store's OnCommit hook. It costs a
 // pass over the commit's keys (see feed.PublishRaw), not their decoding.
 // Internal keys (bookkeeping, a node's stats history) are left out: no
 // reader sees them, and a history keyframe's hundred thousand keys would
 // otherwise take the feed's whole budget and push every commit out of it.
+// So are the keys of quiet containers no reader wants (Quiet): a reader
+// that comes to want one calls Want before it reads the state it follows
+// the feed from, which the store shows only once this call returns.
 func (p *Publisher) OnCommit(c store.Commit) {
+	var unwanted [4]string // the quiet containers' keys no reader wants
+	drop := unwanted[:0]
+	if len(p.quiet) > 0 {
+		p.wantMu.Lock()
+		if p.wantAll.readers == 0 {
+			for i, n := range p.quiet {
+				if p.wanted[n] == nil {
+					drop = append(drop, p.quietKeys[i])
+				}
+			}
+		}
+		p.wantMu.Unlock()
+	}
+	left := func(k []byte) bool {
+		if txn.IsInternal(k) {
+			return true
+		}
+		for _, q := range drop {
+			if len(k) >= len(q) && string(k[:len(q)]) == q {
+				return true
+			}
+		}
+		return false
+	}
 	changes := c.Changes
 	for i, ch := range changes {
-		if txn.IsInternal(ch.Key) {
+		if left(ch.Key) {
 			changes = slices.Clip(changes[:i])
 			for _, ch := range c.Changes[i+1:] {
-				if !txn.IsInternal(ch.Key) {
+				if !left(ch.Key) {
 					changes = append(changes, ch)
 				}
 			}
