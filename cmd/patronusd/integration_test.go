@@ -1506,9 +1506,14 @@ func TestRestartDurability(t *testing.T) {
 		if took := time.Since(sent); took > 2*time.Second {
 			t.Errorf("the subscription stream was closed %v after SIGTERM (%v), want promptly (< 2s)", took.Round(time.Millisecond), streamErr)
 		}
-		for st := range watch { // ends with the stream
-			if st != healthpb.HealthCheckResponse_NOT_SERVING {
-				t.Errorf("health Watch during shutdown: %v, want NOT_SERVING or the end", st)
+		for ended := false; !ended; {
+			select {
+			case st, ok := <-watch:
+				if ended = !ok; ok && st != healthpb.HealthCheckResponse_NOT_SERVING {
+					t.Errorf("health Watch during shutdown: %v, want NOT_SERVING or the end", st)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("health Watch still open 10 s after SIGTERM")
 			}
 		}
 		code, ok := d.wait(10 * time.Second)

@@ -125,6 +125,19 @@ func TestMetricsAndHealth(t *testing.T) {
 	if _, err := gpb.NewGNMIClient(conn).Get(ctxT(t, 5*time.Second), &gpb.GetRequest{Path: []*gpb.Path{path(t, "/sites")}}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("gNMI Get without credentials on the health check's connection: %v, want UNAUTHENTICATED", err)
 	}
+	// Watch streams, which ask no credentials either, are bounded (128).
+	for i := range 128 {
+		if st := nextHealth(t, watchHealth(t, d.Addr), 5*time.Second); st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health Watch %d: %v, want SERVING", i+1, st)
+		}
+	}
+	w, err := hc.Watch(ctxT(t, 5*time.Second), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("health Watch 129: %v, want RESOURCE_EXHAUSTED", err)
+	}
 }
 
 // dialNoCreds connects to a plaintext gNMI port without credentials.

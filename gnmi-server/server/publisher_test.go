@@ -311,10 +311,12 @@ func TestPublisherQuiet(t *testing.T) {
 		}, false},
 	} {
 		step.before()
+		checked := 0
 		for _, c := range commits {
 			if flowsIn(c) == 0 {
 				continue
 			}
+			checked++
 			seq++
 			p.OnCommit(store.Commit{Seq: seq, Time: int64(seq), Changes: c})
 			raw := onlyCommit(t, f.FromRaw(seq-1), step.name)
@@ -330,6 +332,9 @@ func TestPublisherQuiet(t *testing.T) {
 					t.Errorf("%s: commit %d decoded with %v", step.name, seq, ch.Elems)
 				}
 			}
+		}
+		if checked == 0 {
+			t.Fatalf("%s: no commit with flow changes to publish", step.name)
 		}
 	}
 }

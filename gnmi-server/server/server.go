@@ -273,10 +273,10 @@ func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
 // a reader of decoded commits wants them (Want): measured state that no
 // raw reader (the dataplane agent) needs. The flow table's changes would
 // otherwise stay in the feed for its retention with nobody to read them:
-// a second of 10,000 active flows changes 30,000 leaves (about 5 MB of
-// changes held for 2 s); the classifier's 131,072 flows would fill the
-// feed's budget and push out the commits its readers still need. Call it
-// before the first commit.
+// a second of 10,000 active flows changes 30,000 leaves, 5.5 MB of stored
+// changes (19 MB of the feed's budget, which counts them as decoded), held
+// for 2 s; the classifier's 131,072 flows would fill that budget and push
+// out the commits its readers still need. Call it before the first commit.
 func (p *Publisher) Quiet(names ...string) {
 	for _, n := range names {
 		p.quiet = append(p.quiet, n)
@@ -291,12 +291,17 @@ func (p *Publisher) Quiet(names ...string) {
 // otherwise take the feed's whole budget and push every commit out of it.
 // So are the keys of quiet containers no reader wants (Quiet): a reader
 // that comes to want one calls Want before it reads the state it follows
-// the feed from, which the store shows only once this call returns.
+// the feed from, which the store shows only once this call returns; and
+// the commit is published before Want can run again, so that a Want after
+// this one's choice starts after this commit (its since).
 func (p *Publisher) OnCommit(c store.Commit) {
 	var unwanted [4]string // the quiet containers' keys no reader wants
 	drop := unwanted[:0]
 	if len(p.quiet) > 0 {
+		// Held until the commit is published (the feed's lock comes after
+		// it, as in Want; the feed's publishing does not decode).
 		p.wantMu.Lock()
+		defer p.wantMu.Unlock()
 		if p.wantAll.readers == 0 {
 			for i, n := range p.quiet {
 				if p.wanted[n] == nil {
@@ -304,7 +309,6 @@ func (p *Publisher) OnCommit(c store.Commit) {
 				}
 			}
 		}
-		p.wantMu.Unlock()
 	}
 	left := func(k []byte) bool {
 		if txn.IsInternal(k) {
