@@ -402,3 +402,48 @@ func TestScanInTransaction(t *testing.T) {
 		model = want
 	}
 }
+
+// TestIdleFlush: once the store has not written to Pebble for IdleFlush,
+// it flushes Pebble's memtables if it wrote 1 MiB or more since it last
+// did (freeing their memory), not after a small write; what they held is
+// still read, also after a reopen.
+func TestIdleFlush(t *testing.T) {
+	dir := t.TempDir()
+	opts := store.Options{IdleFlush: 50 * time.Millisecond, NoSync: true}
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, st, func(tx store.Tx) error { tx.Set([]byte("small"), []byte("v")); return nil })
+	time.Sleep(300 * time.Millisecond)
+	if n := st.Metrics().Flush.Count; n != 0 {
+		t.Errorf("%d flushes after a small write, want none", n)
+	}
+	// 1.1 MB, less than Pebble flushes by itself.
+	val := make([]byte, 100)
+	update(t, st, func(tx store.Tx) error {
+		for i := range 10_000 {
+			tx.Set(fmt.Appendf(nil, "big/%06d", i), val)
+		}
+		return nil
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Metrics().Flush.Count == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no flush 10 s after 1.1 MB was written")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = store.Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, k := range []string{"small", "big/000000", "big/009999"} {
+		if _, ok, err := st.Get([]byte(k)); err != nil || !ok {
+			t.Errorf("%s after the idle flush and a reopen: %v, %v", k, ok, err)
+		}
+	}
+}
