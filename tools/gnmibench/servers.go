@@ -74,18 +74,15 @@ type system interface {
 	close()
 }
 
-// serve serves srv's gNMI service on a random loopback port, with opts,
-// and gRPC's standard health service beside it: its Check, an RPC that
-// does nothing, is the get-leaf rows' reference (the floor of an RPC on
-// this machine with this client).
-func serve(srv gpb.GNMIServer, opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
+// serve serves on a random loopback port, with opts, the services that
+// register registers.
+func serve(register func(*grpc.Server), opts ...grpc.ServerOption) (*grpc.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
 	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)}, opts...)...)
-	gpb.RegisterGNMIServer(gs, srv)
-	healthpb.RegisterHealthServer(gs, health.NewServer())
+	register(gs)
 	go gs.Serve(lis)
 	return gs, lis, nil
 }
@@ -117,7 +114,7 @@ func openPatronus(dir string, leaves *leafSet) (*patronus, error) {
 	}
 	// Served as patronusd serves it, but for TLS and authentication: on
 	// stream workers, with the metrics interceptors.
-	gs, lis, err := serve(n.Server, node.StreamWorkers(),
+	gs, lis, err := serve(func(gs *grpc.Server) { gpb.RegisterGNMIServer(gs, n.Server) }, node.StreamWorkers(),
 		grpc.ChainUnaryInterceptor(n.Metrics.UnaryInterceptor()), grpc.ChainStreamInterceptor(n.Metrics.StreamInterceptor()))
 	if err != nil {
 		n.Close()
@@ -218,7 +215,13 @@ func openReference(leaves *leafSet) (*reference, error) {
 		return nil, err
 	}
 	c.SetClient(srv.Update)
-	gs, lis, err := serve(srv)
+	// gRPC's standard health service beside it: its Check, an RPC that
+	// does nothing, is the get-leaf rows' reference (the floor of an RPC
+	// on this machine with this client).
+	gs, lis, err := serve(func(gs *grpc.Server) {
+		gpb.RegisterGNMIServer(gs, srv)
+		healthpb.RegisterHealthServer(gs, health.NewServer())
+	})
 	if err != nil {
 		return nil, err
 	}
