@@ -211,8 +211,8 @@ type Publisher struct {
 	filter  func(key []byte) bool // nil: decode every key
 	stale   bool                  // filter must be made again
 	// quiet are the top-level containers published only while a reader
-	// wants them (Quiet), with the encoding of each as a key prefix.
-	quiet, quietKeys []string
+	// wants them (Quiet).
+	quiet []string
 
 	// mu serializes decoding: the fields below are its.
 	mu sync.Mutex
@@ -277,12 +277,7 @@ func NewPublisher(s *schema.Schema, f *feed.Feed) *Publisher {
 // changes (19 MB of the feed's budget, which counts them as decoded), held
 // for 2 s; the classifier's 131,072 flows would fill that budget and push
 // out the commits its readers still need. Call it before the first commit.
-func (p *Publisher) Quiet(names ...string) {
-	for _, n := range names {
-		p.quiet = append(p.quiet, n)
-		p.quietKeys = append(p.quietKeys, string(pathkey.Encode([]*gpb.PathElem{{Name: n}})))
-	}
-}
+func (p *Publisher) Quiet(names ...string) { p.quiet = append(p.quiet, names...) }
 
 // OnCommit publishes a commit; it is the store's OnCommit hook. It costs a
 // pass over the commit's keys (see feed.PublishRaw), not their decoding.
@@ -295,7 +290,7 @@ func (p *Publisher) Quiet(names ...string) {
 // the commit is published before Want can run again, so that a Want after
 // this one's choice starts after this commit (its since).
 func (p *Publisher) OnCommit(c store.Commit) {
-	var unwanted [4]string // the quiet containers' keys no reader wants
+	var unwanted [4]string // the quiet containers no reader wants
 	drop := unwanted[:0]
 	if len(p.quiet) > 0 {
 		// Held until the commit is published (the feed's lock comes after
@@ -303,19 +298,25 @@ func (p *Publisher) OnCommit(c store.Commit) {
 		p.wantMu.Lock()
 		defer p.wantMu.Unlock()
 		if p.wantAll.readers == 0 {
-			for i, n := range p.quiet {
+			for _, n := range p.quiet {
 				if p.wanted[n] == nil {
-					drop = append(drop, p.quietKeys[i])
+					drop = append(drop, n)
 				}
 			}
 		}
 	}
-	left := func(k []byte) bool {
+	// leftOut matches top-level containers as the decoding filter (wants)
+	// does.
+	leftOut := func(k []byte) bool {
 		if txn.IsInternal(k) {
 			return true
 		}
-		for _, q := range drop {
-			if len(k) >= len(q) && string(k[:len(q)]) == q {
+		if len(drop) == 0 {
+			return false
+		}
+		name, _, _, ok := pathkey.SplitElem(k)
+		for _, n := range drop {
+			if ok && string(name) == n {
 				return true
 			}
 		}
@@ -323,10 +324,10 @@ func (p *Publisher) OnCommit(c store.Commit) {
 	}
 	changes := c.Changes
 	for i, ch := range changes {
-		if left(ch.Key) {
+		if leftOut(ch.Key) {
 			changes = slices.Clip(changes[:i])
 			for _, ch := range c.Changes[i+1:] {
-				if !left(ch.Key) {
+				if !leftOut(ch.Key) {
 					changes = append(changes, ch)
 				}
 			}
