@@ -566,8 +566,9 @@ func (s *Store) commitGroup(group []*request) (wrote bool) {
 		var err error
 		s.mu.Lock()
 		if !batch.Empty() { // a group of volatile writes only needs no sync
-			err = batch.Commit(wo)
-			wrote, s.unflushed = true, s.unflushed+uint64(batch.Len())
+			if err = batch.Commit(wo); err == nil {
+				wrote, s.unflushed = true, s.unflushed+uint64(batch.Len())
+			}
 		}
 		if err == nil {
 			if g.work != nil {
