@@ -575,6 +575,14 @@ func TestClusterForms(t *testing.T) {
 	if rs := roles(t, nodes); rs[edge.name] == "LEADER" || rs[edge.name] == "CANDIDATE" {
 		t.Errorf("non-voter %s has role %s", edge.name, rs[edge.name])
 	}
+	// Those Sets, one at a time, reached every node as the writes the
+	// leader evaluated (write-set entries), not to be evaluated again.
+	for _, n := range nodes {
+		_, scrape := httpGet(t, n.http, "/metrics")
+		if v, ok := metricValue(scrape, `patronus_raft_sets_applied_total{how="write_set"}`); !ok || v < 2 {
+			t.Errorf("%s applied %v Sets by their writes (present: %v), want 2 or more", n.name, v, ok)
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------

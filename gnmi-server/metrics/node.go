@@ -75,6 +75,7 @@ var (
 	raftMembersDesc  = desc("raft_members", "Servers of the Raft configuration, by suffrage.", "suffrage")
 	raftLogFullDesc  = desc("raft_log_full", "1 while this node's Raft log refuses entries because its data dir has less free space than it keeps (80 MiB), else 0.")
 	raftReopensDesc  = desc("raft_log_reopens_total", "Times this node's Raft log (raft-wal) was opened again after a write failed on a full disk.")
+	raftSetsDesc     = desc("raft_sets_applied_total", "Sets this node applied from the Raft log, by how: \"write_set\" by the writes the leader evaluated, \"evaluated\" by evaluating the Set itself.", "how")
 	raftStates       = []string{"LEADER", "FOLLOWER", "CANDIDATE", "NONVOTER", "SHUTDOWN"}
 	raftStateLabels  = []string{"leader", "follower", "candidate", "nonvoter", "shutdown"}
 	authFailuresDesc = desc("auth_failures_total", "Requests refused with UNAUTHENTICATED: no credentials, a wrong password or cluster secret, an unknown user, a client certificate naming no user.")
@@ -98,7 +99,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		subStreamsDesc, subLagDesc, subLagMaxDesc, subNotifsDesc, subUpdatesDesc, subDeletesDesc, subCoalescedDesc, subSharedDesc, subCatchUpsDesc, subTooSlowDesc,
 		storeDiskDesc, storeL0FilesDesc, storeL0SublevelsDesc, storeReadAmpDesc, storeDebtDesc, storeCompactionsDesc, storeFlushesDesc,
 		storeMemtableDesc, storeWALDesc, storeFailuresDesc,
-		raftStateDesc, raftLeaderDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc, raftLastDesc, raftStoreDesc, raftLagDesc,
+		raftStateDesc, raftLeaderDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc, raftLastDesc, raftStoreDesc, raftLagDesc, raftSetsDesc,
 		raftChangesDesc, raftMembersDesc, raftLogFullDesc, raftReopensDesc,
 		authFailuresDesc, authLimitedDesc,
 		probeSentDesc, probeReceivedDesc, probeLateDesc, probeLostDesc, probeHealthDesc, failoversDesc,
@@ -160,6 +161,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(raftMembersDesc, float64(st.Nonvoters), "nonvoter")
 		gauge(raftLogFullDesc, boolValue(st.LogFull))
 		counter(raftReopensDesc, st.LogReopens)
+		counter(raftSetsDesc, st.WriteSets, "write_set")
+		counter(raftSetsDesc, st.Evaluated, "evaluated")
 	}
 	if s := c.src.Auth; s != nil {
 		st := s.Stats()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -30,6 +31,9 @@ type fsm struct {
 	// onApply, if set, is called with each applied index after it is durable
 	// in the store's view.
 	onApply func(index uint64)
+	// writeSets counts the write-set entries applied by their writes,
+	// evaluated those whose Set was evaluated here instead.
+	writeSets, evaluated atomic.Uint64
 }
 
 var (
@@ -69,12 +73,20 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		out[i] = r
 		var cmd *txn.Command
 		var setOnceEntry *setOnce
+		var ws *writeSet
 		if l.Type == raft.LogCommand && len(l.Data) > 0 && l.Data[0] == setOnceCommand {
 			so, err := decodeSetOnce(l.Data)
 			if err != nil {
 				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
 			} else {
 				setOnceEntry = &so
+			}
+		} else if l.Type == raft.LogCommand && len(l.Data) > 0 && l.Data[0] == writeSetCommand {
+			w, err := decodeWriteSet(l.Data)
+			if err != nil {
+				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
+			} else {
+				ws = &w
 			}
 		} else if l.Type == raft.LogCommand {
 			c, err := txn.DecodeCommand(f.schema, l.Data)
@@ -84,29 +96,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				cmd = &c
 			}
 		}
-		// once runs fn unless the entry was applied before (a replay after
-		// a restart), and then marks it applied.
-		once := func(tx store.Tx, fn func() error) error {
-			applied, err := readApplied(tx)
-			if err != nil {
-				return err
-			}
-			if idx <= applied {
-				return nil
-			}
-			if fn != nil {
-				if err := fn(); err != nil {
-					return err
-				}
-			}
-			tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
-			return nil
-		}
 		switch {
+		case ws != nil:
+			f.applyWriteSet(&fns, &owner, i, idx, *ws, r)
 		case setOnceEntry != nil:
 			so := *setOnceEntry
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, func() error {
+				return once(tx, idx, func() error {
 					if _, ok, err := tx.Get(so.key); err != nil || ok {
 						return err
 					}
@@ -116,12 +112,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			})
 			owner = append(owner, i)
 		case cmd == nil:
-			fns = append(fns, func(tx store.Tx) error { return once(tx, nil) })
+			fns = append(fns, func(tx store.Tx) error { return once(tx, idx, nil) })
 			owner = append(owner, i)
 		case cmd.Rejection != nil:
 			rej := *cmd.Rejection
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, func() error { return f.eng.RecordRejected(tx, rej, f.node) })
+				return once(tx, idx, func() error { return f.eng.RecordRejected(tx, rej, f.node) })
 			})
 			owner = append(owner, i)
 		default:
@@ -129,7 +125,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// Node-local records (events) name this node.
 			meta.Node = f.node
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, func() error {
+				return once(tx, idx, func() error {
+					f.evaluated.Add(1)
 					res, err := f.eng.Apply(tx, ops, meta)
 					if err != nil {
 						r.err = err
@@ -145,7 +142,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				if !errors.As(r.err, &te) {
 					return nil // applied, skipped, or failed for want of the store
 				}
-				return once(tx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+				return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
 			})
 			owner = append(owner, -1)
 		}
@@ -174,6 +171,84 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.onApply(logs[len(logs)-1].Index)
 	}
 	return out
+}
+
+// applyWriteSet appends to fns the transactions that apply the write-set
+// entry ws at index idx, the batch's i-th, with its result in r: its writes
+// if it directly follows the entry its Set was evaluated after, the Set
+// evaluated here otherwise (as an entry without a write set is, its
+// rejection recorded in a second transaction); then, in a transaction of its
+// own, this node's events for it.
+func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, idx uint64, ws writeSet, r *applyResult) {
+	// written: the entry's writes were applied (not replayed, not
+	// evaluated here); its events are due.
+	var written bool
+	var ops []txn.Op
+	var meta txn.Meta
+	*fns = append(*fns, func(tx store.Tx) error {
+		applied, err := readApplied(tx)
+		if err != nil || idx <= applied {
+			return err
+		}
+		if idx == ws.base+1 && applied == ws.base {
+			ws.apply(tx)
+			f.writeSets.Add(1)
+			written = true
+			r.res = &txn.Result{Time: ws.time}
+		} else {
+			c, err := txn.DecodeCommand(f.schema, ws.cmd)
+			if err == nil && c.Rejection != nil {
+				err = errors.New("a write-set entry carries a rejection")
+			}
+			if err != nil {
+				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
+				tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
+				return nil
+			}
+			ops, meta = c.Ops, c.Meta
+			meta.Node = f.node
+			f.evaluated.Add(1)
+			res, err := f.eng.Apply(tx, ops, meta)
+			if err != nil {
+				r.err = err
+				return err
+			}
+			r.res = res
+		}
+		tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
+		return nil
+	})
+	*owner = append(*owner, i)
+	*fns = append(*fns, func(tx store.Tx) error {
+		var te *txn.Error
+		switch {
+		case written:
+			return f.eng.WriteLocalEvents(tx, &ws.local, f.node)
+		case errors.As(r.err, &te):
+			return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+		}
+		return nil
+	})
+	*owner = append(*owner, -1)
+}
+
+// once runs fn in tx unless the entry at idx was applied before (a replay
+// after a restart), and then marks it applied.
+func once(tx store.Tx, idx uint64, fn func() error) error {
+	applied, err := readApplied(tx)
+	if err != nil {
+		return err
+	}
+	if idx <= applied {
+		return nil
+	}
+	if fn != nil {
+		if err := fn(); err != nil {
+			return err
+		}
+	}
+	tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
+	return nil
 }
 
 // setOnceCommand starts an entry made by SetOnce. txn's commands start with

@@ -355,7 +355,16 @@ func (n *Node) Apply(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Res
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	r, idx, err := n.propose(txn.EncodeCommand(ops, meta), timeout)
+	cmd := txn.EncodeCommand(ops, meta)
+	// With nothing in flight, evaluate the Set here once and replicate
+	// what it writes (writeset.go); the check is repeated, exactly, where
+	// the entry is applied.
+	if last := n.raft.LastIndex(); n.Applied() == last {
+		if ws := n.fsm.evaluate(cmd, ops, meta, last); ws != nil {
+			cmd = ws
+		}
+	}
+	r, idx, err := n.propose(cmd, timeout)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -742,6 +751,12 @@ type Stats struct {
 	// full disk.
 	LogFull    bool
 	LogReopens uint64
+	// WriteSets counts the Sets this node applied by the writes the leader
+	// evaluated (a write-set entry), Evaluated those it evaluated itself
+	// (a write-set entry that another came before, or an entry without
+	// one: the leader's first after an election, or one proposed while
+	// others were in flight).
+	WriteSets, Evaluated uint64
 }
 
 // ApplyLag is how many entries the node knows are committed but has not
@@ -757,7 +772,8 @@ func (st Stats) ApplyLag() uint64 {
 func (n *Node) Stats() Stats {
 	st := Stats{Leader: n.Leader(), Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), LastIndex: n.raft.LastIndex(), StoreApplied: n.Applied(),
-		LeaderChanges: n.leaderChanges.Load(), LogFull: n.logs.room(0) != nil, LogReopens: n.logs.reopens.Load()}
+		LeaderChanges: n.leaderChanges.Load(), LogFull: n.logs.room(0) != nil, LogReopens: n.logs.reopens.Load(),
+		WriteSets: n.fsm.writeSets.Load(), Evaluated: n.fsm.evaluated.Load()}
 	nonvoter := false
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {

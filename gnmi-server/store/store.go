@@ -77,6 +77,11 @@ type Tx interface {
 	SetVolatile(key string, value []byte)
 	// Delete removes key.
 	Delete(key []byte)
+	// DropVolatile deletes every volatile key under prefix that the
+	// transaction's group holds (not those this transaction writes):
+	// measured state, which each node keeps for itself, under a
+	// configuration entry being deleted.
+	DropVolatile(prefix []byte)
 	// Time returns the transaction's commit timestamp (ns since the epoch),
 	// the same for every transaction in a group.
 	Time() int64
@@ -1009,6 +1014,12 @@ func (t *tx) SetVolatile(key string, value []byte) {
 
 func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
 
+func (t *tx) DropVolatile(prefix []byte) {
+	for _, kv := range memRange(t.g.view(), prefix, pathkey.PrefixEnd(prefix)) {
+		t.putString(kv.key, nil, false)
+	}
+}
+
 func (t *tx) put(key, v []byte, volatile bool) {
 	// Until the transaction reads, writes is nil and every write appends.
 	if i, ok := t.writes[string(key)]; ok {
@@ -1060,6 +1071,12 @@ func (t *tx) indexWrites() {
 
 // written returns this transaction's last write of k, if any.
 func (t *tx) written(k string) ([]byte, bool) {
+	if len(t.ops) == 0 {
+		// Nothing to index yet: a read before any write (the applied
+		// index a replicated entry checks first) leaves the writes
+		// that follow it unindexed until the next read.
+		return nil, false
+	}
 	t.indexWrites()
 	if i, ok := t.writes[k]; ok {
 		return t.ops[i].value, true
@@ -1080,6 +1097,9 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	// it, and only the keys this transaction set are kept sorted, for the
 	// keys it added. Its deletes need no index: a cascade deletes thousands
 	// of keys and scans hundreds of times.
+	if len(t.ops) == 0 {
+		return t.scanBase(prefix, fn) // nothing written (see written)
+	}
 	if t.sorted == nil {
 		t.sorted = btree.NewOrderedG[string](32)
 	}

@@ -127,17 +127,30 @@ func (e *Engine) record(tx store.Tx, res *Result, meta Meta, operation, message 
 	if err != nil {
 		return err
 	}
-	for _, s := range sites {
+	l := Local{Recorded: true, Seq: seq, User: meta.User, Changed: len(res.Changed), Message: message, Sites: sites}
+	if meta.local != nil {
+		// Evaluate: the events are written where the writes are applied.
+		meta.local.Recorded, meta.local.Seq, meta.local.User = true, l.Seq, l.User
+		meta.local.Changed, meta.local.Message, meta.local.Sites = l.Changed, l.Message, l.Sites
+		return nil
+	}
+	return e.writeEvents(tx, &l, meta.Node)
+}
+
+// writeEvents writes the events of a recorded Set (Local.Recorded): one per
+// site deleted, then its CONFIG_COMMIT.
+func (e *Engine) writeEvents(tx store.Tx, l *Local, node string) error {
+	for _, s := range l.Sites {
 		subject := pathkey.String([]*gpb.PathElem{{Name: "sites"}, {Name: "site", Key: map[string]string{"name": s}}})
-		if err := e.AppendEvent(tx, Event{Severity: "WARNING", Type: "SITE_DELETED", Subject: subject, Message: fmt.Sprintf("site %s deleted with its endpoints and the paths using them", s), Node: meta.Node}); err != nil {
+		if err := e.AppendEvent(tx, Event{Severity: "WARNING", Type: "SITE_DELETED", Subject: subject, Message: fmt.Sprintf("site %s deleted with its endpoints and the paths using them", s), Node: node}); err != nil {
 			return err
 		}
 	}
-	msg := fmt.Sprintf("configuration commit %d by %q: %d path(s) changed", seq, meta.User, len(res.Changed))
-	if message != "" {
-		msg += "; " + message
+	msg := fmt.Sprintf("configuration commit %d by %q: %d path(s) changed", l.Seq, l.User, l.Changed)
+	if l.Message != "" {
+		msg += "; " + l.Message
 	}
-	return e.AppendEvent(tx, Event{Severity: "INFO", Type: "CONFIG_COMMIT", Message: msg, Node: meta.Node})
+	return e.AppendEvent(tx, Event{Severity: "INFO", Type: "CONFIG_COMMIT", Message: msg, Node: node})
 }
 
 type auditRecord struct {

@@ -77,6 +77,10 @@ type Meta struct {
 	// (ClusterSecretKey) unless the store already holds one. Only the
 	// first commit of a new cluster carries it.
 	ClusterSecret string
+
+	// local, if set (Evaluate), receives what the Set does that is this
+	// node's own instead of the Set doing it.
+	local *Local
 }
 
 // Op is one operation of a SetRequest with its path made absolute.
@@ -304,6 +308,18 @@ func (e *Engine) apply(tx store.Tx, ops []Op, meta Meta) (*Result, []string, err
 	res := &Result{Time: tx.Time(), Changed: a.changed}
 	if meta.Time != 0 {
 		res.Time = meta.Time
+	}
+	if meta.local != nil {
+		// The entries deleted, and any other whose whole range a delete
+		// removed (an entry of measured state only).
+		for _, ent := range a.deleted {
+			meta.local.Cleared = append(meta.local.Cleared, ent.key)
+		}
+		for k := range a.swept {
+			if !a.gone[k] {
+				meta.local.Cleared = append(meta.local.Cleared, k)
+			}
+		}
 	}
 	return res, a.sites, nil
 }
@@ -852,7 +868,7 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 			return nil
 		}
 		n := a.e.s.Lookup(le)
-		if n == nil || !n.Config && !whole {
+		if !whole && (n == nil || !n.Config) {
 			return nil
 		}
 		hits = append(hits, hit{slices.Clone(k), slices.Clone(v), le, n})
@@ -882,7 +898,9 @@ func (a *applier) delete(elems []*gpb.PathElem) error {
 		}
 	}
 	for _, h := range hits {
-		if !h.node.Config {
+		if h.node == nil || !h.node.Config {
+			// Measured state, or a key the schema does not know
+			// (from an older version): the entry takes it along.
 			a.tx.Delete(h.key)
 			continue
 		}
