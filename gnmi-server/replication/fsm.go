@@ -125,16 +125,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// Node-local records (events) name this node.
 			meta.Node = f.node
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, idx, func() error {
-					f.evaluated.Add(1)
-					res, err := f.eng.Apply(tx, ops, meta)
-					if err != nil {
-						r.err = err
-						return err
-					}
-					r.res = res
-					return nil
-				})
+				return once(tx, idx, func() error { return f.evaluateSet(tx, ops, meta, r) })
 			})
 			owner = append(owner, i)
 			fns = append(fns, func(tx store.Tx) error {
@@ -207,13 +198,9 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 			}
 			ops, meta = c.Ops, c.Meta
 			meta.Node = f.node
-			f.evaluated.Add(1)
-			res, err := f.eng.Apply(tx, ops, meta)
-			if err != nil {
-				r.err = err
+			if err := f.evaluateSet(tx, ops, meta, r); err != nil {
 				return err
 			}
-			r.res = res
 		}
 		tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, idx))
 		return nil
@@ -230,6 +217,18 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 		return nil
 	})
 	*owner = append(*owner, -1)
+}
+
+// evaluateSet applies a Set by evaluating it here, with its result in r.
+func (f *fsm) evaluateSet(tx store.Tx, ops []txn.Op, meta txn.Meta, r *applyResult) error {
+	f.evaluated.Add(1)
+	res, err := f.eng.Apply(tx, ops, meta)
+	if err != nil {
+		r.err = err
+		return err
+	}
+	r.res = res
+	return nil
 }
 
 // once runs fn in tx unless the entry at idx was applied before (a replay
