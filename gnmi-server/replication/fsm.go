@@ -34,6 +34,10 @@ type fsm struct {
 	// writeSets counts the write-set entries applied by their writes,
 	// evaluated those whose Set was evaluated here instead.
 	writeSets, evaluated atomic.Uint64
+	// failed is set once an entry's transaction failed here: the store
+	// may then lack what that entry changed, and this node, should it
+	// lead, must not hand its view to every other node as a write set.
+	failed atomic.Bool
 }
 
 var (
@@ -145,6 +149,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			results[i].err = err
 		}
 		failed = failed || err != nil
+		var te *txn.Error
+		if err != nil && !errors.As(err, &te) {
+			// Not a Set the engine rejected (its record followed it):
+			// the store failed.
+			f.failed.Store(true)
+		}
 	}
 	if failed {
 		// Entries whose transaction failed changed nothing; record that
@@ -168,12 +178,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // entry ws at index idx, the batch's i-th, with its result in r: its writes
 // if it directly follows the entry its Set was evaluated after, the Set
 // evaluated here otherwise (as an entry without a write set is, its
-// rejection recorded in a second transaction); then, in a transaction of its
-// own, this node's events for it.
+// rejection recorded in a second transaction).
 func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, idx uint64, ws writeSet, r *applyResult) {
-	// written: the entry's writes were applied (not replayed, not
-	// evaluated here); its events are due.
-	var written bool
 	var ops []txn.Op
 	var meta txn.Meta
 	*fns = append(*fns, func(tx store.Tx) error {
@@ -182,9 +188,18 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 			return err
 		}
 		if idx == ws.base+1 && applied == ws.base {
+			// What is this node's own under the entries the Set
+			// deleted goes first, found before any write (see
+			// txn.DropCleared); the events last, in the same
+			// transaction as the writes and the applied index.
+			if err := txn.DropCleared(f.schema, tx, &ws.local); err != nil {
+				return err
+			}
 			ws.apply(tx)
+			if err := f.eng.WriteLocalEvents(tx, &ws.local, f.node); err != nil {
+				return err
+			}
 			f.writeSets.Add(1)
-			written = true
 			r.res = &txn.Result{Time: ws.time}
 		} else {
 			c, err := txn.DecodeCommand(f.schema, ws.cmd)
@@ -208,13 +223,10 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 	*owner = append(*owner, i)
 	*fns = append(*fns, func(tx store.Tx) error {
 		var te *txn.Error
-		switch {
-		case written:
-			return f.eng.WriteLocalEvents(tx, &ws.local, f.node)
-		case errors.As(r.err, &te):
-			return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+		if !errors.As(r.err, &te) {
+			return nil
 		}
-		return nil
+		return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
 	})
 	*owner = append(*owner, -1)
 }

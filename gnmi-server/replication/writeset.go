@@ -80,11 +80,6 @@ func (c *captureTx) SetVolatile(key string, value []byte) {
 	c.Tx.SetVolatile(key, value)
 }
 
-func (c *captureTx) DropVolatile(prefix []byte) {
-	c.unsupported = true
-	c.Tx.DropVolatile(prefix)
-}
-
 func appendBytes(b, v []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(v)))
 	return append(b, v...)
@@ -106,6 +101,9 @@ var errEvaluated = errors.New("evaluated")
 // node is to record its rejection), or when it writes what an entry cannot
 // carry.
 func (f *fsm) evaluate(cmd []byte, ops []txn.Op, meta txn.Meta, last uint64) []byte {
+	if f.failed.Load() {
+		return nil
+	}
 	var out []byte
 	err := f.st.Update(context.Background(), func(tx store.Tx) error {
 		if applied, err := readApplied(tx); err != nil || applied != last {
@@ -258,9 +256,7 @@ func (ws writeSet) each(fn func(kind byte, key, value []byte)) error {
 	return nil
 }
 
-// apply writes ws's writes and what its Set did for this node but its
-// events (WriteLocalEvents, in a transaction of its own after this one: the
-// reads they make would index these writes).
+// apply writes ws's writes.
 func (ws writeSet) apply(tx store.Tx) {
 	ws.each(func(kind byte, key, value []byte) {
 		if kind == wsSet {
@@ -269,5 +265,4 @@ func (ws writeSet) apply(tx store.Tx) {
 			tx.Delete(key)
 		}
 	})
-	txn.DropCleared(tx, &ws.local)
 }

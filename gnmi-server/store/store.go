@@ -77,11 +77,6 @@ type Tx interface {
 	SetVolatile(key string, value []byte)
 	// Delete removes key.
 	Delete(key []byte)
-	// DropVolatile deletes every volatile key under prefix that the
-	// transaction's group holds (not those this transaction writes):
-	// measured state, which each node keeps for itself, under a
-	// configuration entry being deleted.
-	DropVolatile(prefix []byte)
 	// Time returns the transaction's commit timestamp (ns since the epoch),
 	// the same for every transaction in a group.
 	Time() int64
@@ -1014,12 +1009,6 @@ func (t *tx) SetVolatile(key string, value []byte) {
 
 func (t *tx) Delete(key []byte) { t.put(key, nil, false) }
 
-func (t *tx) DropVolatile(prefix []byte) {
-	for _, kv := range memRange(t.g.view(), prefix, pathkey.PrefixEnd(prefix)) {
-		t.putString(kv.key, nil, false)
-	}
-}
-
 func (t *tx) put(key, v []byte, volatile bool) {
 	// Until the transaction reads, writes is nil and every write appends.
 	if i, ok := t.writes[string(key)]; ok {
@@ -1097,6 +1086,8 @@ func (t *tx) Scan(prefix []byte, fn func(key, value []byte) error) error {
 	// it, and only the keys this transaction set are kept sorted, for the
 	// keys it added. Its deletes need no index: a cascade deletes thousands
 	// of keys and scans hundreds of times.
+	// A callback that writes to the transaction must not count on the
+	// rest of its own scan seeing those writes.
 	if len(t.ops) == 0 {
 		return t.scanBase(prefix, fn) // nothing written (see written)
 	}

@@ -1,6 +1,11 @@
 package txn
 
-import "github.com/patronus-sdwan/patronus/gnmi-server/store"
+import (
+	"slices"
+
+	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
+	"github.com/patronus-sdwan/patronus/gnmi-server/store"
+)
 
 // Local is what a Set does that each node does for itself rather than
 // replicates: the events it records, which name the node, and dropping the
@@ -21,7 +26,8 @@ type Local struct {
 	Sites    []string
 	// Cleared holds the encoded keys of the list entries the Set deleted
 	// (an entry created again by the same Set included: its measured state
-	// went with the old one).
+	// went with the old one), under which each node deletes what it keeps
+	// for itself (DropCleared).
 	Cleared []string
 }
 
@@ -41,11 +47,27 @@ func (e *Engine) Evaluate(tx store.Tx, ops []Op, meta Meta) (*Result, *Local, er
 	return res, l, nil
 }
 
-// DropCleared deletes the volatile keys under the entries l cleared.
-func DropCleared(tx store.Tx, l *Local) {
+// DropCleared deletes what this node keeps for itself (not Replicated:
+// measured state, volatile or durable) under the entries l cleared. It
+// finds them all before it deletes any, so that a transaction that has not
+// written yet scans without indexing its writes.
+func DropCleared(s *schema.Schema, tx store.Tx, l *Local) error {
+	var local [][]byte
 	for _, k := range l.Cleared {
-		tx.DropVolatile([]byte(k))
+		err := tx.Scan([]byte(k), func(key, _ []byte) error {
+			if !Replicated(s, key) {
+				local = append(local, slices.Clone(key))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
+	for _, k := range local {
+		tx.Delete(k)
+	}
+	return nil
 }
 
 // WriteLocalEvents writes l's events, naming node.
