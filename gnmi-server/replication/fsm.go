@@ -192,7 +192,7 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 			// deleted goes first, found before any write (see
 			// txn.DropCleared); the events last, in the same
 			// transaction as the writes and the applied index.
-			if err := txn.DropCleared(f.schema, tx, &ws.local); err != nil {
+			if err := f.eng.DropCleared(tx, &ws.local); err != nil {
 				return err
 			}
 			ws.apply(tx)

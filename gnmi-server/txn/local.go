@@ -3,6 +3,7 @@ package txn
 import (
 	"slices"
 
+	"github.com/patronus-sdwan/patronus/gnmi-server/pathkey"
 	"github.com/patronus-sdwan/patronus/gnmi-server/schema"
 	"github.com/patronus-sdwan/patronus/gnmi-server/store"
 )
@@ -50,12 +51,26 @@ func (e *Engine) Evaluate(tx store.Tx, ops []Op, meta Meta) (*Result, *Local, er
 // DropCleared deletes what this node keeps for itself (not Replicated:
 // measured state, volatile or durable) under the entries l cleared. It
 // finds them all before it deletes any, so that a transaction that has not
-// written yet scans without indexing its writes.
-func DropCleared(s *schema.Schema, tx store.Tx, l *Local) error {
+// written yet scans without indexing its writes. An entry's own leaves are
+// told by their encoded suffix, without decoding (a cascade clears
+// thousands).
+func (e *Engine) DropCleared(tx store.Tx, l *Local) error {
 	var local [][]byte
 	for _, k := range l.Cleared {
+		var own map[string]*schema.Node
+		if elems, err := pathkey.Decode([]byte(k)); err == nil {
+			if n := e.s.Lookup(elems); n != nil {
+				own = e.leaves[n]
+			}
+		}
 		err := tx.Scan([]byte(k), func(key, _ []byte) error {
-			if !Replicated(s, key) {
+			if n, ok := own[string(key[len(k):])]; ok {
+				if !n.Config && !n.Mirrored {
+					local = append(local, slices.Clone(key))
+				}
+				return nil
+			}
+			if !Replicated(e.s, key) {
 				local = append(local, slices.Clone(key))
 			}
 			return nil
