@@ -129,9 +129,10 @@ func (e *Engine) record(tx store.Tx, res *Result, meta Meta, operation, message 
 	}
 	l := Local{Recorded: true, Seq: seq, User: meta.User, Changed: len(res.Changed), Message: message, Sites: sites}
 	if meta.local != nil {
-		// Evaluate: the events are written where the writes are applied.
-		meta.local.Recorded, meta.local.Seq, meta.local.User = true, l.Seq, l.User
-		meta.local.Changed, meta.local.Message, meta.local.Sites = l.Changed, l.Message, l.Sites
+		// Evaluate: the events are written where the writes are applied;
+		// the entries cleared were noted by apply.
+		l.Cleared = meta.local.Cleared
+		*meta.local = l
 		return nil
 	}
 	return e.writeEvents(tx, &l, meta.Node)
