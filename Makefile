@@ -51,7 +51,8 @@ fuzz: ## run every Fuzz target for FUZZTIME each
 tidy-check: ## fail if `go mod tidy` would change go.mod or go.sum
 	go mod tidy -diff
 
-clusterbench: build ## compare a 3-node patronusd cluster with a 3-member etcd cluster (needs etcd-server); flags via ARGS=
+clusterbench: build ## compare a 3-node patronusd cluster with a 3-member etcd cluster (etcd-server, installed when root); flags via ARGS=
+	scripts/deps.sh etcd-server:etcd
 	cd tools/clusterbench && go run . -patronusd ../../bin/patronusd -out ../../bin/clusterbench.json $(ARGS)
 
 gnmibench: ## compare Patronus's gNMI server with the reference gNMI Subscribe server (openconfig/gnmi cache), in process; flags via ARGS=

@@ -335,10 +335,21 @@ func run(args []string) error {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var halted <-chan struct{} // stays nil, never ready, without replication
+	if n.Repl != nil {
+		halted = n.Repl.Halted()
+	}
+	var haltErr error
 	select {
 	case s := <-sig:
 		stopping.Store(true)
 		log.Info("shutting down", "signal", s.String())
+	case <-halted:
+		// A committed entry this node cannot apply: it stops, and applies
+		// the log again from its store once restarted.
+		stopping.Store(true)
+		haltErr = fmt.Errorf("stopped applying the cluster log: %w; restart patronusd once that is mended", n.Repl.HaltErr())
+		log.Error("shutting down", "error", haltErr)
 	case err := <-serveErr:
 		if hs != nil {
 			hs.Close()
@@ -361,8 +372,11 @@ func run(args []string) error {
 		hs.Shutdown(ctx)
 		cancel()
 	}
-	if err := n.Close(); err != nil {
+	if err := n.Close(); err != nil && haltErr == nil {
 		return fmt.Errorf("closing the store: %v", err)
+	}
+	if haltErr != nil {
+		return haltErr
 	}
 	log.Info("stopped")
 	return nil

@@ -105,7 +105,7 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 				switch {
 				case errors.Is(err, replication.ErrNotLeader):
 					// Nothing was proposed: try the new leader.
-				case errors.Is(err, replication.ErrUnknown):
+				case errors.Is(err, replication.ErrUnknown), errors.Is(err, replication.ErrHalted):
 					return nil, status.Error(codes.Unavailable, err.Error())
 				case errors.Is(err, replication.ErrHandingOff) && forwarded(ctx):
 					return nil, status.Error(codes.Unavailable, notLeader)

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -34,10 +36,13 @@ type fsm struct {
 	// writeSets counts the write-set entries applied by their writes,
 	// evaluated those whose Set was evaluated here instead.
 	writeSets, evaluated atomic.Uint64
-	// failed is set once an entry's transaction failed here: the store
-	// may then lack what that entry changed, and this node, should it
-	// lead, must not hand its view to every other node as a write set.
-	failed atomic.Bool
+	// halted is closed, with haltErr set, once this node stopped applying
+	// the log (halt); closed is closed when the node closes.
+	halted   chan struct{}
+	haltOnce sync.Once
+	haltErr  error
+	closed   <-chan struct{}
+	log      *slog.Logger
 }
 
 var (
@@ -62,8 +67,16 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // the entry's index. Every node does the same at the same point of the log,
 // so the record is replicated without a log entry of its own. An audit-only
 // command (a request refused before the log) writes its record the same way.
+//
+// An entry this node cannot apply halts it (see halt): one of a kind its
+// build does not know (written by a newer build), or one whose transaction
+// failed for want of the store. Skipping it would leave this node's state
+// without it for good, while the others have it.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if f.isHalted() {
+		return f.haltedResults(out, 0)
+	}
 	fns := make([]func(store.Tx) error, 0, len(logs))
 	// owner[j] is the entry whose result fns[j]'s error belongs to, or -1
 	// for the audit record of a rejected Set (its failure is not the
@@ -72,6 +85,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]*applyResult, len(logs))
 	for i, l := range logs {
 		idx := l.Index
+		// prev is the entry before in this batch, which must have been
+		// applied first (0 for the first: none to check).
+		var prev uint64
+		if i > 0 {
+			prev = logs[i-1].Index
+		}
 		r := &applyResult{}
 		results[i] = r
 		out[i] = r
@@ -94,6 +113,17 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 		} else if l.Type == raft.LogCommand {
 			c, err := txn.DecodeCommand(f.schema, l.Data)
+			if errors.Is(err, txn.ErrUnknownCommand) {
+				// The entries before it are applied; it and those after
+				// it are not.
+				errs := f.st.UpdateBatch(context.Background(), fns)
+				if j, serr := f.checkStore(logs, owner, errs); serr != nil {
+					f.halt(serr)
+					return f.haltedResults(out, j)
+				}
+				f.halt(fmt.Errorf("entry %d is of a kind this build of patronusd does not know (%w); upgrade it to the version of the node that wrote it", idx, err))
+				return f.haltedResults(out, i)
+			}
 			if err != nil {
 				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
 			} else {
@@ -102,11 +132,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		switch {
 		case ws != nil:
-			f.applyWriteSet(&fns, &owner, i, idx, *ws, r)
+			f.applyWriteSet(&fns, &owner, i, idx, prev, *ws, r)
 		case setOnceEntry != nil:
 			so := *setOnceEntry
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, idx, func() error {
+				return once(tx, idx, prev, func() error {
 					if _, ok, err := tx.Get(so.key); err != nil || ok {
 						return err
 					}
@@ -116,12 +146,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			})
 			owner = append(owner, i)
 		case cmd == nil:
-			fns = append(fns, func(tx store.Tx) error { return once(tx, idx, nil) })
+			fns = append(fns, func(tx store.Tx) error { return once(tx, idx, prev, nil) })
 			owner = append(owner, i)
 		case cmd.Rejection != nil:
 			rej := *cmd.Rejection
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, idx, func() error { return f.eng.RecordRejected(tx, rej, f.node) })
+				return once(tx, idx, prev, func() error { return f.eng.RecordRejected(tx, rej, f.node) })
 			})
 			owner = append(owner, i)
 		default:
@@ -129,7 +159,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			// Node-local records (events) name this node.
 			meta.Node = f.node
 			fns = append(fns, func(tx store.Tx) error {
-				return once(tx, idx, func() error { return f.evaluateSet(tx, ops, meta, r) })
+				return once(tx, idx, prev, func() error { return f.evaluateSet(tx, ops, meta, r) })
 			})
 			owner = append(owner, i)
 			fns = append(fns, func(tx store.Tx) error {
@@ -137,39 +167,81 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				if !errors.As(r.err, &te) {
 					return nil // applied, skipped, or failed for want of the store
 				}
-				return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+				return once(tx, idx, prev, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
 			})
 			owner = append(owner, -1)
 		}
 	}
 	errs := f.st.UpdateBatch(context.Background(), fns)
-	var failed bool
 	for j, err := range errs {
 		if i := owner[j]; err != nil && i >= 0 && results[i].err == nil {
 			results[i].err = err
 		}
-		failed = failed || err != nil
-		var te *txn.Error
-		if err != nil && !errors.As(err, &te) {
-			// Not a Set the engine rejected (its record followed it):
-			// the store failed.
-			f.failed.Store(true)
-		}
 	}
-	if failed {
-		// Entries whose transaction failed changed nothing; record that
-		// they were applied.
-		last := logs[len(logs)-1].Index
-		f.st.Update(context.Background(), func(tx store.Tx) error {
-			if applied, err := readApplied(tx); err != nil || applied >= last {
-				return err
-			}
-			tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, last))
-			return nil
-		})
+	if i, err := f.checkStore(logs, owner, errs); err != nil {
+		f.halt(err)
+		return f.haltedResults(out, i)
 	}
 	if f.onApply != nil {
 		f.onApply(logs[len(logs)-1].Index)
+	}
+	return out
+}
+
+// checkStore returns the first failure of the store among errs, the
+// errors of a batch's transactions (owner as in ApplyBatch), with the
+// position in logs of the entry it failed. A Set the engine rejected is not
+// one: its transaction's error is the rejection, recorded by the next.
+func (f *fsm) checkStore(logs []*raft.Log, owner []int, errs []error) (int, error) {
+	for j, err := range errs {
+		var te *txn.Error
+		if err == nil || errors.As(err, &te) {
+			continue
+		}
+		// The audit record of a rejected Set (owner -1) belongs to the
+		// entry of the transaction before it.
+		i := owner[j]
+		for k := j; i < 0 && k > 0; k-- {
+			i = owner[k-1]
+		}
+		return i, fmt.Errorf("the store failed applying entry %d: %w", logs[i].Index, err)
+	}
+	return 0, nil
+}
+
+// halt stops this node applying the log, for err, the first time it is
+// called: it logs why and closes halted, on which patronusd stops, and the
+// FSM then takes no entry and makes no snapshot. The store keeps what it
+// had applied before; a restarted node applies the log again from there,
+// so nothing committed is lost, where skipping the entry would have lost it
+// here for good. (Pebble itself stops a process whose write-ahead log
+// failed a write.)
+func (f *fsm) halt(err error) {
+	f.haltOnce.Do(func() {
+		f.haltErr = err
+		if f.log != nil {
+			f.log.Error("replication: this node stops applying the cluster log", "error", err)
+		}
+		close(f.halted)
+	})
+}
+
+func (f *fsm) isHalted() bool {
+	select {
+	case <-f.halted:
+		return true
+	default:
+		return false
+	}
+}
+
+// haltedResults waits for the node to close, Raft's FSM goroutine kept from
+// applying anything more meanwhile, and returns out with ErrHalted as the
+// result of every entry from the from-th on.
+func (f *fsm) haltedResults(out []any, from int) []any {
+	<-f.closed
+	for i := from; i < len(out); i++ {
+		out[i] = &applyResult{err: fmt.Errorf("%w: %v", ErrHalted, f.haltErr)}
 	}
 	return out
 }
@@ -179,13 +251,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // if it directly follows the entry its Set was evaluated after, the Set
 // evaluated here otherwise (as an entry without a write set is, its
 // rejection recorded in a second transaction).
-func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, idx uint64, ws writeSet, r *applyResult) {
+func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, idx, prev uint64, ws writeSet, r *applyResult) {
 	var ops []txn.Op
 	var meta txn.Meta
 	*fns = append(*fns, func(tx store.Tx) error {
 		applied, err := readApplied(tx)
 		if err != nil || idx <= applied {
 			return err
+		}
+		if prev != 0 && applied != prev {
+			return errPrevNotApplied
 		}
 		if idx == ws.base+1 && applied == ws.base {
 			// What is this node's own under the entries the Set
@@ -226,7 +301,7 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 		if !errors.As(r.err, &te) {
 			return nil
 		}
-		return once(tx, idx, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
+		return once(tx, idx, prev, func() error { return f.eng.RecordRejected(tx, txn.Rejected(ops, meta, te), f.node) })
 	})
 	*owner = append(*owner, -1)
 }
@@ -243,15 +318,25 @@ func (f *fsm) evaluateSet(tx store.Tx, ops []txn.Op, meta txn.Meta, r *applyResu
 	return nil
 }
 
+// errPrevNotApplied fails the transaction of an entry whose batch's entry
+// before it was not applied: its transaction, or the group it was
+// committed with, failed. (The store runs a batch's transactions without
+// waiting for the ones before to be committed.)
+var errPrevNotApplied = errors.New("the entry before it was not applied")
+
 // once runs fn in tx unless the entry at idx was applied before (a replay
-// after a restart), and then marks it applied.
-func once(tx store.Tx, idx uint64, fn func() error) error {
+// after a restart), and then marks it applied. prev, unless 0, is the entry
+// that must have been applied last.
+func once(tx store.Tx, idx, prev uint64, fn func() error) error {
 	applied, err := readApplied(tx)
 	if err != nil {
 		return err
 	}
 	if idx <= applied {
 		return nil
+	}
+	if prev != 0 && applied != prev {
+		return errPrevNotApplied
 	}
 	if fn != nil {
 		if err := fn(); err != nil {
@@ -308,6 +393,11 @@ func readApplied(r store.Reader) (uint64, error) {
 // first: once the snapshot exists Raft may truncate its log, and entries
 // Pebble had not made durable could not be applied again.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.isHalted() {
+		// Raft counts the entry that halted it as applied: a snapshot
+		// now would let it truncate the log of an entry the store lacks.
+		return nil, fmt.Errorf("replication: no snapshot: %w: %v", ErrHalted, f.haltErr)
+	}
 	if err := f.st.Sync(); err != nil {
 		return nil, fmt.Errorf("replication: sync before snapshot: %w", err)
 	}

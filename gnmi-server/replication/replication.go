@@ -129,6 +129,10 @@ var (
 	// where the change may be retried. It comes wrapped with the
 	// syscall.ENOSPC of the room check.
 	ErrHandingOff = errors.New("replication: this leader is out of room and hands leadership over")
+	// ErrHalted means the entry was committed but this node stopped
+	// applying the log before it (Halted): the change applies on the other
+	// members, and here once the node is restarted.
+	ErrHalted = errors.New("replication: this node stopped applying the cluster log; the change was committed, but this node has not applied it")
 )
 
 // Open starts the node's Raft instance over cfg.Store.
@@ -168,7 +172,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
-	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied}
+	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied,
+		halted: make(chan struct{}), closed: n.closed, log: cfg.Logger}
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
 	}
@@ -280,6 +285,21 @@ func (n *Node) noteApplied(index uint64) {
 	close(n.waiters)
 	n.waiters = make(chan struct{})
 	n.mu.Unlock()
+}
+
+// Halted is closed once this node has stopped applying the cluster log,
+// for HaltErr: a committed entry it cannot apply (its store failed, or the
+// entry is of a kind this build does not know). The node then applies
+// nothing more; it is to be closed, and restarted once the cause is mended
+// (it applies the log again from what its store holds).
+func (n *Node) Halted() <-chan struct{} { return n.fsm.halted }
+
+// HaltErr returns why the node halted, once Halted is closed.
+func (n *Node) HaltErr() error {
+	if !n.fsm.isHalted() {
+		return nil
+	}
+	return n.fsm.haltErr
 }
 
 // Applied returns the index of the last entry applied to the store.

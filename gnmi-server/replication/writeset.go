@@ -101,7 +101,7 @@ var errEvaluated = errors.New("evaluated")
 // node is to record its rejection), or when it writes what an entry cannot
 // carry.
 func (f *fsm) evaluate(cmd []byte, ops []txn.Op, meta txn.Meta, last uint64) []byte {
-	if f.failed.Load() {
+	if f.isHalted() {
 		return nil
 	}
 	var out []byte

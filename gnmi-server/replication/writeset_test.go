@@ -23,12 +23,19 @@ import (
 
 func testFSM(t *testing.T, sch *schema.Schema, node string) *fsm {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{NoSync: true, Packed: txn.PackedPrefixes()})
+	return testFSMIn(t, sch, node, t.TempDir(), make(chan struct{}))
+}
+
+// testFSMIn is testFSM over the store in dir, for a node that closes
+// closed when it closes.
+func testFSMIn(t *testing.T, sch *schema.Schema, node, dir string, closed <-chan struct{}) *fsm {
+	t.Helper()
+	st, err := store.Open(dir, store.Options{NoSync: true, Packed: txn.PackedPrefixes()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &fsm{st: st, eng: txn.New(sch), schema: sch, node: node}
+	return &fsm{st: st, eng: txn.New(sch), schema: sch, node: node, halted: make(chan struct{}), closed: closed}
 }
 
 func elems(t *testing.T, s string) []*gpb.PathElem {

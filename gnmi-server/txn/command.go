@@ -42,6 +42,10 @@ type Command struct {
 
 var errBadCommand = errors.New("txn: malformed command")
 
+// ErrUnknownCommand is DecodeCommand's error for a command of a version or
+// kind this build does not know: one a newer build wrote.
+var ErrUnknownCommand = errors.New("txn: unknown command")
+
 // EncodeCommand serializes prepared ops and their meta.
 func EncodeCommand(ops []Op, meta Meta) []byte {
 	b := []byte{commandVersion, kindSet}
@@ -134,9 +138,9 @@ func DecodeCommand(s *schema.Schema, b []byte) (Command, error) {
 			rej, err := decodeRejection(b[2:])
 			return Command{Rejection: rej}, err
 		}
-		return Command{}, fmt.Errorf("txn: unknown command kind %d", b[1])
+		return Command{}, fmt.Errorf("%w kind %d", ErrUnknownCommand, b[1])
 	}
-	return Command{}, fmt.Errorf("txn: unknown command version %d", b[0])
+	return Command{}, fmt.Errorf("%w version %d", ErrUnknownCommand, b[0])
 }
 
 func decodeRejection(b []byte) (*Rejection, error) {

@@ -19,6 +19,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -35,6 +36,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -513,6 +515,52 @@ type load struct {
 	PerSecond float64 `json:"requests_per_s"`
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
+	// ServerCPUus is the CPU time (user and system) the cluster's
+	// processes spent per request, summed over the members; ClientCPUus
+	// this process's, the clients'. Both share the machine's CPUs, so on a
+	// busy machine requests/s is about CPUs / (server + client CPU).
+	ServerCPUus float64 `json:"server_cpu_us_per_request"`
+	ClientCPUus float64 `json:"client_cpu_us_per_request"`
+}
+
+// cpuTime returns the CPU time, user and system, that the process pid has
+// used, or that this process has (pid 0).
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0 // exited: its time is not counted
+	}
+	// The fields after the command's name, which ends at the last ')':
+	// state is the first, utime and stime the 12th and 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc's CPU times: 100
+// on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuOf returns the CPU time the members' processes have used.
+func cpuOf(members []*proc) time.Duration {
+	var d time.Duration
+	for _, p := range members {
+		if p.cmd != nil && p.cmd.Process != nil {
+			d += cpuTime(p.cmd.Process.Pid)
+		}
+	}
+	return d
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -527,8 +575,9 @@ func quantile(v []float64, q float64) float64 {
 }
 
 // run calls op from clients goroutines for -duration; any error is fatal.
-func run(what string, clients int, op func(ctx context.Context, worker, i int) error) load {
+func run(what string, members []*proc, clients int, op func(ctx context.Context, worker, i int) error) load {
 	logf("%s", what)
+	server0, client0 := cpuOf(members), cpuTime(0)
 	var (
 		mu    sync.Mutex
 		lats  []float64
@@ -564,7 +613,10 @@ func run(what string, clients int, op func(ctx context.Context, worker, i int) e
 		first = cmp.Or(first, errors.New("no request completed"))
 	}
 	must(first, what)
-	return load{len(lats), float64(len(lats)) / time.Since(start).Seconds(), quantile(lats, .5), quantile(lats, .99)}
+	elapsed := time.Since(start)
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(len(lats)) }
+	return load{Requests: len(lats), PerSecond: float64(len(lats)) / elapsed.Seconds(), P50ms: quantile(lats, .5), P99ms: quantile(lats, .99),
+		ServerCPUus: per(cpuOf(members) - server0), ClientCPUus: per(cpuTime(0) - client0)}
 }
 
 // failover SIGKILLs the leader -trials times while a client writes round robin.
@@ -642,9 +694,10 @@ func bench(name string, c cluster, value string) (s side) {
 	put := func(ctx context.Context, w, i int) error {
 		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
 	}
-	s.Put1 = run(name+": put, 1 client", 1, put)
-	s.PutN = run(fmt.Sprintf("%s: put, %d clients", name, *flagClients), *flagClients, put)
-	s.Batch = run(fmt.Sprintf("%s: batches of %d, 1 client", name, *flagBatch), 1, func(ctx context.Context, _, i int) error {
+	members := c.members()
+	s.Put1 = run(name+": put, 1 client", members, 1, put)
+	s.PutN = run(fmt.Sprintf("%s: put, %d clients", name, *flagClients), members, *flagClients, put)
+	s.Batch = run(fmt.Sprintf("%s: batches of %d, 1 client", name, *flagBatch), members, 1, func(ctx context.Context, _, i int) error {
 		keys := make([]string, *flagBatch)
 		for j := range keys {
 			keys[j] = fmt.Sprintf("s%d", (i**flagBatch+j)%*flagKeys)
@@ -712,6 +765,8 @@ func main() {
 		{"put p50 latency, 1 client", "ms", ps.Put1.P50ms, es.Put1.P50ms, 0},
 		{fmt.Sprintf("put, %d clients", n), "ops/s", ps.PutN.PerSecond, es.PutN.PerSecond, 0},
 		{fmt.Sprintf("put p99 latency, %d clients", n), "ms", ps.PutN.P99ms, es.PutN.P99ms, 0},
+		{fmt.Sprintf("put, %d clients: server CPU per put", n), "µs", ps.PutN.ServerCPUus, es.PutN.ServerCPUus, 0},
+		{fmt.Sprintf("put, %d clients: client CPU per put", n), "µs", ps.PutN.ClientCPUus, es.PutN.ClientCPUus, 0},
 		{fmt.Sprintf("batch of %d, 1 client", *flagBatch), "updates/s", ps.Batch.PerSecond * b, es.Batch.PerSecond * b, 0},
 		{"batch speedup over put, 1 client", "x", ps.Batch.PerSecond * b / ps.Put1.PerSecond, es.Batch.PerSecond * b / es.Put1.PerSecond, 0},
 		{fmt.Sprintf("site delete cascade (%d paths) p50", *flagPaths), "ms", quantile(ps.CascadeMs, .5), quantile(es.CascadeMs, .5), 0},
@@ -766,7 +821,7 @@ func soak(value string) {
 		return t
 	}
 	t0 := term()
-	l := run(fmt.Sprintf("patronus: soak, put, %d clients, %s", *flagClients, *flagDuration), *flagClients, func(ctx context.Context, w, i int) error {
+	l := run(fmt.Sprintf("patronus: soak, put, %d clients, %s", *flagClients, *flagDuration), c.members(), *flagClients, func(ctx context.Context, w, i int) error {
 		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
 	})
 	t1 := term()
@@ -784,12 +839,13 @@ func putOnly(value, profileDir string) {
 	c := startPatronus()
 	c.useLeader()
 	wait := profile(c, profileDir)
-	l := run(fmt.Sprintf("patronus: put, %d clients", *flagClients), *flagClients, func(ctx context.Context, w, i int) error {
+	l := run(fmt.Sprintf("patronus: put, %d clients", *flagClients), c.members(), *flagClients, func(ctx context.Context, w, i int) error {
 		return c.putN(ctx, []string{fmt.Sprintf("s%d", (w*7919+i)%*flagKeys)}, value)
 	})
 	wait()
 	leader, _ := c.leader()
-	fmt.Printf("put, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms (leader n%d)\n", *flagClients, l.PerSecond, l.P50ms, l.P99ms, leader+1)
+	fmt.Printf("put, %d clients: %.0f ops/s, p50 %.2f ms, p99 %.2f ms (leader n%d); CPU per put: servers %.0f µs, clients %.0f µs\n",
+		*flagClients, l.PerSecond, l.P50ms, l.P99ms, leader+1, l.ServerCPUus, l.ClientCPUus)
 }
 
 // profile starts a CPU profile of every node of c for about -duration,
