@@ -151,7 +151,7 @@ func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
 			_, err := c.cfg.Repl.Reject(ctx, rej)
 			switch {
 			case errors.Is(err, replication.ErrNotLeader):
-			case errors.Is(err, replication.ErrUnknown):
+			case errors.Is(err, replication.ErrUnknown), errors.Is(err, replication.ErrHalted):
 				return status.Error(codes.Unavailable, err.Error())
 			case errors.Is(err, replication.ErrHandingOff) && forwarded(ctx):
 				return status.Error(codes.Unavailable, notLeader)

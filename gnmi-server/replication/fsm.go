@@ -43,6 +43,9 @@ type fsm struct {
 	haltErr  error
 	closed   <-chan struct{}
 	log      *slog.Logger
+	// onHalt, if set, is called once the FSM has halted. It must not
+	// wait for the FSM: the FSM waits for closed.
+	onHalt func()
 }
 
 var (
@@ -114,15 +117,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		} else if l.Type == raft.LogCommand {
 			c, err := txn.DecodeCommand(f.schema, l.Data)
 			if errors.Is(err, txn.ErrUnknownCommand) {
-				// The entries before it are applied; it and those after
-				// it are not.
-				errs := f.st.UpdateBatch(context.Background(), fns)
-				if j, serr := f.checkStore(logs, owner, errs); serr != nil {
-					f.halt(serr)
-					return f.haltedResults(out, j)
-				}
-				f.halt(fmt.Errorf("entry %d is of a kind this build of patronusd does not know (%w); upgrade it to the version of the node that wrote it", idx, err))
-				return f.haltedResults(out, i)
+				// Not skipped: its transaction fails, unless the entry
+				// was applied before (by the build that wrote it), and
+				// the node halts.
+				fns = append(fns, func(tx store.Tx) error {
+					return once(tx, idx, prev, func() error { return unknownEntry(idx, err) })
+				})
+				owner = append(owner, i)
+				continue
 			}
 			if err != nil {
 				r.err = fmt.Errorf("replication: entry %d: %w", idx, err)
@@ -179,6 +181,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	if i, err := f.checkStore(logs, owner, errs); err != nil {
+		if i > 0 && f.onApply != nil {
+			f.onApply(logs[i-1].Index)
+		}
 		f.halt(err)
 		return f.haltedResults(out, i)
 	}
@@ -188,8 +193,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// checkStore returns the first failure of the store among errs, the
-// errors of a batch's transactions (owner as in ApplyBatch), with the
+// checkStore returns the first failure among errs, the errors of a
+// batch's transactions (owner as in ApplyBatch), that is not the entry's
+// own outcome (the store's, or an entry this build cannot read), with the
 // position in logs of the entry it failed. A Set the engine rejected is not
 // one: its transaction's error is the rejection, recorded by the next.
 func (f *fsm) checkStore(logs []*raft.Log, owner []int, errs []error) (int, error) {
@@ -204,9 +210,18 @@ func (f *fsm) checkStore(logs []*raft.Log, owner []int, errs []error) (int, erro
 		for k := j; i < 0 && k > 0; k-- {
 			i = owner[k-1]
 		}
-		return i, fmt.Errorf("the store failed applying entry %d: %w", logs[i].Index, err)
+		if !errors.Is(err, txn.ErrUnknownCommand) {
+			err = fmt.Errorf("the store failed applying entry %d: %w", logs[i].Index, err)
+		}
+		return i, err
 	}
 	return 0, nil
+}
+
+// unknownEntry is the error of the entry at idx, which this build cannot
+// read for err (wrapping txn.ErrUnknownCommand).
+func unknownEntry(idx uint64, err error) error {
+	return fmt.Errorf("entry %d is of a kind this build of patronusd does not know (%w): a newer build wrote it; upgrade this node", idx, err)
 }
 
 // halt stops this node applying the log, for err, the first time it is
@@ -223,6 +238,9 @@ func (f *fsm) halt(err error) {
 			f.log.Error("replication: this node stops applying the cluster log", "error", err)
 		}
 		close(f.halted)
+		if f.onHalt != nil {
+			f.onHalt()
+		}
 	})
 }
 
@@ -278,6 +296,9 @@ func (f *fsm) applyWriteSet(fns *[]func(store.Tx) error, owner *[]int, i int, id
 			r.res = &txn.Result{Time: ws.time}
 		} else {
 			c, err := txn.DecodeCommand(f.schema, ws.cmd)
+			if errors.Is(err, txn.ErrUnknownCommand) {
+				return unknownEntry(idx, err)
+			}
 			if err == nil && c.Rejection != nil {
 				err = errors.New("a write-set entry carries a rejection")
 			}

@@ -3,7 +3,10 @@ package replication
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +144,42 @@ func TestHaltOnUnappliableEntry(t *testing.T) {
 			t.Errorf("applied index %d; want 2: the entries before the unknown one, not it", applied)
 		}
 	})
+	t.Run("unknown kind applied before", func(t *testing.T) {
+		// A log replayed after a downgrade, or an old log, holds
+		// entries of a kind this build does not read, applied before
+		// by the build that wrote them: they do not halt the node.
+		f := testFSM(t, sch, "n2")
+		if errs := results(f.ApplyBatch(entries[:2])); errs != nil {
+			t.Fatal(errs)
+		}
+		old := &raft.Log{Index: 2, Type: raft.LogCommand, Data: []byte{1, 9, 9}}
+		if errs := results(f.ApplyBatch([]*raft.Log{old, entries[2]})); errs != nil || f.isHalted() {
+			t.Fatalf("replaying an applied entry this build does not read: %v (halted: %v)", errs, f.isHalted())
+		}
+	})
+	t.Run("write set's command unknown", func(t *testing.T) {
+		// A write-set entry evaluated here (its base is not the entry
+		// before it) whose command this build does not read.
+		closed := make(chan struct{})
+		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
+		ws := []byte{writeSetCommand}
+		ws = binary.AppendUvarint(ws, 1) // base 1: entry 4 is not right after it
+		ws = binary.AppendUvarint(ws, 1)
+		ws = appendBytes(ws, []byte{0x7f})
+		ws = append(ws, 0, 0, 0, 0, 0, 0, 0, 0) // Local: nothing recorded, no sites, nothing cleared; no writes
+		newer := append([]*raft.Log{}, entries...)
+		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: ws}
+		halted(t, f, closed, newer, "entry 4 is of a kind this build of patronusd does not know")
+	})
+	t.Run("path not in the schema", func(t *testing.T) {
+		// A Set of a path this build's schema lacks: a newer schema.
+		closed := make(chan struct{})
+		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
+		b := bytes.ReplaceAll(leaf("Lima"), []byte("location"), []byte("locatiox"))
+		newer := append([]*raft.Log{}, entries...)
+		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: b}
+		halted(t, f, closed, newer, "which is not in this build's schema")
+	})
 	t.Run("entry before not applied", func(t *testing.T) {
 		// The store runs a batch's transactions without waiting for
 		// the commits of those before: one whose predecessor in the
@@ -180,4 +219,80 @@ func results(out []any) []error {
 		return nil
 	}
 	return errs
+}
+
+// TestHaltStopsRaft: a real one-voter node that meets an entry it cannot
+// apply stops Raft at once, so that its leadership passes and whatever
+// waits for an entry here is answered, before anything closes the node
+// (which first waits for goroutines that propose).
+func TestHaltStopsRaft(t *testing.T) {
+	sch, err := schema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "store"), store.Options{NoSync: true, Packed: txn.PackedPrefixes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	n, err := Open(Config{Dir: filepath.Join(dir, "raft"), NodeName: "n1", RaftAddr: addr, Bootstrap: true,
+		Store: st, Engine: txn.New(sch), Schema: sch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for deadline := time.Now().Add(10 * time.Second); !n.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader after 10 s")
+		}
+	}
+	proposed := make(chan error, 1)
+	go func() {
+		r, _, err := n.propose([]byte{0x7f}, 5*time.Second)
+		if err == nil {
+			err = r.err
+		}
+		proposed <- err
+	}()
+	select {
+	case err := <-proposed:
+		if !errors.Is(err, ErrHalted) && !errors.Is(err, ErrUnknown) {
+			t.Errorf("proposing an entry the node cannot apply: %v; want ErrHalted or ErrUnknown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the entry's proposer still waits after 5 s")
+	}
+	select {
+	case <-n.Halted():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not halted")
+	}
+	if err := n.HaltErr(); err == nil || !strings.Contains(err.Error(), "does not know") {
+		t.Errorf("HaltErr: %v", err)
+	}
+	// A Set proposed after the halt is answered at once, not when the
+	// node closes.
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := n.Apply(context.Background(), nil, txn.Meta{User: "admin"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a Set on a halted node succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Set on a halted node still waits after 5 s")
+	}
+	if s := n.raft.State(); s != raft.Shutdown {
+		t.Errorf("Raft is %v after the halt; want Shutdown", s)
+	}
 }

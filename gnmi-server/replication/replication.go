@@ -92,7 +92,10 @@ type Node struct {
 	startIndex uint64
 	id         raft.ServerID
 
-	closed chan struct{} // closed by Close
+	closed chan struct{} // closed by shutdown
+	// shutdownOnce guards shutdown, which Close and a halt call.
+	shutdownOnce sync.Once
+	shutdownErr  error
 
 	mu        sync.Mutex
 	observers []*raft.Observer // guarded by mu
@@ -174,6 +177,10 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{transport: transport, logs: logs, log: cfg.Logger, waiters: make(chan struct{}), closed: make(chan struct{})}
 	n.fsm = &fsm{st: cfg.Store, eng: cfg.Engine, schema: cfg.Schema, node: cfg.NodeName, onApply: n.noteApplied,
 		halted: make(chan struct{}), closed: n.closed, log: cfg.Logger}
+	// A halted node stops Raft at once: its leadership goes to another
+	// voter, and whatever waits for an entry here gets an answer, before
+	// the process comes to close the node.
+	n.fsm.onHalt = func() { go n.shutdown() }
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
 	}
@@ -268,13 +275,22 @@ func (n *Node) Close() error {
 		n.raft.DeregisterObserver(o)
 	}
 	n.mu.Unlock()
-	close(n.closed)
-	err := n.raft.Shutdown().Error()
+	err := n.shutdown()
 	n.transport.Close()
 	if cerr := n.logs.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// shutdown stops Raft, once: the FSM, waiting for closed if it halted,
+// returns first.
+func (n *Node) shutdown() error {
+	n.shutdownOnce.Do(func() {
+		close(n.closed)
+		n.shutdownErr = n.raft.Shutdown().Error()
+	})
+	return n.shutdownErr
 }
 
 func (n *Node) noteApplied(index uint64) {

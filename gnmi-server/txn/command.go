@@ -228,7 +228,8 @@ func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, erro
 			}
 			n := s.Lookup(le)
 			if n == nil {
-				return nil, meta, fmt.Errorf("txn: command names %s, which is not in the schema", pathkey.String(le))
+				// Written by a build with a newer schema.
+				return nil, meta, fmt.Errorf("%w: it names %s, which is not in this build's schema", ErrUnknownCommand, pathkey.String(le))
 			}
 			op.leaves = append(op.leaves, Leaf{Elems: le, Node: n, Value: tv})
 		}
