@@ -20,9 +20,9 @@ import (
 // ("") and gnmi.gNMI are SERVING exactly when /readyz answers 200,
 // NOT_SERVING otherwise. It asks no credentials (see auth.public), so what
 // a caller can make it do is bounded: a Check reads the readiness at most
-// every healthFresh (it asks Raft for its configuration), and at most
-// healthMaxWatches Watch streams are open at once, each told of a change
-// within healthEvery.
+// every healthFresh (it asks Raft for its configuration), a new Watch reads
+// it once, and at most healthMaxWatches Watch streams are open at once, each
+// told of a change within healthEvery.
 type grpcHealth struct {
 	*health.Server
 	ready func() error
@@ -39,7 +39,7 @@ type grpcHealth struct {
 const (
 	// healthEvery is how often the Watch streams' status is read again.
 	healthEvery = time.Second
-	// healthFresh is how old a reading a Check or a new Watch is given.
+	// healthFresh is how old a reading a Check is given.
 	healthFresh = 100 * time.Millisecond
 	// healthMaxWatches bounds the Watch streams open at once (a gRPC
 	// client that checks its connections' health holds one per
@@ -113,7 +113,11 @@ func (h *grpcHealth) Watch(in *healthpb.HealthCheckRequest, stream healthpb.Heal
 		return status.Errorf(codes.ResourceExhausted, "%d health watches are open, the most this node keeps; use Check", healthMaxWatches)
 	}
 	defer h.watches.Add(-1)
-	h.current(healthFresh)
+	// Read now: a reading from before, even a fresh one, may be of a node
+	// that has just become ready (a member that has just joined); the
+	// stream would then start with the old status and keep it until the
+	// next reading. The streams open at once are bounded.
+	h.current(0)
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	stop := context.AfterFunc(h.stop, cancel)
