@@ -34,6 +34,7 @@ import (
 	"github.com/patronus-sdwan/patronus/gnmi-server/cluster"
 	"github.com/patronus-sdwan/patronus/gnmi-server/clusterca"
 	"github.com/patronus-sdwan/patronus/gnmi-server/node"
+	"github.com/patronus-sdwan/patronus/gnmi-server/replication"
 )
 
 type options struct {
@@ -305,10 +306,18 @@ func run(args []string) error {
 		// Serve only once the log's entries are applied, or after a bound
 		// when no quorum answers (reads may then be stale until it does).
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		if err := n.Repl.WaitCaughtUp(ctx); err != nil {
+		err := n.Repl.WaitCaughtUp(ctx)
+		cancel()
+		if errors.Is(err, replication.ErrHalted) {
+			if hs != nil {
+				hs.Close()
+			}
+			n.Close()
+			return fmt.Errorf("stopped applying the cluster log: %w; restart patronusd once that is mended", n.Repl.HaltErr())
+		}
+		if err != nil {
 			log.Warn("serving before catching up with the cluster log", "applied", n.Repl.Applied())
 		}
-		cancel()
 	}
 	if o.join != "" {
 		go join(log, joinDial, o.join, cluster.MemberRequest(o.nodeName, lis.Addr().String(), o.raftListen, o.nonvoter), fetchCA)

@@ -347,13 +347,15 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 // WaitCaughtUp waits until the node has applied everything its log held
 // when it started, so that it does not serve a restart's stale view. Entries
 // are only applied once a leader confirms them, so with no quorum reachable
-// it waits until ctx ends.
+// it waits until ctx ends. It returns ErrHalted if the node halts meanwhile.
 func (n *Node) WaitCaughtUp(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for n.raft.AppliedIndex() < n.startIndex || n.Applied() < n.lastCommand() {
 		select {
 		case <-t.C:
+		case <-n.fsm.halted:
+			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
