@@ -257,7 +257,9 @@ func (c *Cluster) forward(ctx context.Context, leader string, ops []txn.Op, meta
 		if res.Index, err = strconv.ParseUint(v[0], 10, 64); err != nil {
 			return nil, status.Errorf(codes.Internal, "leader sent a bad %s: %v", server.IndexHeader, err)
 		}
-		if err := c.cfg.Repl.WaitApplied(ctx, res.Index); err != nil {
+		if err := c.cfg.Repl.WaitApplied(ctx, res.Index); errors.Is(err, replication.ErrHalted) {
+			return nil, status.Errorf(codes.Unavailable, "the change was committed (index %d) but this node stopped applying the cluster log: %v", res.Index, err)
+		} else if err != nil {
 			return nil, status.Errorf(codes.DeadlineExceeded, "the change was committed (index %d) but not yet applied on this node: %v", res.Index, err)
 		}
 	}

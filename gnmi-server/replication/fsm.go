@@ -37,7 +37,8 @@ type fsm struct {
 	// evaluated those whose Set was evaluated here instead.
 	writeSets, evaluated atomic.Uint64
 	// halted is closed, with haltErr set, once this node stopped applying
-	// the log (halt); closed is closed when the node closes.
+	// the log (halt); closed is closed when the node stops Raft (on Close,
+	// or once halted).
 	halted   chan struct{}
 	haltOnce sync.Once
 	haltErr  error
@@ -221,7 +222,7 @@ func (f *fsm) checkStore(logs []*raft.Log, owner []int, errs []error) (int, erro
 // unknownEntry is the error of the entry at idx, which this build cannot
 // read for err (wrapping txn.ErrUnknownCommand).
 func unknownEntry(idx uint64, err error) error {
-	return fmt.Errorf("entry %d is of a kind this build of patronusd does not know (%w): a newer build wrote it; upgrade this node", idx, err)
+	return fmt.Errorf("entry %d is of a kind this build of patronusd does not know (%w): a build of another version wrote it; run this node on the version the cluster's leader runs", idx, err)
 }
 
 // halt stops this node applying the log, for err, the first time it is
@@ -253,7 +254,7 @@ func (f *fsm) isHalted() bool {
 	}
 }
 
-// haltedResults waits for the node to close, Raft's FSM goroutine kept from
+// haltedResults waits for the node to stop Raft, Raft's FSM goroutine kept from
 // applying anything more meanwhile, and returns out with ErrHalted as the
 // result of every entry from the from-th on.
 func (f *fsm) haltedResults(out []any, from int) []any {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,6 +182,19 @@ func TestHaltOnUnappliableEntry(t *testing.T) {
 		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: b}
 		halted(t, f, closed, newer, "which is not in this build's schema")
 	})
+	t.Run("deleted path not in the schema", func(t *testing.T) {
+		// A delete carries no leaves: its path itself is checked.
+		closed := make(chan struct{})
+		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
+		ops := []txn.Op{{Kind: gpb.UpdateResult_DELETE, Elems: elems(t, "/sites/site[name=hq]/config/location")}}
+		if err := txn.New(sch).Prepare(ops); err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.ReplaceAll(txn.EncodeCommand(ops, txn.Meta{User: "admin", Time: 1}), []byte("location"), []byte("locatiox"))
+		newer := append([]*raft.Log{}, entries...)
+		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: b}
+		halted(t, f, closed, newer, "which is not in this build's schema")
+	})
 	t.Run("entry before not applied", func(t *testing.T) {
 		// The store runs a batch's transactions without waiting for
 		// the commits of those before: one whose predecessor in the
@@ -253,6 +268,27 @@ func TestHaltStopsRaft(t *testing.T) {
 			t.Fatal("no leader after 10 s")
 		}
 	}
+	// Sets proposed meanwhile, some queued behind the halting entry.
+	leafOps := func(v string) []txn.Op {
+		ops := []txn.Op{{Kind: gpb.UpdateResult_UPDATE, Elems: elems(t, "/system/stats-history/config/interval"),
+			Value: &gpb.TypedValue{Value: &gpb.TypedValue_UintVal{UintVal: 10}}}}
+		if err := txn.New(sch).Prepare(ops); err != nil {
+			t.Fatal(err)
+		}
+		return ops
+	}
+	var proposers sync.WaitGroup
+	for i := range 16 {
+		ops := leafOps(fmt.Sprint(i))
+		proposers.Go(func() {
+			for {
+				if _, _, err := n.Apply(context.Background(), ops, txn.Meta{User: "admin"}); err != nil {
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
 	proposed := make(chan error, 1)
 	go func() {
 		r, _, err := n.propose([]byte{0x7f}, 5*time.Second)
@@ -291,6 +327,13 @@ func TestHaltStopsRaft(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a Set on a halted node still waits after 5 s")
+	}
+	stopped := make(chan struct{})
+	go func() { proposers.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Sets proposed around the halt still wait after 5 s")
 	}
 	if s := n.raft.State(); s != raft.Shutdown {
 		t.Errorf("Raft is %v after the halt; want Shutdown", s)

@@ -180,7 +180,13 @@ func Open(cfg Config) (*Node, error) {
 	// A halted node stops Raft at once: its leadership goes to another
 	// voter, and whatever waits for an entry here gets an answer, before
 	// the process comes to close the node.
-	n.fsm.onHalt = func() { go n.shutdown() }
+	started := make(chan struct{})
+	n.fsm.onHalt = func() {
+		go func() {
+			<-started // n.raft is set
+			n.shutdown()
+		}()
+	}
 	if applied, err := readApplied(cfg.Store); err == nil {
 		n.applied = applied
 	}
@@ -224,6 +230,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("replication: start raft: %w", err)
 	}
 	n.raft = r
+	close(started)
 	n.startIndex = r.LastIndex()
 	n.watchHeartbeats()
 	n.countLeaders()
@@ -326,7 +333,7 @@ func (n *Node) Applied() uint64 {
 }
 
 // WaitApplied waits until the entry at index has been applied to this
-// node's store.
+// node's store. It returns ErrHalted if the node halts first.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	for {
 		n.mu.Lock()
@@ -338,6 +345,8 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 		n.mu.Unlock()
 		select {
 		case <-w:
+		case <-n.fsm.halted:
+			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -468,8 +477,10 @@ func (n *Node) propose(cmd []byte, timeout time.Duration) (*applyResult, uint64,
 		return nil, 0, err
 	}
 	f := n.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		switch {
+		case errors.Is(err, ErrHalted):
+			return nil, 0, err
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			// A leader handing over refuses entries before it
 			// proposes them.
@@ -569,10 +580,35 @@ func (n *Node) Barrier(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
+	if err := n.await(n.raft.Barrier(timeout)); err != nil {
 		return fmt.Errorf("replication: barrier: %w", err)
 	}
 	return nil
+}
+
+// await returns f's error, or, once Raft is shut down, ErrRaftShutdown (or
+// ErrHalted, if this node halted) after a second's grace: hashicorp/raft
+// answers no future it still holds when it stops (an entry queued to be
+// proposed, or committed and queued for the FSM; hashicorp/raft#498), and a
+// halted node stops Raft under proposers that must return for the process
+// to exit.
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.closed:
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Second):
+		if n.fsm.isHalted() {
+			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
+		}
+		return raft.ErrRaftShutdown
+	}
 }
 
 // IsLeader reports whether this node is the leader.

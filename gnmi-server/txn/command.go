@@ -166,6 +166,22 @@ func decodeRejection(b []byte) (*Rejection, error) {
 
 // decodeSet parses the body of a Set command; withSecret tells whether the
 // format carries the cluster secret (version 3 on).
+// known reports whether the schema has the nodes elems names, up to its
+// first wildcard name (a delete's path may have them). Prepare resolved the
+// names, so a path that fails is one a build with another schema wrote.
+func known(s *schema.Schema, elems []*gpb.PathElem) bool {
+	cur := s.Root
+	for _, e := range elems {
+		if e.GetName() == "*" || e.GetName() == "..." {
+			return true
+		}
+		if cur = cur.Children[e.GetName()]; cur == nil {
+			return false
+		}
+	}
+	return true
+}
+
 func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, error) {
 	var meta Meta
 	r := &reader{b: body}
@@ -212,6 +228,10 @@ func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, erro
 			return nil, meta, errBadCommand
 		}
 		op.Elems, op.Path = elems, &gpb.Path{Elem: elems}
+		if !known(s, elems) {
+			// Written by a build with another schema.
+			return nil, meta, fmt.Errorf("%w: it names %s, which is not in this build's schema", ErrUnknownCommand, pathkey.String(elems))
+		}
 		nl := r.uvarint()
 		if nl > uint64(len(r.b)) {
 			return nil, meta, errBadCommand
@@ -228,7 +248,7 @@ func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, erro
 			}
 			n := s.Lookup(le)
 			if n == nil {
-				// Written by a build with a newer schema.
+				// Written by a build with another schema.
 				return nil, meta, fmt.Errorf("%w: it names %s, which is not in this build's schema", ErrUnknownCommand, pathkey.String(le))
 			}
 			op.leaves = append(op.leaves, Leaf{Elems: le, Node: n, Value: tv})
