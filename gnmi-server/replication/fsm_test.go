@@ -108,6 +108,17 @@ func TestHaltOnUnappliableEntry(t *testing.T) {
 		return errs
 	}
 
+	// haltsOn applies entries with data as entry 4 on a new node, which
+	// must halt for want.
+	haltsOn := func(t *testing.T, data []byte, want string) (*fsm, []error) {
+		t.Helper()
+		closed := make(chan struct{})
+		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
+		newer := append([]*raft.Log{}, entries...)
+		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: data}
+		return f, halted(t, f, closed, newer, want)
+	}
+
 	t.Run("store failed", func(t *testing.T) {
 		dir, closed := t.TempDir(), make(chan struct{})
 		f := testFSMIn(t, sch, "n2", dir, closed)
@@ -134,11 +145,7 @@ func TestHaltOnUnappliableEntry(t *testing.T) {
 		}
 	})
 	t.Run("unknown kind", func(t *testing.T) {
-		closed := make(chan struct{})
-		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
-		newer := append([]*raft.Log{}, entries...)
-		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: []byte{0x7f, 1, 2, 3}}
-		errs := halted(t, f, closed, newer, "entry 4 is of a kind this build of patronusd does not know")
+		f, errs := haltsOn(t, []byte{0x7f, 1, 2, 3}, "entry 4 is of a kind this build of patronusd does not know")
 		if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrHalted) || !errors.Is(errs[3], ErrHalted) {
 			t.Errorf("results %v; want entries 1 and 2 applied, 4 and 5 ErrHalted", errs)
 		}
@@ -162,38 +169,24 @@ func TestHaltOnUnappliableEntry(t *testing.T) {
 	t.Run("write set's command unknown", func(t *testing.T) {
 		// A write-set entry evaluated here (its base is not the entry
 		// before it) whose command this build does not read.
-		closed := make(chan struct{})
-		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
 		ws := []byte{writeSetCommand}
 		ws = binary.AppendUvarint(ws, 1) // base 1: entry 4 is not right after it
 		ws = binary.AppendUvarint(ws, 1)
 		ws = appendBytes(ws, []byte{0x7f})
 		ws = append(ws, 0, 0, 0, 0, 0, 0, 0, 0) // Local: nothing recorded, no sites, nothing cleared; no writes
-		newer := append([]*raft.Log{}, entries...)
-		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: ws}
-		halted(t, f, closed, newer, "entry 4 is of a kind this build of patronusd does not know")
+		haltsOn(t, ws, "entry 4 is of a kind this build of patronusd does not know")
 	})
 	t.Run("path not in the schema", func(t *testing.T) {
 		// A Set of a path this build's schema lacks: a newer schema.
-		closed := make(chan struct{})
-		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
-		b := bytes.ReplaceAll(leaf("Lima"), []byte("location"), []byte("locatiox"))
-		newer := append([]*raft.Log{}, entries...)
-		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: b}
-		halted(t, f, closed, newer, "which is not in this build's schema")
+		haltsOn(t, bytes.ReplaceAll(leaf("Lima"), []byte("location"), []byte("locatiox")), "which is not in this build's schema")
 	})
 	t.Run("deleted path not in the schema", func(t *testing.T) {
 		// A delete carries no leaves: its path itself is checked.
-		closed := make(chan struct{})
-		f := testFSMIn(t, sch, "n2", t.TempDir(), closed)
 		ops := []txn.Op{{Kind: gpb.UpdateResult_DELETE, Elems: elems(t, "/sites/site[name=hq]/config/location")}}
 		if err := txn.New(sch).Prepare(ops); err != nil {
 			t.Fatal(err)
 		}
-		b := bytes.ReplaceAll(txn.EncodeCommand(ops, txn.Meta{User: "admin", Time: 1}), []byte("location"), []byte("locatiox"))
-		newer := append([]*raft.Log{}, entries...)
-		newer[2] = &raft.Log{Index: 4, Type: raft.LogCommand, Data: b}
-		halted(t, f, closed, newer, "which is not in this build's schema")
+		haltsOn(t, bytes.ReplaceAll(txn.EncodeCommand(ops, txn.Meta{User: "admin", Time: 1}), []byte("location"), []byte("locatiox")), "which is not in this build's schema")
 	})
 	t.Run("entry before not applied", func(t *testing.T) {
 		// The store runs a batch's transactions without waiting for
