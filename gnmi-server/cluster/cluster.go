@@ -95,6 +95,9 @@ func (c *Cluster) Close() {
 // applied the result, so the client reads its own write here.
 func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn.Result, error) {
 	for {
+		if err := c.halted(); err != nil {
+			return nil, err
+		}
 		if c.cfg.Repl.IsLeader() {
 			moved, err := c.membership(ops)
 			if err != nil {
@@ -142,11 +145,24 @@ func (c *Cluster) Commit(ctx context.Context, ops []txn.Op, meta txn.Meta) (*txn
 	}
 }
 
+// halted returns UNAVAILABLE once this node has stopped applying the
+// cluster log (replication.Node.Halted): it has no leader to try, and
+// nothing it commits would be applied here.
+func (c *Cluster) halted() error {
+	if err := c.cfg.Repl.HaltErr(); err != nil {
+		return status.Errorf(codes.Unavailable, "this node stopped applying the cluster log and is shutting down: %v", err)
+	}
+	return nil
+}
+
 // Reject commits the audit record of a request refused before the log: on
 // the leader it proposes it, on a follower it hands it to the leader (a Set
 // with server.AuditExtension, authenticated as this member).
 func (c *Cluster) Reject(ctx context.Context, rej txn.Rejection) error {
 	for {
+		if err := c.halted(); err != nil {
+			return err
+		}
 		if c.cfg.Repl.IsLeader() {
 			_, err := c.cfg.Repl.Reject(ctx, rej)
 			switch {
