@@ -313,7 +313,7 @@ func run(args []string) error {
 				hs.Close()
 			}
 			n.Close()
-			return fmt.Errorf("stopped applying the cluster log: %w; restart patronusd once that is mended", n.Repl.HaltErr())
+			return haltError(n)
 		}
 		if err != nil {
 			log.Warn("serving before catching up with the cluster log", "applied", n.Repl.Applied())
@@ -357,7 +357,7 @@ func run(args []string) error {
 		// A committed entry this node cannot apply: it stops, and applies
 		// the log again from its store once restarted.
 		stopping.Store(true)
-		haltErr = fmt.Errorf("stopped applying the cluster log: %w; restart patronusd once that is mended", n.Repl.HaltErr())
+		haltErr = haltError(n)
 		log.Error("shutting down", "error", haltErr)
 	case err := <-serveErr:
 		if hs != nil {
@@ -389,6 +389,12 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// haltError is what patronusd exits with once its node halted
+// (replication.Node.Halted).
+func haltError(n *node.Node) error {
+	return fmt.Errorf("stopped applying the cluster log: %w; restart patronusd once that is mended", n.Repl.HaltErr())
 }
 
 // httpMux serves --http: /metrics, /healthz and /readyz wherever it

@@ -72,8 +72,8 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // so the record is replicated without a log entry of its own. An audit-only
 // command (a request refused before the log) writes its record the same way.
 //
-// An entry this node cannot apply halts it (see halt): one of a kind its
-// build does not know (written by a newer build), or one whose transaction
+// An entry this node cannot apply halts it (see halt): one its build cannot
+// read (a build of another version wrote it), or one whose transaction
 // failed for want of the store. Skipping it would leave this node's state
 // without it for good, while the others have it.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
@@ -181,7 +181,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			results[i].err = err
 		}
 	}
-	if i, err := f.checkStore(logs, owner, errs); err != nil {
+	if i, err := f.firstFailure(logs, owner, errs); err != nil {
 		if i > 0 && f.onApply != nil {
 			f.onApply(logs[i-1].Index)
 		}
@@ -194,12 +194,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// checkStore returns the first failure among errs, the errors of a
+// firstFailure returns the first failure among errs, the errors of a
 // batch's transactions (owner as in ApplyBatch), that is not the entry's
 // own outcome (the store's, or an entry this build cannot read), with the
 // position in logs of the entry it failed. A Set the engine rejected is not
 // one: its transaction's error is the rejection, recorded by the next.
-func (f *fsm) checkStore(logs []*raft.Log, owner []int, errs []error) (int, error) {
+func (f *fsm) firstFailure(logs []*raft.Log, owner []int, errs []error) (int, error) {
 	for j, err := range errs {
 		var te *txn.Error
 		if err == nil || errors.As(err, &te) {
@@ -245,6 +245,9 @@ func (f *fsm) halt(err error) {
 	})
 }
 
+// haltedErr is ErrHalted with why, for whatever waited on a halted node.
+func (f *fsm) haltedErr() error { return fmt.Errorf("%w: %v", ErrHalted, f.haltErr) }
+
 func (f *fsm) isHalted() bool {
 	select {
 	case <-f.halted:
@@ -260,7 +263,7 @@ func (f *fsm) isHalted() bool {
 func (f *fsm) haltedResults(out []any, from int) []any {
 	<-f.closed
 	for i := from; i < len(out); i++ {
-		out[i] = &applyResult{err: fmt.Errorf("%w: %v", ErrHalted, f.haltErr)}
+		out[i] = &applyResult{err: f.haltedErr()}
 	}
 	return out
 }
@@ -418,7 +421,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.isHalted() {
 		// Raft counts the entry that halted it as applied: a snapshot
 		// now would let it truncate the log of an entry the store lacks.
-		return nil, fmt.Errorf("replication: no snapshot: %w: %v", ErrHalted, f.haltErr)
+		return nil, fmt.Errorf("replication: no snapshot: %w", f.haltedErr())
 	}
 	if err := f.st.Sync(); err != nil {
 		return nil, fmt.Errorf("replication: sync before snapshot: %w", err)

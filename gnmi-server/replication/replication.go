@@ -346,7 +346,7 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 		select {
 		case <-w:
 		case <-n.fsm.halted:
-			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
+			return n.fsm.haltedErr()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -364,7 +364,7 @@ func (n *Node) WaitCaughtUp(ctx context.Context) error {
 		select {
 		case <-t.C:
 		case <-n.fsm.halted:
-			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
+			return n.fsm.haltedErr()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -605,7 +605,7 @@ func (n *Node) await(f raft.Future) error {
 		return err
 	case <-time.After(time.Second):
 		if n.fsm.isHalted() {
-			return fmt.Errorf("%w: %v", ErrHalted, n.fsm.haltErr)
+			return n.fsm.haltedErr()
 		}
 		return raft.ErrRaftShutdown
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
@@ -42,8 +43,9 @@ type Command struct {
 
 var errBadCommand = errors.New("txn: malformed command")
 
-// ErrUnknownCommand is DecodeCommand's error for a command of a version or
-// kind this build does not know: one a newer build wrote.
+// ErrUnknownCommand is DecodeCommand's error for a command this build cannot
+// read: one of a version or kind it does not know, or naming a path its
+// schema lacks, which a build of another version wrote.
 var ErrUnknownCommand = errors.New("txn: unknown command")
 
 // EncodeCommand serializes prepared ops and their meta.
@@ -164,24 +166,19 @@ func decodeRejection(b []byte) (*Rejection, error) {
 	return rej, nil
 }
 
-// decodeSet parses the body of a Set command; withSecret tells whether the
-// format carries the cluster secret (version 3 on).
 // known reports whether the schema has the nodes elems names, up to its
 // first wildcard name (a delete's path may have them). Prepare resolved the
 // names, so a path that fails is one a build with another schema wrote.
 func known(s *schema.Schema, elems []*gpb.PathElem) bool {
-	cur := s.Root
-	for _, e := range elems {
-		if e.GetName() == "*" || e.GetName() == "..." {
-			return true
-		}
-		if cur = cur.Children[e.GetName()]; cur == nil {
-			return false
-		}
+	k := slices.IndexFunc(elems, func(e *gpb.PathElem) bool { return e.GetName() == "*" || e.GetName() == "..." })
+	if k < 0 {
+		k = len(elems)
 	}
-	return true
+	return s.Lookup(elems[:k]) != nil
 }
 
+// decodeSet parses the body of a Set command; withSecret tells whether the
+// format carries the cluster secret (version 3 on).
 func decodeSet(s *schema.Schema, body []byte, withSecret bool) ([]Op, Meta, error) {
 	var meta Meta
 	r := &reader{b: body}
